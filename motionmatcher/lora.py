@@ -1,0 +1,153 @@
+"""LoRA adapters on a ``UNet3DConditionModel``, injected with peft.
+
+diffusers' ``UNet3DConditionModel`` has no ``PeftAdapterMixin``, so adapters are injected with
+:func:`peft.inject_adapter_in_model` and saved/loaded in peft's own format
+(``adapter_config.json`` + ``adapter_model.safetensors``): the result loads with plain peft
+onto a base UNet (:func:`load_adapter` is exactly that).
+
+LoRA (Hu et al.): for a frozen linear layer W, ``h = W x + (alpha / r) · B A x`` with
+A ∈ R^{r×d_in}, B ∈ R^{d_out×r}; B starts at zero so the adapted model equals the base one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file
+
+DEFAULT_ADAPTER = "motion"
+
+_TRANSFORMER = r".*(attentions\.\d+|transformer_in)\."
+_ATTN = r"transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+_FF = r"transformer_blocks\.\d+\.ff\.net\.(0\.proj|2)"
+
+#: Every linear layer of every spatial (``Transformer2DModel``) and temporal
+#: (``TransformerTemporalModel``, ``transformer_in`` included) transformer: attention
+#: q/k/v/out, feed-forward, proj_in/proj_out.
+ALL_TRANSFORMER_LINEARS = rf"{_TRANSFORMER}(proj_in|proj_out|{_ATTN}|{_FF})"
+#: Spatial transformers only: self-attention q/k/v/out and feed-forward (MotionDirector's
+#: spatial path).
+SPATIAL_SELF_ATTN_FF = rf".*\.attentions\.\d+\.(transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)|{_FF})"
+#: Temporal transformers only (``temp_attentions`` and ``transformer_in``): attention and
+#: feed-forward.
+TEMPORAL_ATTN_FF = rf".*(temp_attentions\.\d+|transformer_in)\.({_ATTN}|{_FF})"
+
+TARGETS = {
+    "all_transformer_linears": ALL_TRANSFORMER_LINEARS,
+    "spatial_self_attn_ff": SPATIAL_SELF_ATTN_FF,
+    "temporal_attn_ff": TEMPORAL_ATTN_FF,
+}
+
+
+def lora_config(rank: int = 32, dropout: float = 0.1, targets: str = "all_transformer_linears",
+                alpha: float | None = None) -> LoraConfig:
+    """A peft :class:`LoraConfig`; ``targets`` is a key of :data:`TARGETS` or a regex."""
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha if alpha is not None else rank,
+        lora_dropout=dropout,
+        target_modules=TARGETS.get(targets, targets),
+        init_lora_weights=True,  # kaiming A, zero B
+    )
+
+
+def add_lora(unet: torch.nn.Module, config: LoraConfig, adapter_name: str = DEFAULT_ADAPTER):
+    """Inject a LoRA adapter into ``unet`` in place, freeze the base, return the LoRA params."""
+    unet.requires_grad_(False)
+    was_training = unet.training
+    inject_adapter_in_model(config, unet, adapter_name=adapter_name)
+    unet.train(was_training)  # injected modules (dropout) follow the model's mode
+    params = []
+    for name, p in unet.named_parameters():
+        trainable = f".{adapter_name}." in name and "lora_" in name
+        p.requires_grad_(trainable)
+        if trainable:
+            params.append(p)
+    return params
+
+
+def tuner_layers(unet: torch.nn.Module) -> list[BaseTunerLayer]:
+    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def lora_module_names(unet: torch.nn.Module) -> list[str]:
+    """Names of the modules that carry a LoRA adapter."""
+    return [n for n, m in unet.named_modules() if isinstance(m, BaseTunerLayer)]
+
+
+def set_lora_enabled(unet: torch.nn.Module, enabled: bool) -> None:
+    for layer in tuner_layers(unet):
+        layer.enable_adapters(enabled)
+
+
+def lora_enabled(unet: torch.nn.Module) -> bool:
+    layers = tuner_layers(unet)
+    return bool(layers) and not layers[0].disable_adapters
+
+
+@contextmanager
+def lora_disabled(unet: torch.nn.Module):
+    """Run the base model: every adapter off inside the block, restored after."""
+    layers = tuner_layers(unet)
+    states = [layer.disable_adapters for layer in layers]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield unet
+    finally:
+        for layer, disabled in zip(layers, states):
+            layer.enable_adapters(not disabled)
+
+
+def set_lora_scale(unet: torch.nn.Module, scale: float, adapter_name: str | None = None) -> None:
+    """Multiply each adapter's contribution by ``scale`` (on top of alpha / r); 1.0 restores."""
+    for layer in tuner_layers(unet):
+        for name in layer.scaling:
+            if adapter_name is None or name == adapter_name:
+                layer.scaling[name] = scale * layer.lora_alpha[name] / layer.r[name]
+
+
+def save_adapter(unet: torch.nn.Module, out_dir: str | os.PathLike, config: LoraConfig,
+                 adapter_name: str = DEFAULT_ADAPTER) -> Path:
+    """Save in peft format: ``adapter_config.json`` + ``adapter_model.safetensors``."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+    tmp = out / "adapter_model.safetensors.tmp"
+    save_file(state, tmp, metadata={"format": "pt"})
+    os.replace(tmp, out / "adapter_model.safetensors")
+    config.save_pretrained(out)
+    return out
+
+
+def load_adapter(unet: torch.nn.Module, adapter_dir: str | os.PathLike,
+                 adapter_name: str = DEFAULT_ADAPTER) -> None:
+    """Inject and load a saved adapter onto a base ``unet`` with plain peft (frozen)."""
+    adapter_dir = Path(adapter_dir)
+    cfg_file = adapter_dir / "adapter_config.json"
+    weights = adapter_dir / "adapter_model.safetensors"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise FileNotFoundError(f"adapter {adapter_dir}: missing {f.name}")
+    config = LoraConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items()
+                           if k in LoraConfig.__dataclass_fields__})
+    config.inference_mode = True
+    was_training = unet.training
+    inject_adapter_in_model(config, unet, adapter_name=adapter_name)
+    unet.train(was_training)
+    state = load_file(weights, device=str(unet.device))
+    result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"adapter {weights}: {len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
+    unet.requires_grad_(False)

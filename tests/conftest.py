@@ -1,0 +1,30 @@
+"""Shared fixtures: the embedded tiny model, built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VIDEOS = REPO.parent / "shared" / "reference_videos"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from motionmatcher.models import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_dir):
+    """A freshly loaded tiny model (function scope: tests may attach adapters to it)."""
+    from motionmatcher.models import load_t2v_model
+
+    return load_t2v_model(tiny_model_dir)
