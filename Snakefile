@@ -1,0 +1,24 @@
+# MotionMatcher: motion customization of text-to-video diffusion models, at dataset scale.
+# This file only sets up and includes; the stages live in rules/, one .smk each.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/model.smk"
+include: "rules/preprocess.smk"
+include: "rules/latents.smk"
+include: "rules/customize.smk"
+include: "rules/sample.smk"
+include: "rules/aggregate.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

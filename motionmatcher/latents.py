@@ -1,0 +1,103 @@
+"""VAE encoding of pixel videos to latents and decoding back, in bounded-memory frame chunks.
+
+Zeroscope's VAE is the 2-D Stable Diffusion ``AutoencoderKL``: every frame is encoded and
+decoded on its own, so a video is processed as a batch of frames, ``chunk_size`` frames per
+forward pass (memory is bounded by the chunk, not by the video length).
+
+Conventions (shared with the rest of the package):
+
+* pixel video: ``uint8`` array ``(F, H, W, 3)``;
+* model-space video: float ``(B, 3, F, H, W)`` in ``[-1, 1]``;
+* latents: float ``(B, 4, F, H/s, W/s)`` (``s`` = the VAE's scale factor, 8 for Zeroscope)
+  already multiplied by ``vae.config.scaling_factor`` (and shifted by ``shift_factor`` for the
+  VAEs that have one), i.e. what the UNet sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["encode_video", "decode_latents", "frames_to_model_space", "model_space_to_uint8"]
+
+
+def _scaling(vae) -> tuple[float, float]:
+    scale = float(vae.config.scaling_factor)
+    shift = getattr(vae.config, "shift_factor", None)
+    return scale, float(shift) if shift is not None else 0.0
+
+
+def _vae_scale_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def frames_to_model_space(frames_uint8) -> torch.Tensor:
+    """``uint8 (F, H, W, 3)`` (numpy or tensor) -> float32 ``(F, 3, H, W)`` in ``[-1, 1]``."""
+    frames = frames_uint8 if torch.is_tensor(frames_uint8) else torch.from_numpy(np.asarray(frames_uint8))
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (F, H, W, 3), got {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames, got {frames.dtype}")
+    return frames.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+
+
+def model_space_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float in ``[-1, 1]`` (clamped) -> ``uint8`` in ``[0, 255]`` (rounded), same shape."""
+    return ((x.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def encode_video(vae, frames_uint8, chunk_size: int = 8, generator: torch.Generator | None = None,
+                 sample: bool = False) -> torch.Tensor:
+    """VAE-encode a pixel video to latents ``(1, 4, F, H/s, W/s)``, float32, on the VAE's device.
+
+    Frames go through the VAE ``chunk_size`` at a time, in the VAE's dtype. By default the
+    posterior mean is used (deterministic: the same video always gives the same latents);
+    ``sample=True`` draws from the posterior with ``generator`` instead (then chunking changes
+    the draw order, so chunked and unchunked results differ). The result is multiplied by
+    ``vae.config.scaling_factor``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    x = frames_to_model_space(frames_uint8)
+    s = _vae_scale_factor(vae)
+    n_frames, _, height, width = x.shape
+    if height % s or width % s:
+        raise ValueError(f"frame size {height}x{width} is not a multiple of the VAE's scale factor {s}")
+    scale, shift = _scaling(vae)
+    param = next(vae.parameters())
+    out = []
+    with torch.inference_mode():
+        for i in range(0, n_frames, chunk_size):
+            chunk = x[i : i + chunk_size].to(device=param.device, dtype=param.dtype)
+            dist = vae.encode(chunk).latent_dist
+            z = dist.sample(generator=generator) if sample else dist.mean
+            out.append(z.to(torch.float32))
+        z = torch.cat(out)  # (F, 4, h, w)
+        z = (z - shift) * scale
+        return z.permute(1, 0, 2, 3).unsqueeze(0).contiguous()
+
+
+def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarray:
+    """Decode latents ``(B, 4, F, h, w)`` to a ``uint8`` numpy video ``(B, F, H, W, 3)``.
+
+    Undoes the scaling (``/ scaling_factor``), decodes ``chunk_size`` frames per VAE forward in
+    the VAE's dtype and device, clamps to ``[-1, 1]`` and rounds to ``uint8``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if latents.ndim != 5:
+        raise ValueError(f"expected latents of shape (B, C, F, h, w), got {tuple(latents.shape)}")
+    scale, shift = _scaling(vae)
+    param = next(vae.parameters())
+    b, c, f, h, w = latents.shape
+    with torch.inference_mode():
+        z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        z = z.to(torch.float32) / scale + shift
+        frames = []
+        for i in range(0, b * f, chunk_size):
+            chunk = z[i : i + chunk_size].to(device=param.device, dtype=param.dtype)
+            x = vae.decode(chunk).sample
+            frames.append(model_space_to_uint8(x).cpu())
+        video = torch.cat(frames)  # (B*F, 3, H, W)
+        video = video.reshape(b, f, *video.shape[1:]).permute(0, 1, 3, 4, 2)
+        return video.contiguous().numpy()

@@ -1,0 +1,163 @@
+"""Loading and validating the manifest CSV of reference videos and target prompts.
+
+One row per (reference video, target prompt). Every problem in the file is collected and
+reported in one :class:`ManifestError` naming the row, the column and the reason, before any
+job of the workflow runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from jsonschema import Draft7Validator
+
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schemas" / "manifest.schema.yaml"
+REQUIRED = ("video_id", "video_path", "caption", "prompt")
+OVERRIDES = ("start_frame", "frame_step")
+
+
+class ManifestError(ValueError):
+    """A manifest with one or more bad rows; the message lists all of them."""
+
+    def __init__(self, path, problems: list[str]):
+        self.path = Path(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"manifest {path}: {len(problems)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames of a reference video are used: ``start + i * step`` for i < n_frames."""
+
+    n_frames: int
+    start_frame: int = 0
+    frame_step: int = 1
+
+    @property
+    def last_index(self) -> int:
+        return self.start_frame + (self.n_frames - 1) * self.frame_step
+
+
+def _load_schema() -> dict:
+    with open(SCHEMA) as f:
+        return yaml.safe_load(f)
+
+
+def _coerce(value):
+    """CSV cells arrive as strings; integers in override columns are parsed for the schema."""
+    if isinstance(value, str):
+        s = value.strip()
+        if s.lstrip("-").isdigit():
+            return int(s)
+    return value
+
+
+def load_manifest(
+    path: str | os.PathLike,
+    n_frames: int,
+    start_frame: int = 0,
+    frame_step: int = 1,
+    check_videos: bool = True,
+) -> pd.DataFrame:
+    """Read and validate a manifest, returning one row per (video, prompt).
+
+    The returned frame has the manifest's columns plus ``video_path`` resolved to an absolute
+    path, ``start_frame``/``frame_step`` filled from the defaults, ``row`` (1-based data row
+    number, as a spreadsheet shows it counting the header as line 1: ``line = row + 1``),
+    ``prompt_idx`` (0-based index of the prompt within its video) and ``prompt_id``.
+
+    Checks: the JSON schema (required columns, id characters, non-empty caption and prompt,
+    integer overrides), one file / caption / override set per ``video_id``, and, when
+    ``check_videos``, that each file exists, decodes and has enough frames.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(path, [f"file does not exist: {path}"])
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # pandas raises many kinds for malformed CSV
+        raise ManifestError(path, [f"cannot parse CSV: {e}"]) from e
+    problems: list[str] = []
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(path, [f"missing column(s): {', '.join(missing)} (have: {', '.join(df.columns)})"])
+    if df.empty:
+        raise ManifestError(path, ["no rows"])
+
+    validator = Draft7Validator(_load_schema())
+    records = []
+    for i, raw in enumerate(df.to_dict("records")):
+        rec = {k: _coerce(v) if k in OVERRIDES else v for k, v in raw.items() if not (k in OVERRIDES and v == "")}
+        for err in validator.iter_errors(rec):
+            col = err.path[0] if err.path else (err.validator_value[0] if err.validator == "required" else "?")
+            problems.append(f"row {i + 1} (line {i + 2}), column {col}: {_describe(err)}")
+        rec.setdefault("start_frame", start_frame)
+        rec.setdefault("frame_step", frame_step)
+        vp = str(rec.get("video_path", ""))
+        rec["video_path"] = str((path.parent / vp).resolve()) if vp else ""
+        rec["row"] = i + 1
+        records.append(rec)
+
+    out = pd.DataFrame.from_records(records)
+    for vid, group in out.groupby("video_id", sort=False):
+        first = group.iloc[0]
+        for col in ("video_path", "caption", "start_frame", "frame_step"):
+            values = group[col].astype(str).unique()
+            if len(values) > 1:
+                rows = ", ".join(str(r) for r in group["row"])
+                what = "files" if col == "video_path" else f"values of {col}"
+                problems.append(
+                    f"rows {rows}, column {col}: video_id {vid!r} points at {len(values)} different "
+                    f"{what}: {', '.join(values)}"
+                )
+        if check_videos and first["video_path"]:
+            problems += _check_video(first, n_frames)
+
+    if problems:
+        raise ManifestError(path, problems)
+    out["start_frame"] = out["start_frame"].astype(int)
+    out["frame_step"] = out["frame_step"].astype(int)
+    out["prompt_idx"] = out.groupby("video_id", sort=False).cumcount()
+    out["prompt_id"] = [f"p{i:02d}" for i in out["prompt_idx"]]
+    return out
+
+
+def _describe(err) -> str:
+    if err.validator == "pattern" and err.schema.get("pattern") == "\\S":
+        return "must not be empty"
+    if err.validator == "pattern":
+        return f"{err.instance!r} may contain only letters, digits, '_' and '-'"
+    if err.validator == "required":
+        return "missing value"
+    return err.message
+
+
+def _check_video(row, n_frames: int) -> list[str]:
+    from motionmatcher.video import VideoError, probe_video
+
+    where = f"row {row['row']} (line {row['row'] + 1}), column video_path"
+    p = Path(row["video_path"])
+    if not p.is_file():
+        return [f"{where}: file does not exist: {p}"]
+    try:
+        info = probe_video(p)
+    except VideoError as e:
+        return [f"{where}: {e}"]
+    sampling = FrameSampling(n_frames, int(row["start_frame"]), int(row["frame_step"]))
+    if sampling.last_index >= info["num_frames"]:
+        return [
+            f"{where}: {p} has {info['num_frames']} frames; {n_frames} frames from "
+            f"start_frame {sampling.start_frame} every {sampling.frame_step} need frame index "
+            f"{sampling.last_index}"
+        ]
+    return []
+
+
+def videos(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per reference video (the first manifest row of each ``video_id``)."""
+    return manifest.drop_duplicates("video_id").set_index("video_id", drop=False)

@@ -1,0 +1,27 @@
+rule customize:
+    input:
+        latents=rules.cache_latents.output.latents,
+        model=MODEL_DIR,
+    output:
+        adapter=f"{R}/customize/{{method}}/{{video}}/adapter/adapter_model.safetensors",
+        adapter_config=f"{R}/customize/{{method}}/{{video}}/adapter/adapter_config.json",
+        train_log=f"{R}/customize/{{method}}/{{video}}/train_log.parquet",
+        record=f"{R}/customize/{{method}}/{{video}}/run.json",
+    params:
+        train=lambda wc: method_config(config, wc.method)["train"],
+        caption=video_param("caption"),
+        seed=config["seed"],
+        checkpoint_dir=lambda wc: f"{C}/checkpoints/{MODEL_TAG}/{wc.method}/{wc.video}",
+        device=config["device"],
+        dtype=config["dtype"],
+    log:
+        f"{R}/logs/customize/{{method}}/{{video}}.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=40000,
+        runtime=120,
+        gpu=1,
+    script:
+        "../workflow_scripts/customize.py"

@@ -1,0 +1,45 @@
+rule cache_latents:
+    input:
+        frames=rules.preprocess.output.frames,
+        model=MODEL_DIR,
+    output:
+        latents=f"{C}/latents/{MODEL_TAG}/{{video}}.safetensors",
+    params:
+        chunk_size=config["latents"]["chunk_size"],
+        device=config["device"],
+        dtype=config["dtype"],
+    log:
+        f"{R}/logs/cache_latents/{{video}}.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=20,
+        gpu=1,
+    script:
+        "../workflow_scripts/cache_latents.py"
+
+
+rule cache_inversion:
+    input:
+        latents=rules.cache_latents.output.latents,
+        model=MODEL_DIR,
+    output:
+        inversion=f"{C}/inversion/{MODEL_TAG}/{{video}}.safetensors",
+    params:
+        num_steps=config["inversion"]["num_steps"],
+        prompt=config["inversion"]["prompt"],
+        device=config["device"],
+        dtype=config["dtype"],
+    log:
+        f"{R}/logs/cache_inversion/{{video}}.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=30,
+        gpu=1,
+    script:
+        "../workflow_scripts/cache_inversion.py"

@@ -1,0 +1,14 @@
+rule build_tiny_model:
+    output:
+        directory(f"{C}/models/tiny"),
+    params:
+        seed=0,
+    log:
+        f"{R}/logs/build_tiny_model.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/build_tiny_model.py"

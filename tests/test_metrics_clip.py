@@ -1,0 +1,211 @@
+"""Tests for motionmatcher.metrics.clip_score and .image_reward (no weights needed)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from motionmatcher.metrics import MetricUnavailable
+from motionmatcher.metrics.clip_score import (
+    ClipScorer,
+    clip_t_from_embeddings,
+    frame_consistency_from_embeddings,
+)
+from motionmatcher.metrics.image_reward import load_image_reward
+
+# ---------------------------------------------------------------- pure math
+
+
+def test_clip_t_hand_made_embeddings():
+    text = np.array([2.0, 0.0, 0.0])  # not unit norm on purpose
+    frames = np.array([
+        [1.0, 0.0, 0.0],   # cos 1
+        [0.0, 5.0, 0.0],   # cos 0
+        [1.0, 1.0, 0.0],   # cos 1/sqrt(2)
+        [-2.0, 0.0, 0.0],  # cos -1
+    ])
+    expected = (1 + 0 + 2 ** -0.5 - 1) / 4
+    assert clip_t_from_embeddings(frames, text) == pytest.approx(expected)
+    assert clip_t_from_embeddings(torch.tensor(frames), torch.tensor(text)[None]) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        clip_t_from_embeddings(frames, np.stack([text, text]))
+
+
+def test_frame_consistency_hand_made_embeddings():
+    emb = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 3.0], [0.0, -1.0]])
+    # consecutive cosines: 1/sqrt2, 1/sqrt2, -1
+    assert frame_consistency_from_embeddings(emb) == pytest.approx((2 * 2 ** -0.5 - 1) / 3)
+    assert frame_consistency_from_embeddings(np.ones((5, 4))) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        frame_consistency_from_embeddings(emb[:1])
+
+
+# ---------------------------------------------------------------- random-init model
+
+
+@pytest.fixture(scope="module")
+def scorer() -> ClipScorer:
+    return ClipScorer("ViT-B-32", pretrained="openai", random_init_seed=0, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(4, 64, 80, 3), dtype=np.uint8)
+
+
+def test_random_init_end_to_end(scorer, frames):
+    img = scorer.image_embeddings(frames)
+    assert img.shape == (4, 512)
+    torch.testing.assert_close(img.norm(dim=-1), torch.ones(4))
+    txt = scorer.text_embeddings(["a bear walking on rocks", "a drone flyover"])
+    assert txt.shape == (2, 512)
+    torch.testing.assert_close(txt.norm(dim=-1), torch.ones(2))
+
+    scores = scorer.score(frames, "a bear walking on rocks")
+    assert set(scores) == {"clip_t", "frame_consistency"}
+    for value in scores.values():
+        assert np.isfinite(value) and -1.0 <= value <= 1.0
+    # score() is exactly the math applied to this scorer's embeddings of these inputs
+    assert scores["clip_t"] == pytest.approx(float((img @ txt[0]).mean()), abs=1e-6)
+    assert scores["clip_t"] == pytest.approx(scorer.clip_t(frames, "a bear walking on rocks"), abs=1e-6)
+    assert scores["frame_consistency"] == pytest.approx(float((img[:-1] * img[1:]).sum(-1).mean()), abs=1e-6)
+    assert scorer.clip_t(frames, "a drone flyover") == pytest.approx(float((img @ txt[1]).mean()), abs=1e-6)
+
+
+def test_batching_and_frame_order(scorer, frames):
+    # batch_size=3 splits 4 frames into 3 + 1; a frame alone must embed identically
+    full = scorer.image_embeddings(frames)
+    single = torch.cat([scorer.image_embeddings(frames[i:i + 1]) for i in range(4)])
+    torch.testing.assert_close(full, single, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scorer.image_embeddings(frames[::-1].copy()), full.flip(0), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full[0], full[1], atol=1e-3)
+
+
+def test_identical_frames_are_perfectly_consistent(scorer, frames):
+    still = np.repeat(frames[:1], 4, axis=0)
+    assert scorer.frame_consistency(still) == pytest.approx(1.0, abs=1e-5)
+    assert scorer.score(frames, "x")["frame_consistency"] < 1.0 - 1e-4
+
+
+def test_random_init_is_deterministic_and_matches_openai_arch(scorer):
+    other = ClipScorer("ViT-B-32", pretrained="openai", random_init_seed=0)
+    torch.testing.assert_close(other.text_embeddings(["a cat"]), scorer.text_embeddings(["a cat"]))
+    # OpenAI weights were trained with QuickGELU; the architecture must follow the tag
+    act = scorer.model.visual.transformer.resblocks[0].mlp.gelu
+    assert type(act).__name__ == "QuickGELU"
+
+
+def test_score_uses_given_frames_and_prompt(scorer, frames, monkeypatch):
+    # inject embeddings: frame embedding depends on its mean colour, text on the prompt
+    calls = {}
+
+    def fake_images(fr):
+        calls["frames"] = fr
+        return torch.stack([torch.tensor([1.0, float(f.mean() > 127), 0.0]) for f in fr])
+
+    def fake_texts(texts):
+        calls["texts"] = list(texts)
+        return torch.tensor([[1.0, 0.0, 0.0]]) if texts == ["left"] else torch.tensor([[0.0, 1.0, 0.0]])
+
+    monkeypatch.setattr(scorer, "image_embeddings", fake_images)
+    monkeypatch.setattr(scorer, "text_embeddings", fake_texts)
+    video = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    video[2:] = 255  # frames 0,1 -> (1,0,0); frames 2,3 -> (1,1,0)
+    s = 2 ** -0.5
+    out = scorer.score(video, "left")
+    assert calls["texts"] == ["left"] and calls["frames"] is video
+    assert out["clip_t"] == pytest.approx((1 + 1 + s + s) / 4)
+    assert out["frame_consistency"] == pytest.approx((1 + s + 1) / 3)
+    assert scorer.score(video, "right")["clip_t"] == pytest.approx((0 + 0 + s + s) / 4)
+
+
+# ---------------------------------------------------------------- missing weights
+
+
+def test_missing_pretrained_weights_explain_how_to_provide(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants as hf_constants
+
+    before = hf_constants.HF_HUB_OFFLINE
+    with pytest.raises(MetricUnavailable) as info:
+        ClipScorer("ViT-B-32", pretrained="laion2b_s34b_b79k", cache_dir=tmp_path)
+    message = str(info.value)
+    assert "metrics.clip.checkpoint" in message
+    assert "create_model_and_transforms('ViT-B-32', pretrained='laion2b_s34b_b79k')" in message
+    assert hf_constants.HF_HUB_OFFLINE == before  # offline patch is restored
+
+
+def test_checkpoint_file_is_passed_to_open_clip(tmp_path, monkeypatch, scorer):
+    # loading a real 600 MB state dict is checked by hand; here: the arguments open_clip receives
+    import open_clip
+
+    ckpt = tmp_path / "open_clip_pytorch_model.safetensors"
+    ckpt.write_bytes(b"")
+    seen = {}
+
+    def fake_create(model_name, pretrained=None, **kwargs):
+        seen.update(model_name=model_name, pretrained=pretrained, **kwargs)
+        return scorer.model, None, scorer.preprocess
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
+    loaded = ClipScorer("ViT-B-32", pretrained="openai", checkpoint=ckpt)
+    assert seen["model_name"] == "ViT-B-32" and seen["pretrained"] == str(ckpt)
+    assert seen["force_quick_gelu"] is True  # openai weights need QuickGELU
+    assert loaded.weights == f"checkpoint:{ckpt}"
+
+
+def test_missing_checkpoint_file_names_the_path(tmp_path):
+    missing = tmp_path / "open_clip_pytorch_model.bin"
+    with pytest.raises(MetricUnavailable, match="open_clip_pytorch_model.bin"):
+        ClipScorer(checkpoint=missing)
+
+
+# ---------------------------------------------------------------- ImageReward
+
+
+def test_image_reward_not_configured_is_none(caplog):
+    with caplog.at_level("INFO", logger="motionmatcher.metrics.image_reward"):
+        assert load_image_reward(None) is None
+        assert load_image_reward("") is None
+    assert "no checkpoint" in caplog.text
+
+
+def test_image_reward_missing_checkpoint_raises(tmp_path):
+    with pytest.raises(MetricUnavailable, match="nope.pt"):
+        load_image_reward(tmp_path / "nope.pt")
+
+
+def test_image_reward_without_package_is_none(tmp_path, monkeypatch):
+    ckpt = tmp_path / "ImageReward.pt"
+    ckpt.write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "ImageReward", None)  # makes `import ImageReward` fail
+    assert load_image_reward(ckpt) is None
+
+
+def test_image_reward_scorer_averages_frames(tmp_path, monkeypatch):
+    ckpt = tmp_path / "ImageReward.pt"
+    ckpt.write_bytes(b"")
+    seen = {}
+
+    class FakeModel:
+        def eval(self):
+            return self
+
+        def score(self, prompt, images):
+            seen["prompt"], seen["n"] = prompt, len(images)
+            return [float(np.asarray(im).mean()) for im in images]
+
+    def fake_load(path, device="cpu", med_config=None):
+        seen["path"], seen["device"], seen["med_config"] = path, device, med_config
+        return FakeModel()
+
+    monkeypatch.setitem(sys.modules, "ImageReward", types.SimpleNamespace(load=fake_load))
+    scorer = load_image_reward(ckpt)
+    video = np.stack([np.full((4, 4, 3), v, dtype=np.uint8) for v in (10, 20, 60)])
+    assert scorer.score(video, "a fox") == pytest.approx(30.0)
+    assert seen == {"path": str(ckpt), "device": "cpu", "med_config": None, "prompt": "a fox", "n": 3}

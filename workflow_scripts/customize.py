@@ -1,0 +1,51 @@
+"""Train one method's adapter on one reference video (the one training loop)."""
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from motionmatcher.lora import save_adapter
+from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
+from motionmatcher.runtime import code_version, library_versions, load_tensors, setup_script, write_json
+from motionmatcher.training import TrainConfig, train
+
+log = setup_script(snakemake)
+p = snakemake.params
+wc = snakemake.wildcards
+device = resolve_device(p.device)
+dtype = resolve_dtype(p.dtype, device)
+# fp32 master weights: the base is loaded in fp32 and the forward runs under autocast on GPU.
+model = load_t2v_model(snakemake.input.model, device)
+latents = load_tensors(snakemake.input.latents, device)["latents"]
+cfg = TrainConfig.from_dict(p.train)
+label = f"video {wc.video}, method {wc.method}"
+t0 = time.time()
+lcfg, frame = train(model, latents, p.caption, cfg, seed=int(p.seed),
+                    checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label)
+seconds = time.time() - t0
+save_adapter(model.unet, Path(snakemake.output.adapter).parent, lcfg)
+frame.insert(0, "video_id", wc.video)
+frame.insert(1, "method", wc.method)
+pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), snakemake.output.train_log)
+write_json(snakemake.output.record, {
+    "video_id": wc.video,
+    "method": wc.method,
+    "caption": p.caption,
+    "train": p.train,
+    "seed": int(p.seed),
+    "device": str(device),
+    "dtype": str(dtype),
+    "model": str(snakemake.input.model),
+    "model_identity": model.identity,
+    "latents": str(snakemake.input.latents),
+    "seconds": seconds,
+    "final_loss": float(frame["loss"].iloc[-1]),
+    "code_version": code_version(),
+    "libraries": library_versions(),
+})
+log.info("%s: %d steps in %.1f s, final loss %.4g", label, len(frame), seconds, frame["loss"].iloc[-1])
+# The adapter is saved: the resume checkpoints have served their purpose.
+import shutil  # noqa: E402
+
+shutil.rmtree(p.checkpoint_dir, ignore_errors=True)

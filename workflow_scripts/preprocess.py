@@ -1,0 +1,30 @@
+"""Decode a reference video, pick its frames, resize + center-crop, write tensor + preview."""
+import torch
+
+from motionmatcher.runtime import save_tensors, setup_script, write_json
+from motionmatcher.video import read_video_frames, resize_center_crop, write_mp4
+
+log = setup_script(snakemake)
+p = snakemake.params
+frames, info = read_video_frames(
+    snakemake.input.video, int(p.n_frames), int(p.start_frame), int(p.frame_step)
+)
+log.info("%s: %d frames of %dx%d at %.3g fps; using indices %s",
+         snakemake.input.video, info["num_frames"], info["width"], info["height"], info["fps"],
+         info["frame_indices"])
+frames = resize_center_crop(frames, int(p.width), int(p.height))
+save_tensors({"frames": torch.from_numpy(frames)}, snakemake.output.frames,
+             metadata={"video": snakemake.input.video, "layout": "FHWC uint8 RGB"})
+write_mp4(frames, snakemake.output.preview, fps=p.fps)
+write_json(snakemake.output.info, {
+    "video_id": snakemake.wildcards.video,
+    "video_path": str(snakemake.input.video),
+    "source_fps": info["fps"],
+    "source_width": info["width"],
+    "source_height": info["height"],
+    "source_num_frames": info["num_frames"],
+    "frame_indices": list(info["frame_indices"]),
+    "width": int(p.width),
+    "height": int(p.height),
+    "n_frames": int(p.n_frames),
+})
