@@ -1,12 +1,15 @@
 # MotionMatcher: motion customization of text-to-video diffusion models, at dataset scale.
 # This file only sets up and includes; the stages live in rules/, one .smk each.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config; `--configfile` / `--config` on the command line override it.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "rules/common.smk"

@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .video import _atomic_write, write_mp4
+from .video import atomic_write, write_mp4
 
 __all__ = ["TRAJECTORIES", "DEMO_PROMPTS", "render_clip", "write_demo_dataset", "main"]
 
@@ -329,11 +329,11 @@ def write_demo_dataset(
 
     text = _manifest_text()
     if not (manifest.is_file() and manifest.read_text() == text):
-        _atomic_write(manifest, ".csv", lambda tmp: Path(tmp).write_text(text))
+        atomic_write(manifest, ".csv", lambda tmp: Path(tmp).write_text(text))
     files["manifest.csv"] = _sha256(manifest)
 
     stamp = json.dumps({"params": params, "files": files}, indent=2, sort_keys=True) + "\n"
-    _atomic_write(out / _STAMP_NAME, ".json", lambda tmp: Path(tmp).write_text(stamp))
+    atomic_write(out / _STAMP_NAME, ".json", lambda tmp: Path(tmp).write_text(stamp))
     return manifest
 
 

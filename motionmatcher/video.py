@@ -4,6 +4,9 @@ All frame arrays in this module are ``uint8`` RGB with layout ``(F, H, W, 3)``.
 
 * Decoding uses :mod:`decord` (``VideoReader`` on the CPU context).  decord is
   imported lazily so that the writing / resizing helpers work without it.
+  decord 0.6.0 cannot convert frames of a few small widths (2, 4, 8, 16, 24,
+  48, 72, ... px; dmlc/decord#336): for those the frames are decoded with the
+  bundled ffmpeg instead (see :func:`_decode_with_ffmpeg`).
 * Encoding uses the ffmpeg binary bundled with :mod:`imageio_ffmpeg` (libx264,
   ``yuv420p``, fixed CRF, single thread, bit-exact muxing), so the same frames
   give the same bytes on the same ffmpeg build.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,6 +37,7 @@ __all__ = [
     "write_mp4",
     "contact_sheet",
     "save_png",
+    "atomic_write",
 ]
 
 logger = logging.getLogger(__name__)
@@ -288,7 +292,7 @@ def resize_center_crop(frames: np.ndarray, width: int, height: int) -> np.ndarra
 # --------------------------------------------------------------------------- #
 # writing
 # --------------------------------------------------------------------------- #
-def _atomic_write(path: PathLike, suffix: str, write: Callable[[str], None]) -> None:
+def atomic_write(path: PathLike, suffix: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then move the temp file onto ``path``.
 
     The temporary file lives in the destination folder (created if needed) so
@@ -296,8 +300,16 @@ def _atomic_write(path: PathLike, suffix: str, write: Callable[[str], None]) -> 
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=dest.parent)
-    os.close(fd)
+    # Not tempfile.mkstemp: that creates mode 0600 files, and the final file
+    # should get the usual permissions (0666 minus the umask).
+    while True:
+        tmp = str(dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp{suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - astronomically unlikely
+            continue
+        os.close(fd)
+        break
     try:
         write(tmp)
         os.replace(tmp, dest)
@@ -375,7 +387,7 @@ def write_mp4(frames: np.ndarray, path: PathLike, fps: float, crf: int = DEFAULT
             except Exception as exc:  # ffmpeg exit status != 0
                 raise VideoError(f"{p}: cannot encode video: {exc}") from exc
 
-    _atomic_write(p, ".mp4", _encode)
+    atomic_write(p, ".mp4", _encode)
     logger.debug("wrote %d frames %dx%d @ %s fps to %s", len(padded), width, height, fps, p)
 
 
@@ -450,4 +462,4 @@ def save_png(image: np.ndarray, path: PathLike) -> None:
     def _save(tmp: str) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
-    _atomic_write(path, ".png", _save)
+    atomic_write(path, ".png", _save)

@@ -330,3 +330,15 @@ def test_widths_that_decord_cannot_convert(tmp_path: Path, width: int) -> None:
     assert info["frame_indices"] == [1, 3, 5]
     np.testing.assert_array_equal(sub, decoded[[1, 3, 5]])
     assert nearest_original(sub, frames) == [1, 3, 5]
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    """Atomic writes must not leave temp-file permissions (0600) on the result."""
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    mp4, png = tmp_path / "p.mp4", tmp_path / "p.png"
+    write_mp4(smooth_clip(2, 16, 16), mp4, fps=8)
+    save_png(np.zeros((4, 4, 3), np.uint8), png)
+    for path in (mp4, png):
+        assert path.stat().st_mode & 0o777 == expected, oct(path.stat().st_mode)

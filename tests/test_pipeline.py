@@ -1,0 +1,95 @@
+"""The demo DAG end to end on the tiny model (CPU), as `make demo` runs it, at test size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from motionmatcher.demo_data import write_demo_dataset
+from motionmatcher.runtime import load_tensors, tensor_metadata
+from motionmatcher.video import read_mp4
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.pipeline
+
+
+def test_config(workdir: Path, **overrides) -> Path:
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.update(
+        manifest=str(workdir / "demo" / "manifest.csv"),
+        video={**cfg["video"], "n_frames": 8, "width": 64, "height": 64, "frame_step": 2},
+        inversion={"num_steps": 4, "prompt": ""},
+        training={**cfg["training"], "steps": 4, "checkpoint_every": 2, "lora": {"rank": 4, "dropout": 0.1, "targets": "all_transformer_linears"}},
+        sampling={**cfg["sampling"], "num_steps": 4},
+    )
+    cfg.update(overrides)
+    path = workdir / "test_config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(configfile), "--cores", "2", *args],
+        capture_output=True, text=True, timeout=1500,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(workdir / "demo", n_frames=20, size=(80, 64))
+    cfg = test_config(workdir)
+    res = snakemake(workdir, cfg)
+    assert res.returncode == 0, res.stderr[-6000:]
+    return workdir, cfg
+
+
+def test_dry_run_lists_the_dag(demo_run):
+    workdir, cfg = demo_run
+    res = snakemake(workdir, cfg, "-n", "--forceall")
+    assert res.returncode == 0, res.stderr
+    for rule in ("build_tiny_model", "preprocess", "cache_latents", "cache_inversion", "customize", "sample", "videos_table"):
+        assert rule in res.stdout
+
+
+def test_second_run_has_nothing_to_do(demo_run):
+    workdir, cfg = demo_run
+    res = snakemake(workdir, cfg, "-n")
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_outputs(demo_run):
+    workdir, _ = demo_run
+    r = workdir / "results"
+    videos = pd.read_parquet(r / "tables" / "videos.parquet")
+    assert sorted(videos["video_id"]) == ["circle", "left_to_right", "zoom"]
+    assert set(videos["n_prompts"]) == {2}
+    assert all(list(ix) == [0, 2, 4, 6, 8, 10, 12, 14] for ix in videos["frame_indices"])
+    frames = load_tensors(r / "preprocess" / "zoom" / "frames.safetensors")["frames"]
+    assert frames.shape == (8, 64, 64, 3) and str(frames.dtype) == "torch.uint8"
+    lat = workdir / "resources" / "latents" / "tiny" / "zoom.safetensors"
+    assert load_tensors(lat)["latents"].shape == (1, 4, 8, 8, 8)
+    assert tensor_metadata(lat)["model_identity"].startswith("tiny-")
+    for method in ("base", "motionmatcher"):
+        for vid in ("circle", "left_to_right", "zoom"):
+            s = pd.read_parquet(r / "samples" / method / vid / "samples.parquet")
+            assert len(s) == 2 and set(s["prompt_id"]) == {"p00", "p01"}
+            mp4 = read_mp4(s["video_path"].iloc[0])
+            assert mp4.shape == (8, 64, 64, 3)
+            assert (r / "samples" / method / vid / "contact_sheet.png").stat().st_size > 0
+    log = pd.read_parquet(r / "customize" / "motionmatcher" / "zoom" / "train_log.parquet")
+    assert list(log["step"]) == [1, 2, 3, 4] and {"loss", "ca", "tsa", "lr", "seconds"} <= set(log.columns)
+    rec = json.loads((r / "customize" / "motionmatcher" / "zoom" / "run.json").read_text())
+    assert rec["train"]["steps"] == 4 and rec["model_identity"].startswith("tiny-")
+    assert not (workdir / "resources" / "checkpoints" / "tiny" / "motionmatcher" / "zoom").exists()
+    for rule_log in ("preprocess/zoom.log", "customize/motionmatcher/zoom.log", "sample/base/zoom.log"):
+        assert (r / "logs" / rule_log).stat().st_size > 0
