@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from jsonschema import Draft7Validator
+from jsonschema import Draft202012Validator
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schemas" / "manifest.schema.yaml"
 REQUIRED = ("video_id", "video_path", "caption", "prompt")
@@ -89,7 +89,7 @@ def load_manifest(
     if df.empty:
         raise ManifestError(path, ["no rows"])
 
-    validator = Draft7Validator(_load_schema())
+    validator = Draft202012Validator(_load_schema())
     records = []
     for i, raw in enumerate(df.to_dict("records")):
         rec = {k: _coerce(v) if k in OVERRIDES else v for k, v in raw.items() if not (k in OVERRIDES and v == "")}

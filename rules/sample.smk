@@ -1,17 +1,3 @@
-def sample_inputs(wc):
-    return {
-        "model": MODEL_DIR,
-        "frames": f"{R}/preprocess/{wc.video}/frames.safetensors",
-        "inversion": f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors",
-        "adapter": adapter_input(wc),
-    }
-
-
-def video_prompts(wc):
-    rows = MANIFEST[MANIFEST["video_id"] == wc.video]
-    return rows[["row", "prompt_id", "prompt"]].to_dict("records")
-
-
 rule sample:
     input:
         unpack(sample_inputs),
