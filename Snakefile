@@ -18,6 +18,7 @@ include: "rules/preprocess.smk"
 include: "rules/latents.smk"
 include: "rules/customize.smk"
 include: "rules/sample.smk"
+include: "rules/metrics.smk"
 include: "rules/aggregate.smk"
 
 

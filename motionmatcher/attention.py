@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 __all__ = [
@@ -75,10 +74,12 @@ def attention_probabilities(
     ``query``/``key`` are (batch, heads, len, head_dim); ``scale`` is the layer's own
     (``head_dim ** -0.5`` for every layer of a UNet3D), as SDPA uses by default.
     """
-    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
-    if attention_mask is not None:
-        scores = scores + attention_mask.float()
-    return scores.softmax(dim=-1)
+    # float32 even under autocast (which would run the matmul in half precision)
+    with torch.autocast(query.device.type, enabled=False):
+        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
+        if attention_mask is not None:
+            scores = scores + attention_mask.float()
+        return scores.softmax(dim=-1)
 
 
 class CapturingAttnProcessor:
@@ -91,14 +92,10 @@ class CapturingAttnProcessor:
     which runs every layer this way).
     """
 
-    def __init__(self, store: AttentionStore | None = None, key: str = "", name: str = "",
-                 keep_heads: bool = False) -> None:
+    def __init__(self, store: AttentionStore | None = None, key: str = "", name: str = "") -> None:
         self.store = store
         self.key = key
         self.name = name
-        #: store the (batch·heads, Q, K) probabilities instead of their head-mean (how the
-        #: official implementation stores them; only the benchmark's re-creation uses it)
-        self.keep_heads = keep_heads
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):
@@ -140,10 +137,7 @@ class CapturingAttnProcessor:
 
         probs = attention_probabilities(attn, query, key, attention_mask)  # (B, H, Q, K) fp32
         if self.store is not None:
-            if self.keep_heads:
-                self.store.add(self.key, self.name, probs.flatten(0, 1))
-            else:
-                self.store.add(self.key, self.name, probs.mean(dim=1))
+            self.store.add(self.key, self.name, probs.mean(dim=1))
 
         hidden_states = torch.matmul(probs.to(value.dtype), value)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)

@@ -32,7 +32,7 @@ a dict of scalar tensors with at least ``loss`` (differentiable); see :data:`LOS
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Sequence
 
 import torch
@@ -107,6 +107,7 @@ def motion_matching_loss(
     tsa_weight: float = 2000.0,
     num_denoise_steps: int = 1,
     temporal_attn_layers: Sequence[str] = ("attn1", "attn2"),
+    target_no_grad: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Motion feature matching loss ``λ_CA·MSE(CA(ẑ), CA(z*)) + λ_TSA·MSE(TSA(ẑ), TSA(z*))``.
 
@@ -126,6 +127,9 @@ def motion_matching_loss(
         num_denoise_steps: ``k``, the DDIM stride: features are read at ``t' = max(t − k, 0)``.
         temporal_attn_layers: which temporal self-attentions make TSA (default both, as the
             official code).
+        target_no_grad: run the target branch ``z*`` under ``torch.no_grad`` (default). False
+            records its graph as the official code does -- the gradient is the same (the
+            target does not depend on the trained weights); only for tests and benchmarks.
 
     Returns:
         ``{"loss": weighted total, "ca": MSE of CA, "tsa": MSE of TSA}`` -- scalar float32
@@ -156,7 +160,7 @@ def motion_matching_loss(
     z_pred = ddim_step(noisy, noise_pred, timesteps, prev_t, ac)
 
     with _restore_requires_grad(unet), lora_disabled(unet):
-        with torch.no_grad():
+        with torch.no_grad() if target_no_grad else nullcontext():
             z_target = ddim_step(noisy, noise, timesteps, prev_t, ac)
             ca_tgt, tsa_tgt = motion_features(unet, z_target, prev_t, text_embeddings, **feature_kwargs)
         ca_pred, tsa_pred = motion_features(unet, z_pred, prev_t, text_embeddings, **feature_kwargs)

@@ -52,6 +52,73 @@ SAMPLES = pa.schema([
 ])
 
 
+# One row per sample of the `metrics` stage (results/metrics/{method}/{video}.parquet) and of
+# results/tables/samples.parquet (their concatenation). image_reward is null when no ImageReward
+# checkpoint is configured; motion_fidelity is null when undefined.
+METRICS = pa.schema([
+    ("video_id", pa.string()),
+    ("method", pa.string()),
+    ("prompt_id", pa.string()),
+    ("prompt", pa.string()),
+    ("manifest_row", pa.int32()),
+    ("seed", pa.int64()),
+    ("video_path", pa.string()),
+    ("frames_path", pa.string()),
+    ("clip_t", pa.float64()),
+    ("frame_consistency", pa.float64()),
+    ("image_reward", pa.float64()),
+    ("motion_discrepancy", pa.float64()),
+    ("motion_fidelity", pa.float64()),
+    ("tracker", pa.string()),
+    ("grid_size", pa.int32()),
+    ("clip_model", pa.string()),
+    ("clip_weights", pa.string()),
+    ("n_frames", pa.int32()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("metrics_seconds", pa.float64()),
+    ("model_identity", pa.string()),
+    ("config_hash", pa.string()),
+    ("code_version", pa.string()),
+])
+
+# One row per reference video (results/metrics_reference/{video}.parquet): the reference
+# clip scored against its own caption, the scale of the sample numbers.
+REFERENCE = pa.schema([
+    ("video_id", pa.string()),
+    ("caption", pa.string()),
+    ("frames_path", pa.string()),
+    ("clip_t", pa.float64()),
+    ("frame_consistency", pa.float64()),
+    ("image_reward", pa.float64()),
+    ("clip_model", pa.string()),
+    ("clip_weights", pa.string()),
+    ("n_frames", pa.int32()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("config_hash", pa.string()),
+    ("code_version", pa.string()),
+])
+
+# results/tables/summary.parquet: level "method" rows (video_id null; statistics over all
+# samples of the method) followed by level "video" rows (one per method x video). For each
+# metric M: M_mean, M_std (sample std, ddof=1; null if fewer than 2 values) and M_n (non-null
+# values). reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
+SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity")
+SUMMARY = pa.schema(
+    [
+        ("level", pa.string()),
+        ("method", pa.string()),
+        ("video_id", pa.string()),
+        ("n_samples", pa.int64()),
+        ("n_videos", pa.int64()),
+    ]
+    + [(f"{m}_{stat}", pa.int64() if stat == "n" else pa.float64())
+       for m in SUMMARY_METRICS for stat in ("mean", "std", "n")]
+    + [("reference_clip_t", pa.float64())]
+)
+
+
 def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike) -> None:
     """Write ``frame`` with exactly ``schema``'s columns and types (atomic)."""
     missing = [n for n in schema.names if n not in frame.columns]

@@ -180,6 +180,7 @@ def train(
     if not 0 <= t_lo < t_hi <= T:
         raise TrainingError(f"{label}: timestep range [{t_lo}, {t_hi}) outside [0, {T})")
 
+    torch.manual_seed(seed)  # LoRA init, then dropout masks
     named, lcfg = attach_trainable(unet, cfg)
     if cfg.gradient_checkpointing:
         from motionmatcher.checkpointing import enable_gradient_checkpointing
@@ -189,7 +190,6 @@ def train(
     text = model.encode_prompt([caption], warn_context=label).expand(cfg.batch_size, -1, -1)
     z0 = latents.to(device=device, dtype=torch.float32).expand(cfg.batch_size, -1, -1, -1, -1)
 
-    torch.manual_seed(seed)  # dropout masks
     generator = torch.Generator().manual_seed(seed)  # timesteps and noise, drawn on the CPU
     fingerprint = config_hash({"cfg": cfg.__dict__, "seed": seed, "caption": caption, "shape": list(latents.shape)})
     ckpt = Checkpointer(checkpoint_dir, fingerprint)
@@ -221,7 +221,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         row = {"step": step + 1, "timestep": int(timesteps[0]), "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0}
-        row.update({k: float(v) for k, v in out.items()})
+        row.update({k: float(v.detach()) for k, v in out.items()})
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4g}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:

@@ -84,4 +84,5 @@ def all_outputs():
     out = [f"{R}/tables/videos.parquet"]
     for m in config["run_methods"]:
         out += expand(f"{R}/samples/{m}/{{video}}/samples.parquet", video=VIDEOS.index)
+    out += [f"{R}/tables/samples.parquet", f"{R}/tables/summary.parquet", f"{R}/tables/summary.md"]
     return out

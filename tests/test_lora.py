@@ -1,0 +1,153 @@
+"""LoRA injection on the UNet3D (motionmatcher.lora): targets, zero init, save/load, switching."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+
+from motionmatcher.lora import (
+    add_lora,
+    load_adapter,
+    lora_config,
+    lora_disabled,
+    lora_enabled,
+    lora_module_names,
+    save_adapter,
+    set_lora_enabled,
+    set_lora_scale,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny ops: a second intra-op thread only adds contention on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_dir):
+    from motionmatcher.models import load_t2v_model
+
+    return load_t2v_model(tiny_model_dir)
+
+
+@pytest.fixture()
+def unet(base):
+    return copy.deepcopy(base.unet)
+
+
+def _inputs(seed=0, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, 4, 8, 8, generator=g)
+    emb = torch.randn(batch, 77, 32, generator=g)
+    return x, torch.full((batch,), 500), emb
+
+
+def _out(unet, x, t, emb):
+    with torch.no_grad():
+        return unet(x, t, encoder_hidden_states=emb).sample
+
+
+def _perturb(unet, seed=1, std=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def _expected_targets(unet) -> set[str]:
+    """Every nn.Linear inside every spatial/temporal transformer (transformer_in included)."""
+    out = set()
+    for name, mod in unet.named_modules():
+        if isinstance(mod, (Transformer2DModel, TransformerTemporalModel)):
+            for sub, m in mod.named_modules():
+                if isinstance(m, torch.nn.Linear):
+                    out.add(f"{name}.{sub}")
+    return out
+
+
+def test_lora_targets_every_transformer_linear_and_nothing_else(unet):
+    expected = _expected_targets(unet)
+    assert any(n.startswith("transformer_in.") for n in expected)
+    params = add_lora(unet, lora_config(rank=4, dropout=0.0))
+    got = set(lora_module_names(unet))
+    assert got == expected
+    for bad in ("resnets", "temp_convs", "time_embedding", "conv_in", "conv_out", "downsamplers",
+                "upsamplers"):
+        assert not any(bad in n for n in got), bad
+    # only the adapter's own weights are trainable, two (A, B) per adapted layer
+    trainable = [n for n, p in unet.named_parameters() if p.requires_grad]
+    assert len(params) == len(trainable) == 2 * len(expected)
+    assert all(".motion." in n and ("lora_A" in n or "lora_B" in n) for n in trainable)
+
+
+def test_lora_zero_init_leaves_output_unchanged(unet):
+    x, t, emb = _inputs()
+    unet.eval()
+    before = _out(unet, x, t, emb)
+    add_lora(unet, lora_config(rank=4, dropout=0.1))
+    for n, p in unet.named_parameters():
+        if "lora_B" in n:
+            assert torch.count_nonzero(p) == 0, n
+    after = _out(unet, x, t, emb)
+    assert torch.equal(before, after)
+
+
+def test_switching_and_scale(unet):
+    x, t, emb = _inputs()
+    unet.eval()
+    base_out = _out(unet, x, t, emb)
+    add_lora(unet, lora_config(rank=4, dropout=0.0))
+    _perturb(unet)
+    on = _out(unet, x, t, emb)
+    assert (on - base_out).abs().max() > 1e-4
+    with lora_disabled(unet):
+        assert not lora_enabled(unet)
+        torch.testing.assert_close(_out(unet, x, t, emb), base_out, rtol=0, atol=1e-6)
+    assert lora_enabled(unet)
+    torch.testing.assert_close(_out(unet, x, t, emb), on, rtol=0, atol=0)
+    set_lora_scale(unet, 0.0)
+    torch.testing.assert_close(_out(unet, x, t, emb), base_out, rtol=0, atol=1e-6)
+    set_lora_scale(unet, 1.0)
+    torch.testing.assert_close(_out(unet, x, t, emb), on, rtol=0, atol=0)
+    set_lora_enabled(unet, False)
+    torch.testing.assert_close(_out(unet, x, t, emb), base_out, rtol=0, atol=1e-6)
+
+
+def test_save_load_round_trip_with_plain_peft(unet, base, tmp_path):
+    x, t, emb = _inputs(seed=3)
+    cfg = lora_config(rank=4, dropout=0.1)
+    add_lora(unet, cfg)
+    _perturb(unet, seed=5)
+    unet.eval()
+    trained = _out(unet, x, t, emb)
+    out_dir = save_adapter(unet, tmp_path / "adapter", cfg)
+    assert (out_dir / "adapter_config.json").is_file()
+    assert (out_dir / "adapter_model.safetensors").is_file()
+
+    fresh = copy.deepcopy(base.unet).eval()
+    base_out = _out(fresh, x, t, emb)
+    assert (trained - base_out).abs().max() > 1e-4  # the adapter does something
+    load_adapter(fresh, out_dir)
+    assert set(lora_module_names(fresh)) == set(lora_module_names(unet))
+    assert not any(p.requires_grad for p in fresh.parameters())
+    torch.testing.assert_close(_out(fresh, x, t, emb), trained, rtol=0, atol=1e-6)
+
+    # and with nothing but peft's own API
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    plain = copy.deepcopy(base.unet).eval()
+    plain_cfg = LoraConfig.from_pretrained(str(out_dir))
+    inject_adapter_in_model(plain_cfg, plain, adapter_name="motion")
+    set_peft_model_state_dict(plain, load_file(out_dir / "adapter_model.safetensors"), adapter_name="motion")
+    plain.eval()
+    torch.testing.assert_close(_out(plain, x, t, emb), trained, rtol=0, atol=1e-6)

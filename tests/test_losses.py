@@ -1,0 +1,268 @@
+"""Motion feature matching loss, noise prediction loss, the DDIM step helper."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+
+from motionmatcher.lora import add_lora, lora_config, lora_disabled, lora_enabled, set_lora_scale
+from motionmatcher.losses import LOSSES, ddim_step, motion_matching_loss, noise_prediction_loss
+from motionmatcher.models import ZEROSCOPE_SCHEDULER
+from motionmatcher.motion_features import motion_features
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_dir):
+    from motionmatcher.models import load_t2v_model
+
+    return load_t2v_model(tiny_model_dir)
+
+
+def _lora_unet(base, dropout=0.0, std=0.05, seed=1):
+    unet = copy.deepcopy(base.unet)
+    params = add_lora(unet, lora_config(rank=4, dropout=dropout))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    unet.train()
+    return unet, params
+
+
+def _batch(batch=1, frames=4, size=8, seed=0, t=(600,)):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, 4, frames, size, size, generator=g)
+    noise = torch.randn(latents.shape, generator=g)
+    emb = torch.randn(batch, 77, 32, generator=g)
+    return latents, noise, torch.tensor(list(t)), emb
+
+
+def _grads(params):
+    return [None if p.grad is None else p.grad.detach().clone() for p in params]
+
+
+# --- DDIM step ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride", [1, 5])
+def test_ddim_step_matches_diffusers(stride):
+    sched = DDIMScheduler(**ZEROSCOPE_SCHEDULER)
+    sched.set_timesteps(sched.config.num_train_timesteps // stride)
+    g = torch.Generator().manual_seed(0)
+    for t in [999, 600, 3, 0]:
+        sample = torch.randn(1, 4, 3, 5, 5, generator=g)
+        eps = torch.randn(sample.shape, generator=g)
+        ref = sched.step(eps, t, sample, eta=0.0).prev_sample
+        got = ddim_step(sample, eps, torch.tensor([t]), torch.tensor([t - stride]), sched.alphas_cumprod,
+                        sched.final_alpha_cumprod)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # by hand, per-sample timesteps
+    ac = sched.alphas_cumprod
+    sample = torch.randn(2, 4, 3, 5, 5, generator=g)
+    eps = torch.randn(sample.shape, generator=g)
+    got = ddim_step(sample, eps, torch.tensor([700, 200]), torch.tensor([700 - stride, 200 - stride]), ac)
+    for i, t in enumerate([700, 200]):
+        a, ap = ac[t].item(), ac[t - stride].item()
+        x0 = (sample[i] - math.sqrt(1 - a) * eps[i]) / math.sqrt(a)
+        ref = math.sqrt(ap) * x0 + math.sqrt(1 - ap) * eps[i]
+        torch.testing.assert_close(got[i], ref, rtol=1e-5, atol=1e-5)
+
+
+# --- noise prediction -----------------------------------------------------------------------
+
+
+def test_noise_prediction_loss_by_hand(base):
+    unet, params = _lora_unet(base)
+    unet.eval()
+    sched = base.ddpm_scheduler()
+    latents, noise, _, emb = _batch(batch=2)
+    t = torch.tensor([10, 900])
+    out = noise_prediction_loss(unet, sched, latents, noise, t, emb)
+    ac = sched.alphas_cumprod[t].view(2, 1, 1, 1, 1)
+    noisy = ac.sqrt() * latents + (1 - ac).sqrt() * noise
+    with torch.no_grad():
+        pred = unet(noisy, t, encoder_hidden_states=emb).sample
+    torch.testing.assert_close(out["loss"], ((pred - noise) ** 2).mean(), rtol=1e-5, atol=0)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in params)
+    assert all(p.grad is None for p in unet.parameters() if not p.requires_grad)
+
+
+# --- motion matching ------------------------------------------------------------------------
+
+
+def test_motion_matching_loss_by_hand(base):
+    """Plumbing: ε̂ with LoRA, diffusers' DDIM step t -> t-k, base-model features at t-k."""
+    k = 3
+    unet, _ = _lora_unet(base)
+    unet.eval()
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch(batch=1, size=16, t=(450,))
+    out = motion_matching_loss(unet, sched, latents, noise, t, emb, num_denoise_steps=k,
+                               ca_weight=3.0, tsa_weight=5.0)
+    with torch.no_grad():
+        noisy = sched.add_noise(latents, noise, t)
+        pred = unet(noisy, t, encoder_hidden_states=emb).sample
+        step = DDIMScheduler.from_config(sched.config)
+        step.set_timesteps(1000 // k)
+        z_hat = step.step(pred, int(t), noisy, eta=0.0).prev_sample
+        z_star = step.step(noise, int(t), noisy, eta=0.0).prev_sample
+        with lora_disabled(unet):
+            ca_h, tsa_h = motion_features(unet, z_hat, t - k, emb)
+            ca_s, tsa_s = motion_features(unet, z_star, t - k, emb)
+    ca, tsa = F.mse_loss(ca_h, ca_s), F.mse_loss(tsa_h, tsa_s)
+    assert ca > 0 and tsa > 0
+    torch.testing.assert_close(out["ca"], ca, rtol=1e-4, atol=0)
+    torch.testing.assert_close(out["tsa"], tsa, rtol=1e-4, atol=0)
+    torch.testing.assert_close(out["loss"], 3.0 * ca + 5.0 * tsa, rtol=1e-4, atol=0)
+    for v in out.values():
+        assert isinstance(v, torch.Tensor) and v.ndim == 0
+
+
+def test_gradients_only_on_lora_and_model_left_as_found(base):
+    unet, params = _lora_unet(base)
+    sched = base.ddpm_scheduler()
+    latents, noise, t, emb = _batch()
+    procs = dict(unet.attn_processors)
+    flags = {n: p.requires_grad for n, p in unet.named_parameters()}
+    for mode in (True, False):
+        unet.train(mode)
+        for p in params:
+            p.grad = None
+        out = motion_matching_loss(unet, sched, latents, noise, t, emb)
+        assert torch.isfinite(out["loss"]) and out["loss"] > 0
+        out["loss"].backward()
+        # left as found
+        assert unet.training is mode and all(m.training is mode for m in unet.modules())
+        assert lora_enabled(unet)
+        assert {n: p.requires_grad for n, p in unet.named_parameters()} == flags
+        now = unet.attn_processors
+        assert all(now[k] is procs[k] for k in procs)
+    names = {id(p): n for n, p in unet.named_parameters()}
+    # the mid block's spatial self-attention sees a single 1x1 token: its q/k cannot matter
+    dead = {n for n in names.values() if n.startswith("mid_block.attentions.0.transformer_blocks.0.attn1.to_")
+            and (".to_q." in n or ".to_k." in n)}
+    for p in params:
+        n = names[id(p)]
+        assert p.grad is not None, n
+        assert (p.grad.abs().sum() > 0) == (n not in dead), n
+    for n, p in unet.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, n
+
+
+def test_no_grad_target_equals_official_full_graph_formulation(base):
+    """Our loss (target under no_grad, LoRA disabled for the extractor) has the same gradient
+    as the official formulation (full graph for both branches, LoRA scale 0)."""
+    unet, params = _lora_unet(base, dropout=0.0)
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch()
+    out = motion_matching_loss(unet, sched, latents, noise, t, emb)
+    out["loss"].backward()
+    ours = _grads(params)
+
+    for p in params:
+        p.grad = None
+    out2 = motion_matching_loss(unet, sched, latents, noise, t, emb, target_no_grad=False)
+    out2["loss"].backward()
+    assert all(torch.equal(a, b) for a, b in zip(ours, _grads(params)))
+
+    for p in params:
+        p.grad = None
+    ac = sched.alphas_cumprod
+    noisy = sched.add_noise(latents, noise, t)
+    pred = unet(noisy, t, encoder_hidden_states=emb).sample
+    z_hat = ddim_step(noisy, pred, t, t - 1, ac)
+    z_star = ddim_step(noisy, noise, t, t - 1, ac)
+    set_lora_scale(unet, 0.0)
+    try:
+        ca_h, tsa_h = motion_features(unet, z_hat, t - 1, emb, early_stop=False)
+        ca_s, tsa_s = motion_features(unet, z_star, t - 1, emb, early_stop=False)
+    finally:
+        set_lora_scale(unet, 1.0)
+    assert ca_s.requires_grad  # the official target branch does record a graph
+    ref = 2000 * F.mse_loss(ca_h, ca_s) + 2000 * F.mse_loss(tsa_h, tsa_s)
+    ref.backward()
+    torch.testing.assert_close(out["loss"], ref.detach(), rtol=1e-5, atol=0)
+    for a, b in zip(ours, _grads(params)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-12)
+
+
+def test_batch_of_two_is_the_mean_of_singles(base):
+    unet, _ = _lora_unet(base, std=0.3)
+    unet.eval()
+    sched = base.ddpm_scheduler()
+    latents, noise, _, emb = _batch(batch=2)
+    t = torch.tensor([300, 800])
+    with torch.no_grad():
+        both = motion_matching_loss(unet, sched, latents, noise, t, emb)
+        singles = [motion_matching_loss(unet, sched, latents[i:i + 1], noise[i:i + 1], t[i:i + 1],
+                                        emb[i:i + 1]) for i in range(2)]
+        swapped = motion_matching_loss(unet, sched, latents, noise, t.flip(0), emb)
+    for key in ("loss", "ca", "tsa"):
+        # (the MSEs are small differences of near-equal maps: float noise is ~1e-4 relative)
+        torch.testing.assert_close(both[key], (singles[0][key] + singles[1][key]) / 2, rtol=2e-3, atol=0)
+    assert not torch.allclose(swapped["loss"], both["loss"], rtol=5e-2)
+
+
+def test_zero_weight_skips_term(base):
+    unet, _ = _lora_unet(base, std=0.3)
+    unet.eval()
+    sched = base.ddpm_scheduler()
+    latents, noise, t, emb = _batch()
+    with torch.no_grad():
+        full = motion_matching_loss(unet, sched, latents, noise, t, emb, ca_weight=1.0, tsa_weight=1.0)
+        only_tsa = motion_matching_loss(unet, sched, latents, noise, t, emb, ca_weight=0.0, tsa_weight=7.0)
+        only_ca = motion_matching_loss(unet, sched, latents, noise, t, emb, ca_weight=7.0, tsa_weight=0.0)
+    assert torch.isnan(only_tsa["ca"]) and torch.isnan(only_ca["tsa"])
+    # the skipped layers run SDPA instead of the explicit softmax: float-noise-level changes
+    torch.testing.assert_close(only_tsa["loss"], 7.0 * full["tsa"], rtol=2e-3, atol=0)
+    torch.testing.assert_close(only_ca["loss"], 7.0 * full["ca"], rtol=2e-3, atol=0)
+    with pytest.raises(ValueError):
+        motion_matching_loss(unet, sched, latents, noise, t, emb, ca_weight=0.0, tsa_weight=0.0)
+
+
+def test_registry():
+    assert LOSSES == {"motion_matching": motion_matching_loss, "noise_prediction": noise_prediction_loss}
+
+
+def test_loss_falls_when_training_on_one_video(base):
+    unet, params = _lora_unet(base, dropout=0.0, std=0.05, seed=2)
+    sched = base.ddpm_scheduler()
+    latents, noise, t, emb = _batch(seed=4, t=(600,))
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    losses = []
+    for _ in range(20):
+        out = LOSSES["motion_matching"](unet, sched, latents, noise, t, emb)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, losses
+
+
+def test_frozen_adapter_stays_frozen(base):
+    """peft re-marks an adapter trainable when it is switched back on; the loss undoes that."""
+    unet, params = _lora_unet(base)
+    unet.requires_grad_(False)
+    sched = base.ddpm_scheduler()
+    with torch.no_grad():
+        out = motion_matching_loss(unet, sched, *_batch())
+    assert torch.isfinite(out["loss"])
+    assert not any(p.requires_grad for p in unet.parameters())
+    assert lora_enabled(unet)

@@ -1,0 +1,36 @@
+"""Score every sample of one (method, reference video): CLIP-T, frame consistency, ImageReward,
+motion discrepancy and motion fidelity (models loaded once, reference tracked once)."""
+import sys
+
+import pandas as pd
+
+from motionmatcher.evaluate import evaluate_samples, load_scorers, metrics_config_hash
+from motionmatcher.metrics import MetricUnavailable
+from motionmatcher.models import resolve_device
+from motionmatcher.runtime import code_version, load_tensors, setup_script
+from motionmatcher.tables import METRICS, write_table
+
+log = setup_script(snakemake)
+p = snakemake.params
+wc = snakemake.wildcards
+device = resolve_device(p.device)
+
+# Models first, so that missing weights fail before any tracking, with the how-to message
+# (also on the console: stderr goes to the log file).
+try:
+    scorer, image_reward, tracker = load_scorers(p.metrics, device)
+except MetricUnavailable as e:
+    log.error("%s", e)
+    print(f"rule metrics ({wc.method}, {wc.video}): {e}", file=sys.__stderr__, flush=True)
+    raise
+
+samples = pd.read_parquet(snakemake.input.samples)
+reference = load_tensors(snakemake.input.reference)["frames"].numpy()
+table = evaluate_samples(
+    samples, reference, scorer, tracker, int(p.metrics["grid_size"]),
+    image_reward=image_reward, expected_size=(int(p.height), int(p.width)),
+)
+table["config_hash"] = [metrics_config_hash(p.method_config, p.metrics, p.video, s) for s in table["seed"]]
+table["code_version"] = code_version()
+write_table(table, METRICS, snakemake.output.table)
+log.info("%d samples of %s/%s -> %s", len(table), wc.method, wc.video, snakemake.output.table)
