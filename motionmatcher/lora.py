@@ -94,9 +94,11 @@ def lora_enabled(unet: torch.nn.Module) -> bool:
 
 @contextmanager
 def lora_disabled(unet: torch.nn.Module):
-    """Run the base model: every adapter off inside the block, restored after."""
+    """Run the base model: every adapter off inside the block; adapter state and the
+    ``requires_grad`` flags (which peft's ``enable_adapters`` touches) restored after."""
     layers = tuner_layers(unet)
     states = [layer.disable_adapters for layer in layers]
+    flags = [(p, p.requires_grad) for layer in layers for p in layer.parameters()]
     for layer in layers:
         layer.enable_adapters(False)
     try:
@@ -104,6 +106,8 @@ def lora_disabled(unet: torch.nn.Module):
     finally:
         for layer, disabled in zip(layers, states):
             layer.enable_adapters(not disabled)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def set_lora_scale(unet: torch.nn.Module, scale: float, adapter_name: str | None = None) -> None:

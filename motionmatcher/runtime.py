@@ -21,8 +21,9 @@ VERSIONED_PACKAGES = ("torch", "diffusers", "peft", "transformers", "open_clip_t
 
 
 def setup_script(smk) -> logging.Logger:
-    """Send a rule script's stderr (logging, tqdm, warnings) to the rule's ``log:`` file and
-    use the rule's ``threads`` for torch."""
+    """Send a rule script's stderr (logging, tqdm, warnings) to the rule's ``log:`` file, take a
+    GPU slot for rules that request ``gpu`` (motionmatcher.gpu_slots) and use the rule's
+    ``threads`` for torch."""
     if smk.log:
         Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(smk.log[0], "w", buffering=1)
@@ -32,6 +33,12 @@ def setup_script(smk) -> logging.Logger:
         stream=sys.stderr,
         force=True,
     )
+    # A GPU rule on a workstation takes a free device (CUDA_VISIBLE_DEVICES) before anything
+    # initialises CUDA; under Slurm, or without GPUs, this does nothing.
+    if int(getattr(smk.resources, "gpu", 0) or 0) > 0:
+        from motionmatcher.gpu_slots import acquire_gpu_slot
+
+        acquire_gpu_slot(f"{smk.rule} {dict(smk.wildcards)}", n=int(smk.resources.gpu))
     torch.set_num_threads(max(1, int(smk.threads)))
     log.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
     return log

@@ -122,8 +122,8 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
     ``text_embeddings`` ``(B, 77, D)``; ``negative_embeddings`` ``(1 or B, 77, D)`` (unused, may
     be None, when ``cfg.guidance_scale == 1``). ``has_adapter``: the UNet carries a LoRA adapter to
     gate by ``cfg.lora_min_timestep`` and scale by ``cfg.lora_scale``; when False the UNet runs as
-    it is. ``progress``: a tqdm-like bar to ``update(1)`` per step, ``True`` for an own bar, or
-    None/False. ``on_step(t, adapter_enabled)`` is called before each UNet forward.
+    it is. ``progress``: a tqdm-like bar advanced by B (samples) per step, ``True`` for an own bar,
+    or None/False. ``on_step(t, adapter_enabled)`` is called before each UNet forward.
     ``generator``: for ``eta > 0``, one CPU generator per row (or one for all) for the step noise.
     """
     scheduler = make_ddim_scheduler(scheduler_config)
@@ -142,7 +142,7 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
         raise ValueError("has_adapter=True but the UNet carries no LoRA adapter")
 
     own_bar = progress is True
-    bar = tqdm(total=cfg.num_steps, desc="sampling", leave=False) if own_bar else (progress or None)
+    bar = tqdm(total=cfg.num_steps * batch, desc="sampling", leave=False) if own_bar else (progress or None)
     state = _AdapterState(unet) if has_adapter else None
     try:
         with torch.inference_mode():
@@ -178,7 +178,7 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
                     ).to(device) if gens is not None else None
                 z = scheduler.step(out, t, z, eta=cfg.eta, variance_noise=variance_noise).prev_sample
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(batch)
             return z
     finally:
         if state is not None:
