@@ -92,7 +92,9 @@ def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
     out_device = latents.device
     batch = latents.shape[0]
     if text_embeddings.shape[0] not in (1, batch):
-        raise ValueError(f"text_embeddings batch {text_embeddings.shape[0]} does not match latents batch {batch}")
+        raise ValueError(
+            f"text_embeddings batch {text_embeddings.shape[0]} does not match latents batch {batch}"
+        )
 
     trajectory = []
     with torch.inference_mode():

@@ -172,10 +172,11 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
                     eps_u, eps_c = out.chunk(2)
                     out = eps_u + cfg.guidance_scale * (eps_c - eps_u)
                 variance_noise = None
-                if cfg.eta > 0:
+                if cfg.eta > 0 and gens is not None:
+                    # Each row's step noise from its own CPU generator (batch- and device-independent).
                     variance_noise = torch.cat(
                         [torch.randn((1, *z.shape[1:]), generator=g, dtype=torch.float32) for g in gens]
-                    ).to(device) if gens is not None else None
+                    ).to(device)
                 z = scheduler.step(out, t, z, eta=cfg.eta, variance_noise=variance_noise).prev_sample
                 if bar is not None:
                     bar.update(batch)
@@ -191,15 +192,18 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
                   width: int, cfg: SamplingConfig, inversion_latents: torch.Tensor | None = None,
                   has_adapter: bool = False, row_labels: list[str] | None = None,
                   progress: bool = True) -> list[dict]:
-    """Sample one video per (prompt, seed) pair: every prompt with every seed, prompt-major.
+    """Sample one video per pair (``prompts[i]``, ``seeds[i]``) (equal lengths; repeat a prompt
+    to sample it with several seeds).
 
-    Returns, in that order, dicts ``{"prompt", "seed", "latents" (1, 4, F, h, w) float32 CPU,
+    Returns, in the same order, dicts ``{"prompt", "seed", "latents" (1, 4, F, h, w) float32 CPU,
     "frames" uint8 numpy (F, H, W, 3), "seconds"}``; ``seconds`` is the wall time of the sample's
     batch (sampling + decoding) divided by the batch's size. Samples are batched
     ``cfg.batch_size`` at a time. Prompts longer than the text encoder's context are truncated
     with a warning naming ``row_labels[i]``. ``inversion_latents`` ``(1, 4, F, h, w)`` is needed
     when ``cfg.noise_prior > 0``.
     """
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: pass one seed per prompt")
     if row_labels is not None and len(row_labels) != len(prompts):
         raise ValueError(f"{len(row_labels)} row labels for {len(prompts)} prompts")
     if cfg.batch_size < 1:
@@ -212,16 +216,19 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
         raise ValueError(f"noise_prior={cfg.noise_prior} > 0 needs inversion latents")
 
     with torch.inference_mode():
-        # Each prompt on its own, so its embedding does not depend on the batch composition.
-        embeddings = [
-            model.encode_prompt([p], warn_context=row_labels[i] if row_labels is not None else "")
-            for i, p in enumerate(prompts)
-        ]
+        # Each prompt on its own, so its embedding does not depend on the batch composition;
+        # once per (prompt, row label), so a truncation is reported once per row, not per seed.
+        labels = list(row_labels) if row_labels is not None else [""] * len(prompts)
+        cache: dict[tuple[str, str], torch.Tensor] = {}
+        for p, label in zip(prompts, labels):
+            if (p, label) not in cache:
+                cache[(p, label)] = model.encode_prompt([p], warn_context=label)
+        embeddings = [cache[(p, label)] for p, label in zip(prompts, labels)]
         negative = None
         if cfg.guidance_scale != 1.0:
             negative = model.encode_prompt([cfg.negative_prompt], warn_context="negative_prompt")
 
-    jobs = [(i, seed) for i in range(len(prompts)) for seed in seeds]
+    jobs = list(enumerate(seeds))
     results = []
     bar = tqdm(total=len(jobs) * cfg.num_steps, desc="sampling", disable=not progress)
     try:

@@ -81,7 +81,8 @@ def test_initial_latents_errors():
 
 def test_same_seed_bit_identical_different_seed_differs(model):
     c = cfg()
-    a = sample_videos(model, ["a dog running on the beach"], [7, 8], **SIZE, cfg=c, progress=False)
+    a = sample_videos(model, ["a dog running on the beach"] * 2, [7, 8], **SIZE, cfg=c,
+                      progress=False)
     b = sample_videos(model, ["a dog running on the beach"], [7], **SIZE, cfg=c, progress=False)
     assert [(r["prompt"], r["seed"]) for r in a] == [("a dog running on the beach", 7),
                                                       ("a dog running on the beach", 8)]
@@ -98,7 +99,7 @@ def test_same_seed_bit_identical_different_seed_differs(model):
 @pytest.mark.parametrize("eta", [0.0, 0.5])
 def test_batch_composition_does_not_change_a_sample(model, eta):
     prompts = ["a dog running on the beach", "a horse galloping in a field"]
-    batched = sample_videos(model, prompts, [3], **SIZE, cfg=cfg(batch_size=2, eta=eta),
+    batched = sample_videos(model, prompts, [3, 3], **SIZE, cfg=cfg(batch_size=2, eta=eta),
                             progress=False)
     alone = sample_videos(model, prompts[1:], [3], **SIZE, cfg=cfg(batch_size=1, eta=eta),
                           progress=False)
@@ -131,8 +132,8 @@ def test_progress_bar_counts_samples_times_steps(model, monkeypatch):
             pass
 
     monkeypatch.setattr(sampler_mod, "tqdm", Bar)
-    sample_videos(model, ["a", "b"], [0, 1], **SIZE, cfg=cfg(num_steps=2, guidance_scale=1.0,
-                                                               batch_size=3))
+    sample_videos(model, ["a", "a", "b", "b"], [0, 1, 0, 1], **SIZE,
+                  cfg=cfg(num_steps=2, guidance_scale=1.0, batch_size=3))
     assert len(bars) == 1 and bars[0].total == 8 and bars[0].n == 8
 
 
@@ -197,11 +198,10 @@ def test_lora_scale_zero_equals_base_model(tiny_model, model):
     run = lambda **kw: sample_latents(  # noqa: E731
         m.unet, m.scheduler_config, emb, None, z,
         cfg(**{"guidance_scale": 1.0, "lora_min_timestep": 0, **kw}), has_adapter=True)
-    # Scale 0: the adapter adds exactly zero (bit-identical here; allclose to be safe).
-    torch.testing.assert_close(run(lora_scale=0.0), base, rtol=1e-6, atol=1e-6)
-    # Threshold above every timestep: the adapter never runs.
-    torch.testing.assert_close(run(lora_scale=1.0, lora_min_timestep=1000), base,
-                               rtol=1e-6, atol=1e-6)
+    # Scale 0: the adapter adds exactly zero, so the result is bit-identical to the base model.
+    assert torch.equal(run(lora_scale=0.0), base)
+    # Threshold above every timestep: the adapter never runs (bit-identical too).
+    assert torch.equal(run(lora_scale=1.0, lora_min_timestep=1000), base)
     full = run(lora_scale=1.0)
     half = run(lora_scale=0.5)
     assert (full - base).abs().max() > 1e-2
@@ -220,12 +220,17 @@ def test_has_adapter_without_adapter_is_an_error(model):
 def test_truncation_warning_names_the_row(model, caplog):
     long_prompt = "a very long prompt about a dog " * 20
     with caplog.at_level(logging.WARNING):
-        sample_videos(model, ["short", long_prompt], [0], **SIZE,
-                      cfg=cfg(num_steps=1, guidance_scale=1.0), row_labels=["row-3", "row-7"],
-                      progress=False)
+        sample_videos(model, ["short", long_prompt, long_prompt], [0, 0, 1], **SIZE,
+                      cfg=cfg(num_steps=1, guidance_scale=1.0),
+                      row_labels=["row-3", "row-7", "row-7"], progress=False)
     msgs = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("row-7" in m and "truncated" in m for m in msgs), msgs
+    assert sum("row-7" in m and "truncated" in m for m in msgs) == 1, msgs  # once per row
     assert not any("row-3" in m for m in msgs)
+
+
+def test_one_seed_per_prompt(model):
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        sample_videos(model, ["a", "b"], [0], **SIZE, cfg=cfg(), progress=False)
 
 
 def test_noise_prior_needs_matching_inversion_latents(model):
@@ -239,6 +244,7 @@ def test_noise_prior_needs_matching_inversion_latents(model):
 def test_noise_prior_one_starts_from_inversion_latents(model):
     z_inv = torch.randn(LATENT, generator=torch.Generator().manual_seed(9))
     c = cfg(noise_prior=1.0, num_steps=2)
-    a = sample_videos(model, ["a"], [0, 1], **SIZE, cfg=c, inversion_latents=z_inv, progress=False)
+    a = sample_videos(model, ["a", "a"], [0, 1], **SIZE, cfg=c, inversion_latents=z_inv,
+                      progress=False)
     # p = 1: the seed no longer matters (eta = 0).
     assert torch.equal(a[0]["latents"], a[1]["latents"])

@@ -7,7 +7,7 @@ log = setup_script(snakemake)
 p = snakemake.params
 device = resolve_device(p.device)
 model = load_t2v_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
-latents = load_tensors(snakemake.input.latents, device)["latents"].to(model.unet.dtype)
+latents = load_tensors(snakemake.input.latents, device)["latents"].float()  # inversion runs in fp32
 text = model.encode_prompt([p.prompt])
 out = ddim_inversion(model.unet, model.scheduler_config, latents, text, num_steps=int(p.num_steps))
 save_tensors({"inversion": out["latents"].float()}, snakemake.output.inversion, metadata={

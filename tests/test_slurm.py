@@ -1,0 +1,274 @@
+"""The demo DAG through a real Slurm cluster (tests/slurm/start.sh: slurmctld, slurmd, slurmdbd,
+mariadb, munge on this machine, two fake GPUs) with profiles/slurm, against a local run.
+
+One module-scoped run set (about 5 minutes on 2 cores):
+  * local run:  `--profile profiles/local`, 2 videos (left_to_right, zoom), 1 prompt each,
+  * slurm run 1: a test profile derived from profiles/slurm (partition `debug`, 1.5 GB per
+    job, 2 s first status check, Slurm logs kept), the same 2 videos plus `circle`, whose
+    preprocessed frames are corrupt (written before the run, newer than the clip, so
+    preprocess is not rerun): circle's jobs fail, the other videos' jobs finish,
+  * slurm run 2: circle dropped from the manifest: only the local table rules are left.
+Both sides use 1 thread per job (`set-threads`), so results must be bit-identical: same code,
+same CPU, same thread count, same seeds; nothing is compared with a tolerance.
+
+Skips (with the reason) when not root, when Slurm is missing and there is no apt-get, or when
+start.sh fails (e.g. another Slurm owns /etc/slurm/slurm.conf).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from motionmatcher.demo_data import DEMO_PROMPTS, write_demo_dataset
+from motionmatcher.runtime import load_tensors
+
+REPO = Path(__file__).resolve().parents[1]
+START = REPO / "tests" / "slurm" / "start.sh"
+STOP = REPO / "tests" / "slurm" / "stop.sh"
+GOOD = ("left_to_right", "zoom")
+BAD = "circle"
+METHOD = "motionmatcher"
+GPU_RULES = ("cache_latents", "cache_inversion", "customize", "sample")
+LOCAL_RULES = {"all", "videos_table", "aggregate_samples", "summary"}
+THREADS = {r: 1 for r in ("build_tiny_model", "preprocess", *GPU_RULES, "metrics", "reference_metrics")}
+
+pytestmark = pytest.mark.pipeline
+
+
+def _free_port_base() -> int:
+    """Four consecutive free TCP ports (slurmctld, slurmd, slurmdbd, mariadb)."""
+    for base in range(16817, 17817, 8):
+        try:
+            for port in range(base, base + 4):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free ports")
+
+
+def _no_slurm_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster needs root (it installs packages and runs the daemons)")
+    if not (shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()) and not shutil.which("apt-get"):
+        pytest.skip("Slurm is not installed and there is no apt-get to install it")
+    state = tmp_path_factory.mktemp("slurm_cluster")
+    env = {**_no_slurm_env(), "MM_SLURM_PORT": str(_free_port_base()), "MM_SLURM_GPUS": "2"}
+    res = subprocess.run(["bash", str(START), str(state)], env=env, capture_output=True, text=True, timeout=1200)
+    if res.returncode != 0:
+        subprocess.run(["bash", str(STOP), str(state)], env=env, capture_output=True, timeout=300)
+        pytest.skip(f"tests/slurm/start.sh could not start a cluster (rc {res.returncode}): "
+                    + (res.stderr.strip().splitlines() or ["no output"])[-1])
+    try:
+        yield {"state": state, "env": {**env, "SLURM_CONF": str(state / "etc" / "slurm.conf")}}
+    finally:
+        subprocess.run(["bash", str(STOP), str(state)], env=env, capture_output=True, timeout=300)
+
+
+def write_config(path: Path, manifest: Path) -> Path:
+    """The smallest demo config: 8 frames 64x64, 2 steps everywhere, one method, 10x10 tracks."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.update(
+        manifest=str(manifest),
+        run_methods=[METHOD],
+        video={**cfg["video"], "n_frames": 8, "width": 64, "height": 64, "frame_step": 2},
+        inversion={"num_steps": 2, "prompt": ""},
+        training={**cfg["training"], "steps": 2, "checkpoint_every": 1,
+                  "lora": {"rank": 4, "dropout": 0.1, "targets": "all_transformer_linears"}},
+        sampling={**cfg["sampling"], "num_steps": 2},
+    )
+    cfg["metrics"] = {**cfg["metrics"], "grid_size": 10}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def write_test_profile(folder: Path) -> Path:
+    """profiles/slurm with what only the test cluster needs: its partition, jobs small enough
+    for this machine, fast first status check, every Slurm log kept, 1 thread per job."""
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())  # merges `<<: *gpu`
+    prof["default-resources"] = {**prof["default-resources"], "slurm_partition": "debug"}
+    prof["set-resources"] = {rule: {**res, "mem_mb": 1500} for rule, res in prof["set-resources"].items()}
+    prof["slurm-init-seconds-before-status-checks"] = 2
+    prof["slurm-keep-successful-logs"] = True
+    prof["set-threads"] = THREADS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    return folder
+
+
+def snakemake(workdir: Path, configfile: Path, profile: Path, env: dict, *args: str):
+    """Start snakemake in the background; its output goes to <workdir>-<config>.log."""
+    log = workdir.parent / f"{workdir.name}-{configfile.stem}.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+             "--configfile", str(configfile), "--profile", str(profile), *args],
+            env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
+        )
+    return proc, log
+
+
+def finish(run, timeout: float = 1800) -> tuple[int, str]:
+    proc, log = run
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return rc, log.read_text()
+
+
+def sacct(env: dict) -> pd.DataFrame:
+    out = subprocess.run(
+        ["sacct", "-X", "-P", "--format=JobIDRaw,JobName%80,State,ReqTRES%120,AllocTRES%120,Comment%200,Submit,Start,End",
+         "--starttime", "now-1days", "--endtime", "now"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    lines = [ln.split("|") for ln in out.strip().splitlines()]
+    df = pd.DataFrame(lines[1:], columns=lines[0])
+    return df[df["JobName"].str.startswith("motionmatcher_")].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    base = tmp_path_factory.mktemp("slurm_pipeline")
+    demo = base / "demo"
+    write_demo_dataset(demo, n_frames=20, size=(80, 64))
+    rows = pd.read_csv(demo / "manifest.csv").groupby("video_id", sort=False).head(1)
+    good = rows[rows["video_id"].isin(GOOD)]
+    good.to_csv(demo / "good.csv", index=False)
+    # circle last: the good videos keep their manifest rows (a sample's params name its row)
+    pd.concat([good, rows[rows["video_id"] == BAD]]).to_csv(demo / "poisoned.csv", index=False)
+    assert BAD in DEMO_PROMPTS
+
+    local, slurm = base / "local", base / "slurm"
+    local.mkdir(), slurm.mkdir()
+    cfg_good = write_config(base / "good.yaml", demo / "good.csv")
+    cfg_poisoned = write_config(base / "poisoned.yaml", demo / "poisoned.csv")
+    profile = write_test_profile(base / "profile")
+
+    # The injected failure: corrupt preprocessed frames of `circle`, newer than its clip.
+    pre = slurm / "results" / "preprocess" / BAD
+    pre.mkdir(parents=True)
+    (pre / "frames.safetensors").write_bytes(b"this is not a safetensors file")
+    (pre / "preview.mp4").write_bytes(b"")
+    (pre / "info.json").write_text("{}")
+
+    threads = [f"{r}={n}" for r, n in THREADS.items()]
+    env_local = {**_no_slurm_env(), "MOTIONMATCHER_GPU_COUNT": "0"}
+    p_local = snakemake(local, cfg_good, REPO / "profiles" / "local", env_local, "--cores", "2", "--set-threads", *threads)
+    p_slurm = snakemake(slurm, cfg_poisoned, profile, cluster["env"])
+    rc1, out1 = finish(p_slurm)
+    rc_local, out_local = finish(p_local)
+    assert rc_local == 0, out_local[-6000:]
+    jobs_run1 = sacct(cluster["env"])
+    p_slurm2 = snakemake(slurm, cfg_good, profile, cluster["env"])
+    rc2, out2 = finish(p_slurm2)
+    return {"local": local, "slurm": slurm, "rc1": rc1, "out1": out1, "rc2": rc2, "out2": out2,
+            "jobs": jobs_run1, "jobs_after": sacct(cluster["env"]), "profile": profile}
+
+
+def test_failed_video_is_reported_and_other_videos_finish(runs):
+    out = runs["out1"]
+    assert runs["rc1"] != 0, out[-4000:]
+    # the failed jobs are named: the GPU cache group of circle and its reference metrics
+    assert "Error in group video_cache" in out
+    assert f"resources/latents/tiny/{BAD}.safetensors" in out
+    assert re.search(rf"Error in rule reference_metrics:[\s\S]*?metrics_reference/{BAD}\.parquet", out)
+    assert "Trying to restart job" in out  # retries: 1 from the profile
+    r = runs["slurm"] / "results"
+    for v in GOOD:
+        assert (r / "samples" / METHOD / v / "samples.parquet").exists()
+        assert (r / "metrics" / METHOD / f"{v}.parquet").exists()
+        assert (r / "metrics_reference" / f"{v}.parquet").exists()
+    assert not (runs["slurm"] / "resources" / "latents" / "tiny" / f"{BAD}.safetensors").exists()
+    assert not (r / "tables" / "summary.parquet").exists()
+
+
+def test_every_non_local_job_went_through_slurm(runs):
+    out1, jobs = runs["out1"], runs["jobs"]
+    local_rules = set(re.findall(r"^localrule (\w+):", out1, re.M))
+    remote_rules = set(re.findall(r"^rule (\w+):", out1, re.M))
+    assert local_rules <= LOCAL_RULES, local_rules
+    assert {"build_tiny_model", "preprocess", "customize", "sample", "metrics", "reference_metrics"} <= remote_rules
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out1)
+    assert sorted(int(j) for j, _ in submitted) == sorted(jobs["JobIDRaw"].astype(int))
+    # one Slurm log per job in the profile's slurm-logdir (all kept in the test profile)
+    logs = sorted((runs["slurm"] / "logs" / "slurm").rglob("*.log"))
+    assert sorted(Path(p).resolve() for _, p in submitted) == [p.resolve() for p in logs]
+
+    done = jobs[jobs["State"] == "COMPLETED"]["Comment"].tolist()
+    expected = ["rule_build_tiny_model"] + [
+        f"rule_{rule}_wildcards_{wc}" for v in GOOD
+        for rule, wc in (("preprocess", v), ("reference_metrics", v), ("customize", f"{METHOD}_{v}"),
+                         ("sample", f"{METHOD}_{v}"), ("metrics", f"{METHOD}_{v}"))
+    ]
+    for comment in expected:
+        assert done.count(comment) == 1, (comment, done)
+    # cache_latents + cache_inversion: one Slurm job per video (group video_cache)
+    assert sum("video_cache" in c for c in done) == len(GOOD)
+    failed = jobs[jobs["State"] == "FAILED"]["Comment"].tolist()
+    assert sum("video_cache" in c for c in failed) == 2  # circle, attempt 1 and 2
+    assert failed.count(f"rule_reference_metrics_wildcards_{BAD}") == 2
+    # run 2 only had the local table rules left
+    assert runs["rc2"] == 0, runs["out2"][-4000:]
+    assert "submitted with SLURM jobid" not in runs["out2"]
+    assert {"videos_table", "aggregate_samples", "summary"} <= set(re.findall(r"^localrule (\w+):", runs["out2"], re.M))
+    assert len(runs["jobs_after"]) == len(jobs)
+
+
+def test_gpu_rules_requested_a_gpu(runs):
+    jobs = runs["jobs"]
+    gpu = jobs["Comment"].str.contains("|".join(("video_cache", "rule_customize_", "rule_sample_")))
+    assert gpu.sum() == 2 * len(GOOD) + 2
+    for col in ("ReqTRES", "AllocTRES"):
+        assert jobs.loc[gpu, col].str.contains("gres/gpu=1").all(), jobs.loc[gpu, [col, "Comment"]]
+        assert not jobs.loc[~gpu, col].str.contains("gres/gpu").any(), jobs.loc[~gpu, [col, "Comment"]]
+    # the jobs ran in their Slurm allocation: the slot allocator left the GPU to Slurm
+    log = (runs["slurm"] / "results" / "logs" / "customize" / METHOD / f"{GOOD[0]}.log").read_text()
+    assert "running under Slurm" in log
+
+
+def _frames(path: Path) -> torch.Tensor:
+    return load_tensors(path)["frames"]
+
+
+def test_results_equal_the_local_run(runs):
+    local, slurm = runs["local"], runs["slurm"]
+    volatile = ["metrics_seconds", "seconds", "code_version"]  # wall times; git describe at run time
+    for table in ("videos", "samples", "summary"):
+        a = pd.read_parquet(local / "results" / "tables" / f"{table}.parquet")
+        b = pd.read_parquet(slurm / "results" / "tables" / f"{table}.parquet")
+        drop = [c for c in volatile if c in a.columns]
+        pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_exact=True)
+    for v in GOOD:
+        for rel in (f"resources/latents/tiny/{v}.safetensors", f"resources/inversion/tiny/{v}.safetensors",
+                    f"results/customize/{METHOD}/{v}/adapter/adapter_model.safetensors"):
+            ta, tb = load_tensors(local / rel), load_tensors(slurm / rel)
+            assert ta.keys() == tb.keys()
+            for k in ta:
+                assert torch.equal(ta[k], tb[k]), (rel, k)
+        s = pd.read_parquet(local / "results" / "samples" / METHOD / v / "samples.parquet")
+        for rel in s["frames_path"]:
+            assert torch.equal(_frames(local / rel), _frames(slurm / rel)), rel
+        for rel in (f"results/metrics/{METHOD}/{v}.parquet", f"results/metrics_reference/{v}.parquet"):
+            a, b = pd.read_parquet(local / rel), pd.read_parquet(slurm / rel)
+            drop = [c for c in volatile if c in a.columns]
+            pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_exact=True)
