@@ -6,6 +6,7 @@ the local executor as the baseline. From sacct (Submit/Start/End, 1 s resolution
 time it reports per job:
 
   queue     Start - Submit: submission to start (scheduling + launch; 0-1 s on an idle cluster)
+  in_job    End - Start - S: the job step's own start (snakemake in the allocation, srun)
   notice    next Submit - End: the job ended -> Snakemake noticed (status poll) and submitted the
             next one; this is where the status-check delay shows
   overhead  (wall - N*S) / N: everything that is not the job's own work
@@ -92,8 +93,10 @@ def run_once(workdir: Path, n: int, sleep: float, init: int | None, args) -> dic
         assert len(rows) == n and all(r["state"] == "COMPLETED" for r in rows), rows
         queue = [r["start"] - r["submit"] for r in rows]
         notice = [b["submit"] - a["end"] for a, b in zip(rows, rows[1:])]
+        in_job = [r["end"] - r["start"] - sleep for r in rows]
         out.update(first_submit_after_start=round(rows[0]["submit"] - t0, 1),
                    queue_mean=round(statistics.mean(queue), 1), queue_max=max(queue),
+                   in_job_mean=round(statistics.mean(in_job), 1),
                    notice_mean=round(statistics.mean(notice), 1) if notice else None,
                    notice_max=max(notice) if notice else None)
     return out
@@ -118,14 +121,15 @@ def main(argv=None) -> int:
             print(json.dumps(r), flush=True)
             results.append(r)
     print()
-    print("| executor | init s | wall s | overhead/job s | queue (submit->start) mean/max s | notice (end->next submit) mean/max s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| executor | init s | wall s | overhead/job s | queue (submit->start) mean/max s "
+          "| in job (step start) mean s | notice (end->next submit) mean/max s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         if r["executor"] == "local":
-            print(f"| local | - | {r['wall']} | {r['overhead_per_job']} | - | - |")
+            print(f"| local | - | {r['wall']} | {r['overhead_per_job']} | - | - | - |")
         else:
             print(f"| slurm | {r['init_seconds']} | {r['wall']} | {r['overhead_per_job']} | "
-                  f"{r['queue_mean']} / {r['queue_max']:.0f} | {r['notice_mean']} / {r['notice_max']:.0f} |")
+                  f"{r['queue_mean']} / {r['queue_max']:.0f} | {r['in_job_mean']} | {r['notice_mean']} / {r['notice_max']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

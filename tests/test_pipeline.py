@@ -98,3 +98,21 @@ def test_outputs(demo_run):
     assert not (workdir / "resources" / "checkpoints" / "tiny" / "motionmatcher" / "zoom").exists()
     for rule_log in ("preprocess/zoom.log", "customize/motionmatcher/zoom.log", "sample/base/zoom.log"):
         assert (r / "logs" / rule_log).stat().st_size > 0
+
+
+def test_tables(demo_run):
+    workdir, _ = demo_run
+    t = workdir / "results" / "tables"
+    samples = pd.read_parquet(t / "samples.parquet")
+    assert len(samples) == 2 * 3 * 2  # methods x videos x prompts (one seed)
+    assert set(samples["method"]) == {"base", "motionmatcher"}
+    for col in ("clip_t", "frame_consistency", "motion_discrepancy", "motion_fidelity"):
+        assert samples[col].notna().all() and samples[col].map(float).between(-1e6, 1e6).all(), col
+    assert samples["image_reward"].isna().all()  # no checkpoint configured
+    assert set(samples["tracker"]) == {"lk"}
+    summary = pd.read_parquet(t / "summary.parquet")
+    per_method = summary[summary["level"] == "method"]
+    assert sorted(per_method["method"]) == ["base", "motionmatcher"]
+    assert set(per_method["n_samples"]) == {6}
+    md = (t / "summary.md").read_text()
+    assert "motionmatcher" in md and "base" in md
