@@ -20,9 +20,14 @@ include: "rules/customize.smk"
 include: "rules/sample.smk"
 include: "rules/metrics.smk"
 include: "rules/aggregate.smk"
+include: "rules/report.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
     input:
         all_outputs(),
+        report_outputs(),
     default_target: True

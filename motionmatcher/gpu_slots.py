@@ -114,7 +114,9 @@ def gpu_pool(environ: os._Environ | dict | None = None) -> Pool:
         return Pool(devices, "CUDA_VISIBLE_DEVICES")
     if env.get(ENV_COUNT, "").strip():
         n = int(env[ENV_COUNT])
-        return Pool(tuple(str(i) for i in range(n)), ENV_COUNT) if n > 0 else Pool((), ENV_COUNT, f"{ENV_COUNT}=0")
+        if n <= 0:
+            return Pool((), ENV_COUNT, f"{ENV_COUNT}={n}: no GPU")
+        return Pool(tuple(str(i) for i in range(n)), ENV_COUNT)
     n = nvidia_smi_count()
     if n == 0:
         return Pool((), "nvidia-smi", "no GPU found (nvidia-smi -L lists none)")
@@ -151,7 +153,8 @@ def _try_lock(device: str) -> int | None:
 
 
 def _write_holder(fd: int, device: str, label: str) -> None:
-    info = f"pid={os.getpid()} host={socket.gethostname()} device={device} since={time.strftime('%Y-%m-%dT%H:%M:%S')} job={label}\n"
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    info = f"pid={os.getpid()} host={socket.gethostname()} device={device} since={since} job={label}\n"
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
@@ -195,7 +198,8 @@ def acquire_gpu_slot(label: str = "", n: int = 1, timeout: float | None = None) 
         log.info("GPU slot: none taken, %s", pool.skip_reason)
         return None
     if n > len(pool.devices):
-        raise ValueError(f"a job wants {n} GPUs but the pool ({pool.source}) has {len(pool.devices)}: {list(pool.devices)}")
+        raise ValueError(f"a job wants {n} GPUs but the pool ({pool.source}) has "
+                         f"{len(pool.devices)}: {list(pool.devices)}")
     if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
         log.warning("GPU slot: CUDA was initialised before the slot was taken; CUDA_VISIBLE_DEVICES "
                     "set now does not move this process to its device")
@@ -260,7 +264,8 @@ def release_gpu_slot() -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m motionmatcher.gpu_slots", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m motionmatcher.gpu_slots",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--acquire", action="store_true",
                     help="take a slot, print CUDA_VISIBLE_DEVICES and hold it until killed (for tests)")
     ap.add_argument("--hold", type=float, default=float("inf"), help="with --acquire: seconds to hold")
@@ -279,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         return 0
     pool = gpu_pool()
-    print(f"pool ({pool.source}): {','.join(pool.devices) or '-'}" + (f"  [{pool.skip_reason}]" if pool.skip_reason else ""))
+    skip = f"  [{pool.skip_reason}]" if pool.skip_reason else ""
+    print(f"pool ({pool.source}): {','.join(pool.devices) or '-'}{skip}")
     print(f"lock dir: {lock_dir()}")
     held = holders(pool.devices)
     for dev in pool.devices:

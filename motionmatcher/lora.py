@@ -38,11 +38,17 @@ SPATIAL_SELF_ATTN_FF = rf".*\.attentions\.\d+\.(transformer_blocks\.\d+\.attn1\.
 #: Temporal transformers only (``temp_attentions`` and ``transformer_in``): attention and
 #: feed-forward.
 TEMPORAL_ATTN_FF = rf".*(temp_attentions\.\d+|transformer_in)\.({_ATTN}|{_FF})"
+#: q/k/v projections of the temporal attention blocks (``temp_attentions``; both ``attn1`` and
+#: ``attn2`` are temporal self-attention there), ``transformer_in`` excluded (VMC's trained set).
+TEMPORAL_ATTN_QKV = r".*temp_attentions\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v)"
 
+#: Named module sets (regexes ``re.fullmatch``-ed against module names, as peft does). Used for
+#: LoRA targets and for the modules a full fine-tune trains (motionmatcher.training).
 TARGETS = {
     "all_transformer_linears": ALL_TRANSFORMER_LINEARS,
     "spatial_self_attn_ff": SPATIAL_SELF_ATTN_FF,
     "temporal_attn_ff": TEMPORAL_ATTN_FF,
+    "temporal_attn_qkv": TEMPORAL_ATTN_QKV,
 }
 
 
@@ -154,4 +160,122 @@ def load_adapter(unet: torch.nn.Module, adapter_dir: str | os.PathLike,
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise ValueError(f"adapter {weights}: {len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
+    activate_adapters(unet)  # a second loaded adapter must not switch the first one off
     unet.requires_grad_(False)
+
+
+# ---- several named adapters on one UNet (MotionDirector's spatial + temporal paths) ----------
+#
+# peft's ``inject_adapter_in_model`` makes the *newly injected* adapter the active one on every
+# LoRA layer of the model, including the layers that only carry an earlier adapter: after
+# injecting "spatial" then "temporal", the spatial layers would silently compute nothing.
+# :func:`activate_adapters` puts every layer back to "all of its own adapters active"
+# (``BaseTunerLayer.set_adapter(list)``).
+
+
+def adapter_names(unet: torch.nn.Module) -> list[str]:
+    """Names of the LoRA adapters injected into ``unet`` (sorted)."""
+    names: set[str] = set()
+    for layer in tuner_layers(unet):
+        names.update(layer.lora_A.keys())
+    return sorted(names)
+
+
+def activate_adapters(unet: torch.nn.Module, names=None) -> None:
+    """Make every adapter in ``names`` (default: all) active at once on each LoRA layer that
+    carries it; ``requires_grad`` flags are left as they were."""
+    flags = [(p, p.requires_grad) for p in unet.parameters()]
+    for layer in tuner_layers(unet):
+        own = [a for a in layer.lora_A.keys() if names is None or a in names]
+        if own and list(layer.active_adapters) != own:
+            layer.set_adapter(own)
+    for p, flag in flags:
+        if p.requires_grad != flag:
+            p.requires_grad_(flag)
+
+
+def add_loras(unet: torch.nn.Module, configs: dict[str, LoraConfig]) -> dict[str, list[torch.nn.Parameter]]:
+    """Inject several named adapters (``{name: LoraConfig}``), all active at once; freeze the
+    base and make exactly the adapters' LoRA weights trainable. Returns ``{name: params}``."""
+    import warnings
+
+    unet.requires_grad_(False)
+    was_training = unet.training
+    for name, config in configs.items():
+        with warnings.catch_warnings():  # "multiple adapters in the model": intended here
+            warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+            inject_adapter_in_model(config, unet, adapter_name=name)
+    unet.train(was_training)
+    activate_adapters(unet, list(configs))
+    out: dict[str, list[torch.nn.Parameter]] = {name: [] for name in configs}
+    for pname, p in unet.named_parameters():
+        hit = next((n for n in configs if f".{n}." in pname and "lora_" in pname), None)
+        p.requires_grad_(hit is not None)
+        if hit is not None:
+            out[hit].append(p)
+    empty = [n for n, ps in out.items() if not ps]
+    if empty:
+        raise ValueError(f"LoRA adapter(s) {empty} matched no module of the UNet")
+    return out
+
+
+@contextmanager
+def adapters_disabled(unet: torch.nn.Module, names):
+    """Switch the adapters ``names`` off inside the block (the others stay as they are); each
+    layer's active adapters, enabled flag and ``requires_grad`` flags are restored after."""
+    names = set([names] if isinstance(names, str) else names)
+    changed = []
+    flags = [(p, p.requires_grad) for layer in tuner_layers(unet) for p in layer.parameters()]
+    for layer in tuner_layers(unet):
+        active = list(layer.active_adapters)
+        keep = [a for a in active if a not in names]
+        if keep == active:
+            continue
+        changed.append((layer, active, layer.disable_adapters))
+        if keep:
+            layer.set_adapter(keep)
+        else:
+            layer.enable_adapters(False)
+    try:
+        yield unet
+    finally:
+        for layer, active, disabled in changed:
+            layer.set_adapter(active)
+            if layer.disable_adapters != disabled:
+                layer.enable_adapters(not disabled)
+        for p, flag in flags:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+
+
+def adapter_state_dict(unet: torch.nn.Module, adapter_name: str) -> dict[str, torch.Tensor]:
+    """One adapter's weights with peft's keys (as in ``adapter_model.safetensors``), fp32 CPU."""
+    state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+
+
+def load_adapter_state(unet: torch.nn.Module, config: LoraConfig, state: dict[str, torch.Tensor],
+                       adapter_name: str) -> None:
+    """Inject adapter ``adapter_name`` with ``config`` and load ``state`` (peft keys) into it
+    (frozen; every injected adapter stays active)."""
+    import warnings
+
+    config.inference_mode = True
+    was_training = unet.training
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+        inject_adapter_in_model(config, unet, adapter_name=adapter_name)
+    unet.train(was_training)
+    param = next(unet.parameters())
+    state = {k: v.to(param.device) for k, v in state.items()}
+    result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"adapter {adapter_name}: {len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
+    activate_adapters(unet)
+    unet.requires_grad_(False)
+
+
+def lora_config_from_dict(d: dict) -> LoraConfig:
+    """A :class:`LoraConfig` from its saved JSON (unknown keys ignored)."""
+    return LoraConfig(**{k: v for k, v in d.items() if k in LoraConfig.__dataclass_fields__})

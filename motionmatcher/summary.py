@@ -11,19 +11,34 @@ read and write files.
 
 For each metric ``M``: ``M_mean``, ``M_std`` (sample standard deviation, ``ddof=1``; NaN/null
 when fewer than 2 values) and ``M_n`` (number of non-null values; 0 and a null mean for a
-metric that was not computed, e.g. ImageReward without a checkpoint).
+metric that was not computed, e.g. ImageReward without a checkpoint); ``M_ci_low``/``M_ci_high``,
+the 95% confidence interval of the mean, ``mean ± t_{0.975, n−1} · std / √n``; and the paired
+differences against ``paired_reference`` (default ``motionmatcher``): over the (video, prompt,
+seed) cells where both methods have a value, ``d = M(method) − M(reference)``, ``M_diff_mean``,
+``M_diff_ci_low``/``M_diff_ci_high`` (95%, t with n − 1 d.o.f.) and ``M_diff_n`` (pairs).
+
+The intervals treat the samples (resp. the pairs) as independent draws: prompts and seeds of
+one reference video are not independent of each other, so read them as a description of the
+spread, not as a test over videos (the per-video rows and the report's per-video points show
+how much of it is between videos).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from motionmatcher.tables import SUMMARY, SUMMARY_METRICS
 
-__all__ = ["METRIC_SPECS", "DASH", "concat_metric_tables", "summarize", "format_stat", "summary_markdown"]
+__all__ = ["METRIC_SPECS", "DASH", "PAIR_KEYS", "concat_metric_tables", "summarize", "format_stat",
+           "summary_markdown", "statistics_markdown", "t_quantile", "mean_ci", "paired_differences"]
+
+#: The cell a sample belongs to; paired differences match samples of two methods on it.
+PAIR_KEYS = ("video_id", "prompt_id", "seed")
 
 #: (column, Markdown label, higher is better)
 METRIC_SPECS: tuple[tuple[str, str, bool], ...] = (
@@ -55,6 +70,106 @@ def _ordered(values: Iterable, order: Sequence | None) -> list:
     return head + [v for v in seen if v not in head]
 
 
+# ---- Student t quantiles (no scipy in the environment) ----------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(lbeta) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(lbeta) * _betacf(b, a, 1.0 - x) / b
+
+
+def _t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile of Student's t distribution with ``df`` degrees of freedom (``0 < p < 1``)."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
+    """``(mean, ci_low, ci_high, n)`` of the finite ``values``: ``mean ± t_{(1+level)/2, n−1} ·
+    std / √n`` (std with ``ddof=1``); the interval is NaN for n < 2, everything NaN for n = 0."""
+    v = np.asarray(pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce"), dtype="float64")
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return np.nan, np.nan, np.nan, 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, np.nan, np.nan, n
+    half = t_quantile(0.5 + level / 2.0, n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half, n
+
+
+def paired_differences(samples: pd.DataFrame, method: str, reference: str, metric: str,
+                       video_id=None) -> pd.Series:
+    """``metric(method) − metric(reference)`` per (video, prompt, seed) cell both have a finite
+    value in (several samples of a cell are averaged), optionally within one video."""
+    if metric not in samples or "method" not in samples:
+        return pd.Series(dtype="float64")
+    keys = [k for k in PAIR_KEYS if k in samples]
+    rows = samples if video_id is None else samples[samples["video_id"] == video_id]
+    values = pd.to_numeric(rows[metric], errors="coerce").astype("float64")
+    rows = rows.assign(_v=values)[np.isfinite(values)]
+
+    def cells(name):
+        return rows[rows["method"] == name].groupby(keys, dropna=False)["_v"].mean()
+
+    a, b = cells(method), cells(reference)
+    common = a.index.intersection(b.index)
+    return (a.loc[common] - b.loc[common]).reset_index(drop=True)
+
+
 def _stats(group: pd.DataFrame) -> dict:
     out = {"n_samples": int(len(group)), "n_videos": int(group["video_id"].nunique())}
     for m in SUMMARY_METRICS:
@@ -67,6 +182,20 @@ def _stats(group: pd.DataFrame) -> dict:
         out[f"{m}_mean"] = float(values.mean()) if n else np.nan
         out[f"{m}_std"] = float(values.std(ddof=1)) if n >= 2 else np.nan
         out[f"{m}_n"] = n
+        _, out[f"{m}_ci_low"], out[f"{m}_ci_high"], _ = mean_ci(values)
+    return out
+
+
+def _paired(samples: pd.DataFrame, method: str, reference: str | None, video_id=None) -> dict:
+    out = {"paired_reference": reference}
+    for m in SUMMARY_METRICS:
+        if reference is None or method == reference:
+            d = pd.Series(dtype="float64")
+        else:
+            d = paired_differences(samples, method, reference, m, video_id)
+        mean, lo, hi, n = mean_ci(d)
+        out.update({f"{m}_diff_mean": mean, f"{m}_diff_ci_low": lo, f"{m}_diff_ci_high": hi,
+                    f"{m}_diff_n": n})
     return out
 
 
@@ -74,6 +203,7 @@ def summarize(
     samples: pd.DataFrame,
     reference: pd.DataFrame | None = None,
     method_order: Sequence[str] | None = None,
+    paired_reference: str | None = "motionmatcher",
 ) -> pd.DataFrame:
     """Per-method and per-(method, video) statistics of the per-sample metrics.
 
@@ -83,6 +213,8 @@ def summarize(
         reference: per-video reference metrics (``video_id``, ``clip_t``) or ``None``.
         method_order: order of the method rows (e.g. ``config["run_methods"]``); methods not
             listed follow in order of appearance. Videos keep their order of appearance.
+        paired_reference: the method every other one is compared with, cell by cell
+            (``M_diff_*`` columns; null when it has no samples, and for itself).
 
     Returns:
         A DataFrame with the columns of :data:`motionmatcher.tables.SUMMARY`: the
@@ -94,23 +226,29 @@ def summarize(
         ref_clip = dict(zip(ref["video_id"], ref["clip_t"].astype(float)))
 
     methods = _ordered(samples["method"], method_order)
+    if paired_reference not in methods:
+        paired_reference = None
     method_rows, video_rows = [], []
     for method in methods:
         group = samples[samples["method"] == method]
         vids = _ordered(group["video_id"], None)
         refs = [ref_clip[v] for v in vids if v in ref_clip]
         method_rows.append({"level": "method", "method": method, "video_id": None, **_stats(group),
-                            "reference_clip_t": float(np.mean(refs)) if refs else np.nan})
+                            "reference_clip_t": float(np.mean(refs)) if refs else np.nan,
+                            **_paired(samples, method, paired_reference)})
         for video in vids:
             vgroup = group[group["video_id"] == video]
             video_rows.append({"level": "video", "method": method, "video_id": video, **_stats(vgroup),
-                               "reference_clip_t": ref_clip.get(video, np.nan)})
+                               "reference_clip_t": ref_clip.get(video, np.nan),
+                               **_paired(samples, method, paired_reference, video)})
     out = pd.DataFrame.from_records(method_rows + video_rows, columns=SUMMARY.names)
     for field in SUMMARY:
         if field.type == "int64":
             out[field.name] = out[field.name].astype("int64")
         elif field.type == "double":
             out[field.name] = out[field.name].astype("float64")
+        elif field.type == "string":
+            out[field.name] = out[field.name].astype("object").where(out[field.name].notna(), None)
     return out
 
 
@@ -214,4 +352,62 @@ def summary_markdown(
           DASH if _is_null(r["reference_clip_t"]) else _num(float(r["reference_clip_t"]))]
          for _, r in by_video.iterrows()],
     )
+    return "\n".join(lines) + "\n"
+
+
+def _signed(x: float) -> str:
+    text = _num(abs(float(x)))
+    return ("\u2212" if x < 0 else "+") + text
+
+
+def format_ci(mean, low, high, n: int) -> str:
+    """``"mean [low, high]"``; mean only when the interval is undefined (n < 2); ``–`` when
+    not computed."""
+    if _is_null(mean) or not n:
+        return DASH
+    if _is_null(low) or _is_null(high):
+        return _num(float(mean))
+    return f"{_num(float(mean))} [{_num(float(low))}, {_num(float(high))}]"
+
+
+def format_diff(mean, low, high, n: int) -> str:
+    """``"+d [low, high] (n=k)"`` of a paired difference; ``–`` without pairs."""
+    if _is_null(mean) or not n:
+        return DASH
+    text = _signed(float(mean))
+    if not (_is_null(low) or _is_null(high)):
+        text += f" [{_signed(float(low))}, {_signed(float(high))}]"
+    return f"{text} (n={int(n)})"
+
+
+def statistics_markdown(summary: pd.DataFrame) -> str:
+    """Markdown of the interval columns of :func:`summarize`'s table: per method the mean and
+    its 95% CI for each metric, and the paired differences against the reference method (the
+    workflow appends it to :func:`summary_markdown`'s text)."""
+    by_method = summary[summary["level"] == "method"]
+    lines = ["## Per method: 95% confidence intervals", "",
+             "Mean [95% CI of the mean, t distribution] over the samples of each method (samples "
+             "treated as independent).", ""]
+    def ci(r, m):
+        return format_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r[f"{m}_n"])
+
+    def diff(r, m):
+        return format_diff(r[f"{m}_diff_mean"], r[f"{m}_diff_ci_low"], r[f"{m}_diff_ci_high"],
+                           r[f"{m}_diff_n"])
+
+    lines += _table(
+        ["Method", "Samples", *_metric_header()],
+        [[r["method"], str(int(r["n_samples"])), *[ci(r, m) for m, _, _ in METRIC_SPECS]]
+         for _, r in by_method.iterrows()],
+    )
+    refs = list(by_method["paired_reference"].dropna().unique()) if "paired_reference" in by_method else []
+    if refs:
+        ref = refs[0]
+        lines += ["", f"## Paired differences against {ref}", "",
+                  f"Method \u2212 {ref} over the (video, prompt, seed) cells both have: mean difference "
+                  "[95% CI, t distribution] (n = pairs). A positive difference is better where "
+                  f"{UP}, a negative one where {DOWN}.", ""]
+        rows = [[r["method"], *[diff(r, m) for m, _, _ in METRIC_SPECS]]
+                for _, r in by_method.iterrows() if r["method"] != ref]
+        lines += _table(["Method", *_metric_header()], rows)
     return "\n".join(lines) + "\n"

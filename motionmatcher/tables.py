@@ -116,6 +116,14 @@ SUMMARY = pa.schema(
     + [(f"{m}_{stat}", pa.int64() if stat == "n" else pa.float64())
        for m in SUMMARY_METRICS for stat in ("mean", "std", "n")]
     + [("reference_clip_t", pa.float64())]
+    # 95% confidence interval of each mean (t distribution, n - 1 degrees of freedom; null for
+    # n < 2) and paired differences (this method - `paired_reference`) over the (video, prompt,
+    # seed) cells both methods have: mean, 95% CI, number of pairs (null / 0 for the reference
+    # method itself or without common cells).
+    + [(f"{m}_{stat}", pa.float64()) for m in SUMMARY_METRICS for stat in ("ci_low", "ci_high")]
+    + [("paired_reference", pa.string())]
+    + [(f"{m}_{stat}", pa.int64() if stat == "diff_n" else pa.float64())
+       for m in SUMMARY_METRICS for stat in ("diff_mean", "diff_ci_low", "diff_ci_high", "diff_n")]
 )
 
 

@@ -1,8 +1,20 @@
 """The one training loop of every customization method.
 
-A method is a loss from :data:`motionmatcher.losses.LOSSES` plus the parameters it trains (a
-LoRA adapter on chosen modules) and a timestep range; this loop samples timesteps and noise,
-calls the loss, steps AdamW, logs, checkpoints and resumes. Each step:
+A method is a loss from :data:`motionmatcher.losses.LOSSES` plus the parameters it trains and a
+timestep range; this loop samples timesteps and noise, calls the loss, steps AdamW, logs,
+checkpoints and resumes. What trains is declared (:func:`attach_trainable`):
+
+* ``lora: {rank, dropout, targets}`` alone -- one LoRA adapter (``motion``), saved in plain peft
+  format (MotionMatcher, DDPM-LoRA);
+* ``trainable: {part: spec}`` -- named parts, each a LoRA adapter
+  (``{type: lora, targets, rank, dropout, alpha}``, missing rank/dropout/alpha taken from
+  ``lora``) or a full fine-tune of the matched modules' own weights
+  (``{type: full, targets}``); a part may set its own ``lr``. MotionDirector: two adapters,
+  ``spatial`` and ``temporal``; VMC: ``temporal_qkv``, full. Saved by :func:`save_trained`
+  (changed tensors only) and put on a base UNet by :func:`load_trained`, optionally only some
+  parts (MotionDirector samples with the temporal adapter alone).
+
+Each step:
 
     t ~ U[min_timestep, max_timestep),  ε ~ N(0, I),
     out = loss_fn(unet, scheduler, z0, ε, t, c, **loss_kwargs);  out["loss"].backward()
@@ -21,6 +33,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -55,6 +68,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     gradient_checkpointing: bool = False
     lora: dict = field(default_factory=lambda: {"rank": 32, "dropout": 0.1, "targets": "all_transformer_linears"})
+    #: named trainable parts (see the module docstring); None: one LoRA adapter from ``lora``.
+    trainable: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -142,12 +157,193 @@ class Checkpointer:
         return meta["step"], meta["log"]
 
 
+PARTS_FORMAT = "motionmatcher.trained_parts"
+
+
+@dataclass
+class TrainedParts:
+    """What :func:`attach_trainable` attached for a ``trainable:`` declaration: per part its
+    type, its peft config (LoRA) or its module regex (full) and its parameter names."""
+
+    parts: dict[str, dict]
+
+    def lora_configs(self) -> dict[str, object]:
+        return {n: p["config"] for n, p in self.parts.items() if p["type"] == "lora"}
+
+
+def _part_specs(cfg: TrainConfig) -> dict[str, dict]:
+    specs = {}
+    for name, spec in (cfg.trainable or {}).items():
+        spec = dict(spec or {})
+        kind = spec.get("type", "lora")
+        if kind not in ("lora", "full"):
+            raise TrainingError(f"trainable part {name!r}: type must be 'lora' or 'full', got {kind!r}")
+        if not spec.get("targets"):
+            raise TrainingError(f"trainable part {name!r}: `targets` is required")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise TrainingError(f"trainable part {name!r}: use letters, digits and _ only")
+        if kind == "lora":
+            for k in ("rank", "dropout", "alpha"):
+                spec.setdefault(k, cfg.lora.get(k))
+        specs[name] = {**spec, "type": kind}
+    return specs
+
+
+def _full_part_params(unet: torch.nn.Module, name: str, targets: str) -> dict[str, torch.nn.Parameter]:
+    regex = lora_lib.TARGETS.get(targets, targets)
+    out = {}
+    for mname, module in unet.named_modules():
+        if re.fullmatch(regex, mname):
+            for pname, p in module.named_parameters(recurse=False):
+                out[f"{mname}.{pname}"] = p
+    if not out:
+        raise TrainingError(f"trainable part {name!r}: no module matches {targets!r}")
+    return out
+
+
 def attach_trainable(unet: torch.nn.Module, cfg: TrainConfig) -> tuple[dict[str, torch.nn.Parameter], object]:
-    """Attach what the method trains; returns (named trainable params, peft config)."""
-    lcfg = lora_lib.lora_config(**cfg.lora)
-    lora_lib.add_lora(unet, lcfg)
-    named = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    return named, lcfg
+    """Attach what the method trains; returns (named trainable params, spec).
+
+    Without ``cfg.trainable`` the spec is the peft ``LoraConfig`` of the one adapter (as
+    before); with it, a :class:`TrainedParts`. Every other parameter is frozen
+    (``requires_grad=False``).
+    """
+    if not cfg.trainable:
+        lcfg = lora_lib.lora_config(**cfg.lora)
+        lora_lib.add_lora(unet, lcfg)
+        named = {n: p for n, p in unet.named_parameters() if p.requires_grad}
+        return named, lcfg
+
+    specs = _part_specs(cfg)
+    module_names = [n for n, _ in unet.named_modules()]
+    for name, spec in specs.items():
+        if spec["type"] == "lora" and any(f".{name}." in f".{m}." for m in module_names):
+            # peft finds an adapter's weights by its name inside parameter names
+            raise TrainingError(f"trainable part {name!r}: the name occurs in the UNet's module names")
+    configs = {n: lora_lib.lora_config(rank=s["rank"], dropout=s["dropout"], targets=s["targets"],
+                                       alpha=s.get("alpha"))
+               for n, s in specs.items() if s["type"] == "lora"}
+    try:
+        lora_params = lora_lib.add_loras(unet, configs) if configs else {}
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    if not configs:
+        unet.requires_grad_(False)
+    ids = {n: {id(p) for p in ps} for n, ps in lora_params.items()}
+    parts, named = {}, {}
+    all_named = dict(unet.named_parameters())
+    for name, spec in specs.items():
+        if spec["type"] == "lora":
+            pnames = [n for n, p in all_named.items() if id(p) in ids[name]]
+            parts[name] = {"type": "lora", "config": configs[name], "params": pnames}
+        else:
+            full = _full_part_params(unet, name, spec["targets"])
+            for pname, p in full.items():
+                if pname in named:
+                    raise TrainingError(f"trainable part {name!r}: parameter {pname} is in two parts")
+                p.requires_grad_(True)
+            parts[name] = {"type": "full", "targets": lora_lib.TARGETS.get(spec["targets"], spec["targets"]),
+                           "params": list(full)}
+        parts[name]["lr"] = spec.get("lr")
+        for pname in parts[name]["params"]:
+            named[pname] = all_named[pname]
+    return named, TrainedParts(parts)
+
+
+def _param_groups(named: dict[str, torch.nn.Parameter], spec, lr: float) -> list[dict]:
+    """One AdamW group per part that sets its own ``lr``, one for the rest."""
+    if not isinstance(spec, TrainedParts) or not any(p.get("lr") for p in spec.parts.values()):
+        return [{"params": list(named.values())}]
+    groups, rest = [], set(named)
+    for part in spec.parts.values():
+        if part.get("lr"):
+            groups.append({"params": [named[n] for n in part["params"]], "lr": float(part["lr"])})
+            rest -= set(part["params"])
+    if rest:
+        groups.insert(0, {"params": [p for n, p in named.items() if n in rest], "lr": lr})
+    return groups
+
+
+def save_trained(unet: torch.nn.Module, out_dir: str | os.PathLike, spec) -> Path:
+    """Save what :func:`train` trained into ``out_dir``: ``adapter_config.json`` +
+    ``adapter_model.safetensors``.
+
+    A one-adapter method (``spec`` a ``LoraConfig``) is saved in plain peft format. A
+    :class:`TrainedParts` is saved as the trained tensors only -- each LoRA part's weights (peft
+    keys) and each full part's changed parameters, under ``"<part>/<key>"`` -- with a small JSON
+    index (``format: motionmatcher.trained_parts``: per part its type, LoRA config or module
+    regex, tensor names).
+    """
+    if not isinstance(spec, TrainedParts):
+        return lora_lib.save_adapter(unet, out_dir, spec)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors, index = {}, {}
+    params = dict(unet.named_parameters())
+    for name, part in spec.parts.items():
+        if part["type"] == "lora":
+            state = lora_lib.adapter_state_dict(unet, name)
+            cfg = part["config"].to_dict()
+            if isinstance(cfg.get("target_modules"), set):
+                cfg["target_modules"] = sorted(cfg["target_modules"])
+            index[name] = {"type": "lora", "lora_config": cfg, "tensors": sorted(state)}
+        else:
+            state = {n: params[n].detach().to("cpu", torch.float32) for n in part["params"]}
+            index[name] = {"type": "full", "targets": part["targets"], "tensors": sorted(state)}
+        tensors.update({f"{name}/{k}": v for k, v in state.items()})
+    save_tensors(tensors, out / "adapter_model.safetensors", metadata={"format": PARTS_FORMAT})
+    write_json(out / "adapter_config.json", {"format": PARTS_FORMAT, "version": 1, "parts": index})
+    return out
+
+
+def trained_parts(weights_dir: str | os.PathLike) -> dict[str, str]:
+    """``{part: type}`` of a saved method (a plain peft adapter is one LoRA part ``motion``)."""
+    meta = json.loads((Path(weights_dir) / "adapter_config.json").read_text())
+    if meta.get("format") != PARTS_FORMAT:
+        return {lora_lib.DEFAULT_ADAPTER: "lora"}
+    return {n: p["type"] for n, p in meta["parts"].items()}
+
+
+def load_trained(unet: torch.nn.Module, weights_dir: str | os.PathLike, parts=None) -> dict:
+    """Put a saved method (:func:`save_trained`) onto a base ``unet``, frozen.
+
+    ``parts``: the part names to load (None: all). LoRA parts are injected as named adapters,
+    all active; full parts overwrite the matching base weights. Returns ``{"lora": [names],
+    "full": [names]}`` -- ``bool(result["lora"])`` is the sampler's ``has_adapter``.
+    """
+    weights_dir = Path(weights_dir)
+    available = trained_parts(weights_dir)
+    wanted = list(available) if parts is None else list(parts)
+    unknown = [p for p in wanted if p not in available]
+    if unknown:
+        raise ValueError(f"{weights_dir}: no part(s) {unknown} (saved parts: {', '.join(available)})")
+    meta = json.loads((weights_dir / "adapter_config.json").read_text())
+    if meta.get("format") != PARTS_FORMAT:
+        if wanted:
+            lora_lib.load_adapter(unet, weights_dir)
+        return {"lora": wanted, "full": []}
+    tensors = load_tensors(weights_dir / "adapter_model.safetensors")
+    params = dict(unet.named_parameters())
+    loaded = {"lora": [], "full": []}
+    for name in wanted:
+        part = meta["parts"][name]
+        state = {k: tensors[f"{name}/{k}"] for k in part["tensors"]}
+        if part["type"] == "lora":
+            config = lora_lib.lora_config_from_dict(part["lora_config"])
+            lora_lib.load_adapter_state(unet, config, state, name)
+        else:
+            missing = [k for k in state if k not in params]
+            if missing:
+                raise ValueError(f"{weights_dir}: part {name!r}: the UNet has no parameter {missing[0]}")
+            with torch.no_grad():
+                for k, v in state.items():
+                    if params[k].shape != v.shape:
+                        raise ValueError(f"{weights_dir}: part {name!r}: {k} has shape {tuple(v.shape)}, "
+                                         f"the UNet's is {tuple(params[k].shape)}")
+                    params[k].copy_(v.to(params[k].device, params[k].dtype))
+        loaded[part["type"]].append(name)
+    unet.requires_grad_(False)
+    return loaded
 
 
 def train(
@@ -163,7 +359,9 @@ def train(
     progress: bool = True,
     on_step=None,
 ) -> tuple[object, pd.DataFrame]:
-    """Train ``model.unet`` in place on one reference video; return (peft config, log frame).
+    """Train ``model.unet`` in place on one reference video; return (spec, log frame) -- spec as
+    :func:`attach_trainable` returns it (a peft config for a one-adapter method); save the
+    result with :func:`save_trained`.
 
     ``latents``: cached reference latents (1, 4, F, h, w). ``on_step(step, out)`` is called
     after every optimizer step (tests use it to simulate a crash).
@@ -186,12 +384,14 @@ def train(
         from motionmatcher.checkpointing import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(unet)
-    opt = torch.optim.AdamW(list(named.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(named, lcfg, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
     text = model.encode_prompt([caption], warn_context=label).expand(cfg.batch_size, -1, -1)
     z0 = latents.to(device=device, dtype=torch.float32).expand(cfg.batch_size, -1, -1, -1, -1)
 
     generator = torch.Generator().manual_seed(seed)  # timesteps and noise, drawn on the CPU
-    fingerprint = config_hash({"cfg": cfg.__dict__, "seed": seed, "caption": caption, "shape": list(latents.shape)})
+    # (`trainable: None` left out: checkpoints written before the field existed stay valid)
+    fp_cfg = {k: v for k, v in cfg.__dict__.items() if not (k == "trainable" and v is None)}
+    fingerprint = config_hash({"cfg": fp_cfg, "seed": seed, "caption": caption, "shape": list(latents.shape)})
     ckpt = Checkpointer(checkpoint_dir, fingerprint)
     start, rows = 0, []
     if (last := ckpt.latest()) is not None:

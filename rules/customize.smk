@@ -20,8 +20,8 @@ rule customize:
         ENV
     threads: 2
     resources:
-        mem_mb=40000,
-        runtime=120,
+        mem_mb=lambda wc: method_config(config, wc.method)["resources"]["mem_mb"],
+        runtime=lambda wc: method_config(config, wc.method)["resources"]["runtime"],
         gpu=1,
     script:
         "../workflow_scripts/customize.py"

@@ -32,7 +32,8 @@ class FakeJob:
 
     def __init__(self, env: dict[str, str], label: str, hold: float = 120.0):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "motionmatcher.gpu_slots", "--acquire", "--label", label, "--hold", str(hold)],
+            [sys.executable, "-m", "motionmatcher.gpu_slots", "--acquire", "--label", label,
+             "--hold", str(hold)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -112,7 +113,8 @@ def run_acquire(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_under_slurm_cuda_visible_devices_is_left_alone(tmp_path):
     lock_dir = tmp_path / "locks"
-    res = run_acquire(clean_env(lock_dir, MOTIONMATCHER_GPUS="0,1", SLURM_JOB_ID="123", CUDA_VISIBLE_DEVICES="7"))
+    res = run_acquire(clean_env(lock_dir, MOTIONMATCHER_GPUS="0,1", SLURM_JOB_ID="123",
+                                CUDA_VISIBLE_DEVICES="7"))
     assert res.returncode == 0 and res.stdout.strip() == "CUDA_VISIBLE_DEVICES=7"
     assert "running under Slurm" in res.stderr
     res = run_acquire(clean_env(lock_dir, MOTIONMATCHER_GPUS="0,1", SLURM_JOB_ID="123"))

@@ -30,7 +30,7 @@ import pytest
 import torch
 import yaml
 
-from motionmatcher.demo_data import DEMO_PROMPTS, write_demo_dataset
+from motionmatcher.demo_data import write_demo_dataset
 from motionmatcher.runtime import load_tensors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ GOOD = ("left_to_right", "zoom")
 BAD = "circle"
 METHOD = "motionmatcher"
 GPU_RULES = ("cache_latents", "cache_inversion", "customize", "sample")
-LOCAL_RULES = {"all", "videos_table", "aggregate_samples", "summary"}
+COMPUTE_RULES = {"build_tiny_model", "preprocess", *GPU_RULES, "metrics", "reference_metrics"}
 THREADS = {r: 1 for r in ("build_tiny_model", "preprocess", *GPU_RULES, "metrics", "reference_metrics")}
 
 pytestmark = pytest.mark.pipeline
@@ -67,11 +67,13 @@ def _no_slurm_env() -> dict[str, str]:
 def cluster(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the test Slurm cluster needs root (it installs packages and runs the daemons)")
-    if not (shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()) and not shutil.which("apt-get"):
+    installed = shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()
+    if not installed and not shutil.which("apt-get"):
         pytest.skip("Slurm is not installed and there is no apt-get to install it")
     state = tmp_path_factory.mktemp("slurm_cluster")
     env = {**_no_slurm_env(), "MM_SLURM_PORT": str(_free_port_base()), "MM_SLURM_GPUS": "2"}
-    res = subprocess.run(["bash", str(START), str(state)], env=env, capture_output=True, text=True, timeout=1200)
+    res = subprocess.run(["bash", str(START), str(state)], env=env, capture_output=True, text=True,
+                         timeout=1200)
     if res.returncode != 0:
         subprocess.run(["bash", str(STOP), str(state)], env=env, capture_output=True, timeout=300)
         pytest.skip(f"tests/slurm/start.sh could not start a cluster (rc {res.returncode}): "
@@ -137,13 +139,33 @@ def finish(run, timeout: float = 1800) -> tuple[int, str]:
 
 def sacct(env: dict) -> pd.DataFrame:
     out = subprocess.run(
-        ["sacct", "-X", "-P", "--format=JobIDRaw,JobName%80,State,ReqTRES%120,AllocTRES%120,Comment%200,Submit,Start,End",
+        ["sacct", "-X", "-P",
+         "--format=JobIDRaw,JobName%80,State,ReqTRES%120,AllocTRES%120,Comment%200,Submit,Start,End",
          "--starttime", "now-1days", "--endtime", "now"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout
     lines = [ln.split("|") for ln in out.strip().splitlines()]
     df = pd.DataFrame(lines[1:], columns=lines[0])
     return df[df["JobName"].str.startswith("motionmatcher_")].reset_index(drop=True)
+
+
+def own_lines(out: str) -> str:
+    """Snakemake's output without the failed jobs' logs it prints (show-failed-logs): those hold
+    the output of Snakemake inside the Slurm job, which runs its rule as a `localrule`."""
+    keep, depth, lines, i = [], 0, out.splitlines(), 0
+    while i < len(lines):
+        line = lines[i].strip()
+        is_rule = line == "=" * 80  # Snakemake's frame of a printed log
+        if line.startswith("Logfile ") and line.endswith(":") and i + 1 < len(lines) \
+                and lines[i + 1].strip() == "=" * 80:
+            depth, i = depth + 1, i + 2  # a (possibly nested) log block opens
+            continue
+        if depth and is_rule:
+            depth -= 1
+        elif depth == 0:
+            keep.append(lines[i])
+        i += 1
+    return "\n".join(keep)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +178,7 @@ def runs(cluster, tmp_path_factory):
     good.to_csv(demo / "good.csv", index=False)
     # circle last: the good videos keep their manifest rows (a sample's params name its row)
     pd.concat([good, rows[rows["video_id"] == BAD]]).to_csv(demo / "poisoned.csv", index=False)
-    assert BAD in DEMO_PROMPTS
+    assert (rows["video_id"] == BAD).any()
 
     local, slurm = base / "local", base / "slurm"
     local.mkdir(), slurm.mkdir()
@@ -173,7 +195,8 @@ def runs(cluster, tmp_path_factory):
 
     threads = [f"{r}={n}" for r, n in THREADS.items()]
     env_local = {**_no_slurm_env(), "MOTIONMATCHER_GPU_COUNT": "0"}
-    p_local = snakemake(local, cfg_good, REPO / "profiles" / "local", env_local, "--cores", "2", "--set-threads", *threads)
+    p_local = snakemake(local, cfg_good, REPO / "profiles" / "local", env_local,
+                        "--cores", "2", "--set-threads", *threads)
     p_slurm = snakemake(slurm, cfg_poisoned, profile, cluster["env"])
     rc1, out1 = finish(p_slurm)
     rc_local, out_local = finish(p_local)
@@ -186,7 +209,7 @@ def runs(cluster, tmp_path_factory):
 
 
 def test_failed_video_is_reported_and_other_videos_finish(runs):
-    out = runs["out1"]
+    out = own_lines(runs["out1"])
     assert runs["rc1"] != 0, out[-4000:]
     # the failed jobs are named: the GPU cache group of circle and its reference metrics
     assert "Error in group video_cache" in out
@@ -199,15 +222,16 @@ def test_failed_video_is_reported_and_other_videos_finish(runs):
         assert (r / "metrics" / METHOD / f"{v}.parquet").exists()
         assert (r / "metrics_reference" / f"{v}.parquet").exists()
     assert not (runs["slurm"] / "resources" / "latents" / "tiny" / f"{BAD}.safetensors").exists()
-    assert not (r / "tables" / "summary.parquet").exists()
+    # the tables wait for every video: not attempted in this run (run 2 makes them)
+    assert "summary" not in re.findall(r"^(?:local)?rule (\w+):", out, re.M)
 
 
 def test_every_non_local_job_went_through_slurm(runs):
-    out1, jobs = runs["out1"], runs["jobs"]
+    out1, jobs = own_lines(runs["out1"]), runs["jobs"]
     local_rules = set(re.findall(r"^localrule (\w+):", out1, re.M))
     remote_rules = set(re.findall(r"^rule (\w+):", out1, re.M))
-    assert local_rules <= LOCAL_RULES, local_rules
-    assert {"build_tiny_model", "preprocess", "customize", "sample", "metrics", "reference_metrics"} <= remote_rules
+    assert local_rules.isdisjoint(COMPUTE_RULES), local_rules
+    assert COMPUTE_RULES - {"cache_latents", "cache_inversion"} <= remote_rules  # the group: sacct, below
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out1)
     assert sorted(int(j) for j, _ in submitted) == sorted(jobs["JobIDRaw"].astype(int))
     # one Slurm log per job in the profile's slurm-logdir (all kept in the test profile)
@@ -230,14 +254,16 @@ def test_every_non_local_job_went_through_slurm(runs):
     # run 2 only had the local table rules left
     assert runs["rc2"] == 0, runs["out2"][-4000:]
     assert "submitted with SLURM jobid" not in runs["out2"]
-    assert {"videos_table", "aggregate_samples", "summary"} <= set(re.findall(r"^localrule (\w+):", runs["out2"], re.M))
+    local2 = set(re.findall(r"^localrule (\w+):", own_lines(runs["out2"]), re.M))
+    assert {"videos_table", "aggregate_samples", "summary"} <= local2
     assert len(runs["jobs_after"]) == len(jobs)
 
 
 def test_gpu_rules_requested_a_gpu(runs):
     jobs = runs["jobs"]
     gpu = jobs["Comment"].str.contains("|".join(("video_cache", "rule_customize_", "rule_sample_")))
-    assert gpu.sum() == 2 * len(GOOD) + 2
+    # customize + sample + cache group per good video, and circle's cache group (2 attempts)
+    assert gpu.sum() == 3 * len(GOOD) + 2
     for col in ("ReqTRES", "AllocTRES"):
         assert jobs.loc[gpu, col].str.contains("gres/gpu=1").all(), jobs.loc[gpu, [col, "Comment"]]
         assert not jobs.loc[~gpu, col].str.contains("gres/gpu").any(), jobs.loc[~gpu, [col, "Comment"]]

@@ -5,10 +5,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from motionmatcher.lora import save_adapter
 from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
 from motionmatcher.runtime import code_version, library_versions, load_tensors, setup_script, write_json
-from motionmatcher.training import TrainConfig, train
+from motionmatcher.training import TrainConfig, save_trained, train, trained_parts
 
 log = setup_script(snakemake)
 p = snakemake.params
@@ -24,7 +23,8 @@ t0 = time.time()
 lcfg, frame = train(model, latents, p.caption, cfg, seed=int(p.seed),
                     checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label)
 seconds = time.time() - t0
-save_adapter(model.unet, Path(snakemake.output.adapter).parent, lcfg)
+# adapter/: a plain peft adapter, or (declared `trainable:` parts) the trained tensors + index
+save_trained(model.unet, Path(snakemake.output.adapter).parent, lcfg)
 frame.insert(0, "video_id", wc.video)
 frame.insert(1, "method", wc.method)
 pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), snakemake.output.train_log)
@@ -40,6 +40,7 @@ write_json(snakemake.output.record, {
     "model_identity": model.identity,
     "latents": str(snakemake.input.latents),
     "seconds": seconds,
+    "parts": trained_parts(Path(snakemake.output.adapter).parent),
     "final_loss": float(frame["loss"].iloc[-1]),
     "code_version": code_version(),
     "libraries": library_versions(),

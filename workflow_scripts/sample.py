@@ -4,11 +4,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from motionmatcher.lora import load_adapter
 from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
 from motionmatcher.runtime import load_tensors, save_tensors, setup_script
 from motionmatcher.sampler import SamplingConfig, sample_videos
 from motionmatcher.tables import SAMPLES, write_table
+from motionmatcher.training import load_trained
 from motionmatcher.video import contact_sheet, save_png, write_mp4
 
 log = setup_script(snakemake)
@@ -17,9 +17,11 @@ wc = snakemake.wildcards
 device = resolve_device(p.device)
 model = load_t2v_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
 adapter = snakemake.input.get("adapter") or None
-if adapter:
-    load_adapter(model.unet, Path(adapter).parent)
 s = p.sample
+loaded = {"lora": [], "full": []}
+if adapter:  # all trained parts, or the method's `sample.load_parts` (MotionDirector: temporal)
+    loaded = load_trained(model.unet, Path(adapter).parent, s.get("load_parts"))
+    log.info("loaded parts %s", loaded)
 cfg = SamplingConfig(**{k: s[k] for k in SamplingConfig.__dataclass_fields__ if k in s})
 inversion = load_tensors(snakemake.input.inversion, device)["inversion"]
 
@@ -29,7 +31,7 @@ samples = sample_videos(
     [r["prompt"] for r in rows for _ in s["seeds"]],
     [seed for _ in rows for seed in s["seeds"]],
     n_frames=int(p.n_frames), height=int(p.height), width=int(p.width), cfg=cfg,
-    inversion_latents=inversion, has_adapter=adapter is not None,
+    inversion_latents=inversion, has_adapter=bool(loaded["lora"]),
     row_labels=[f"manifest row {r['row']} ({wc.video})" for r in rows for _ in s["seeds"]],
 )
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from motionmatcher.runtime import setup_script
-from motionmatcher.summary import concat_metric_tables, summarize, summary_markdown
+from motionmatcher.summary import concat_metric_tables, statistics_markdown, summarize, summary_markdown
 from motionmatcher.tables import METRICS, SUMMARY, write_table
 
 log = setup_script(snakemake)
@@ -19,11 +19,15 @@ if snakemake.rule == "aggregate_samples":
 elif snakemake.rule == "summary":
     samples = pd.read_parquet(inp.samples)
     reference = pd.concat([pd.read_parquet(path) for path in inp.reference], ignore_index=True)
-    summary = summarize(samples, reference, method_order=list(snakemake.params.methods))
+    # paired differences against `report.reference_method` (default motionmatcher)
+    paired_reference = (snakemake.config.get("report") or {}).get("reference_method", "motionmatcher")
+    summary = summarize(samples, reference, method_order=list(snakemake.params.methods),
+                        paired_reference=paired_reference)
     write_table(summary, SUMMARY, out.table)
     markdown = Path(out.markdown)
     tmp = markdown.with_name(markdown.name + ".tmp")
-    tmp.write_text(summary_markdown(summary, reference, samples), encoding="utf-8")
+    tmp.write_text(summary_markdown(summary, reference, samples) + "\n" + statistics_markdown(summary),
+                   encoding="utf-8")
     tmp.replace(markdown)
     log.info("%d method rows, %d video rows -> %s, %s", (summary["level"] == "method").sum(),
              (summary["level"] == "video").sum(), out.table, out.markdown)

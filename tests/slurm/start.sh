@@ -8,8 +8,8 @@
 #   tests/slurm/stop.sh [STATE_DIR]
 #
 # Installs slurmctld, slurmd, slurm-client, slurmdbd, munge and mariadb-server when missing,
-# then starts, each from its own config/state/log/pid files under STATE_DIR and on private
-# ports (a system MySQL keeps running; /etc/slurm/slurm.conf, where job steps look for the
+# then starts, each from its own config (slurm.conf from tests/slurm/slurm.conf.template),
+# state, log and pid files under STATE_DIR and on private ports (a system MySQL keeps running; /etc/slurm/slurm.conf, where job steps look for the
 # configuration, becomes a link to STATE_DIR/etc/slurm.conf while the cluster runs; start.sh
 # refuses to run when another slurm.conf is there):
 #   munged (only when no munged answers on /run/munge already), mariadbd (own datadir, socket,
@@ -35,7 +35,12 @@ NODE=localhost
 PARTITION=debug
 
 log() { echo "[slurm start] $*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+die() {
+    log "ERROR: $*"
+    # stop what this run already started (nothing before the PID folder exists)
+    if [ -n "${STARTED:-}" ]; then bash "$(dirname "$0")/stop.sh" "$STATE" >&2 || true; fi
+    exit 1
+}
 
 [ "$(id -u)" = 0 ] || die "must run as root (installs packages, runs the daemons as root)"
 
@@ -84,6 +89,7 @@ fi
 mkdir -p "$STATE"/{etc,log,pids,run,state/ctld,state/d,mysql}
 STATE=$(cd "$STATE" && pwd)
 rm -f "$STATE"/pids/*.pid
+STARTED=1
 export SLURM_CONF="$STATE/etc/slurm.conf"
 
 # start_daemon NAME CMD...: run in the foreground mode of the daemon, in the background here
@@ -104,6 +110,31 @@ wait_for() {
 check_alive() {
     alive "$1" || { tail -30 "$STATE/log/$1".* >&2 || true; die "$1 exited; logs in $STATE/log"; }
 }
+
+# ------------------------------------------------------------------ free ports, slurm.conf path
+for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        die "port $p is in use (another cluster?); set MM_SLURM_PORT to a free base port"
+    fi
+done
+# Job steps: the plugin's jobstep runs `srun` with every SLURM_* variable (SLURM_CONF too)
+# removed, so srun finds the configuration only at the compiled-in path. Link it there, unless
+# another Slurm's configuration is in the way (a dangling link of an earlier run is replaced).
+SYSCONF=/etc/slurm/slurm.conf
+if [ -L "$SYSCONF" ] && { [ "$(readlink "$SYSCONF")" = "$STATE/etc/slurm.conf" ] || [ ! -e "$SYSCONF" ]; }; then
+    rm -f "$SYSCONF"
+fi
+if [ -e "$SYSCONF" ]; then
+    other=$(dirname "$(dirname "$(readlink -f "$SYSCONF")")")
+    if [ -e "$other/.motionmatcher-slurm" ]; then
+        die "another test cluster runs from $other (its $SYSCONF link); stop it first: tests/slurm/stop.sh $other"
+    fi
+    die "$SYSCONF exists (a Slurm installation of this machine?); job steps of the test cluster need that path; move it away or test on that cluster"
+fi
+mkdir -p /etc/slurm
+ln -s "$STATE/etc/slurm.conf" "$SYSCONF"
+echo "$SYSCONF" >"$STATE/created_links"
+touch "$STATE/.motionmatcher-slurm"
 
 # ------------------------------------------------------------------ munge
 munge_ok() { munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; }
@@ -128,11 +159,20 @@ fi
 # ------------------------------------------------------------------ fake GPUs
 : >"$STATE/fake_devices"
 GRES_LINES=""
+# (major 240: "local/experimental use", no driver claims it). Where mknod is not allowed (a
+# container without CAP_MKNOD), distinct existing character devices stand in: with
+# task/none nothing ever opens or constrains them, Slurm only counts and numbers them.
+SPARE_DEVS=(/dev/zero /dev/full /dev/urandom /dev/random /dev/tty /dev/ptmx /dev/kmsg /dev/mem)
 for i in $(seq 0 $((NGPU - 1))); do
     dev=/dev/fakegpu$i
     if [ ! -e "$dev" ]; then
-        mknod "$dev" c 240 "$i" || die "mknod $dev failed (no CAP_MKNOD?); set MM_SLURM_GPUS=0 for a cluster without GPUs"
-        echo "$dev" >>"$STATE/fake_devices"
+        if mknod "$dev" c 240 "$i" 2>/dev/null; then
+            echo "$dev" >>"$STATE/fake_devices"
+        else
+            dev=${SPARE_DEVS[$i]:-}
+            [ -n "$dev" ] && [ -c "$dev" ] || die "mknod /dev/fakegpu$i failed and no spare character device; set MM_SLURM_GPUS=0"
+            log "mknod not permitted: fake GPU $i is $dev"
+        fi
     fi
     GRES_LINES+="NodeName=$NODE Name=gpu File=$dev"$'\n'
 done
@@ -197,62 +237,15 @@ JobAcctGatherFrequency=30"
 fi
 
 # ------------------------------------------------------------------ slurm.conf
-cat >"$STATE/etc/slurm.conf" <<EOF
-# written by tests/slurm/start.sh: one node (this machine), partition $PARTITION
-ClusterName=$CLUSTER
-SlurmctldHost=localhost
-SlurmctldPort=$PORT
-SlurmdPort=$((PORT + 1))
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-MpiDefault=none
-StateSaveLocation=$STATE/state/ctld
-SlurmdSpoolDir=$STATE/state/d
-SlurmctldPidFile=$STATE/run/slurmctld.pid
-SlurmdPidFile=$STATE/run/slurmd.pid
-SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-SchedulerType=sched/backfill
-# start a submitted batch job right away (no batching of submissions)
-SchedulerParameters=batch_sched_delay=0
-DefMemPerCPU=$DEFMEM
-# squeue shows a finished job for MinJobAge s; the Snakemake plugin needs >= 3x its first
-# status-check delay when it polls with squeue
-MinJobAge=$MIN_JOB_AGE
-ReturnToService=2
-SlurmdTimeout=300
-KillWait=5
-MailProg=/bin/true
-InactiveLimit=0
-GresTypes=gpu
-$ACCT_LINES
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REALMEM $GRES_NODE State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
-EOF
+SLURMD_PORT=$((PORT + 1))
+render() {  # expand the ${VARIABLES} of a template (no command substitution: templates are ours)
+    local line
+    while IFS= read -r line || [ -n "$line" ]; do
+        eval "printf '%s\\n' \"$line\""
+    done <"$1"
+}
+render "$(dirname "$0")/slurm.conf.template" >"$STATE/etc/slurm.conf"
 printf '%s' "$GRES_LINES" >"$STATE/etc/gres.conf"
-# Job steps: the plugin's jobstep runs `srun` with every SLURM_* variable (SLURM_CONF too)
-# removed, so srun finds the configuration only at the compiled-in path. Link it there, unless
-# another Slurm's configuration is in the way (a dangling link of an earlier run is replaced).
-SYSCONF=/etc/slurm/slurm.conf
-if [ -L "$SYSCONF" ] && { [ "$(readlink "$SYSCONF")" = "$STATE/etc/slurm.conf" ] || [ ! -e "$SYSCONF" ]; }; then
-    rm -f "$SYSCONF"
-fi
-if [ -e "$SYSCONF" ]; then
-    die "$SYSCONF exists (a Slurm installation of this machine?); job steps of the test cluster need that path; move it away or test on that cluster"
-fi
-mkdir -p /etc/slurm
-ln -s "$STATE/etc/slurm.conf" "$SYSCONF"
-echo "$SYSCONF" >"$STATE/created_links"
-touch "$STATE/.motionmatcher-slurm"
-
 cat >"$STATE/env.sh" <<EOF
 # source this to talk to the test cluster in $STATE
 export SLURM_CONF=$STATE/etc/slurm.conf

@@ -1,0 +1,14 @@
+"""Report: the configuration as run, the code version and library versions."""
+import pandas as pd
+
+from motionmatcher.report import provenance_html, setup_report_script, write_text_atomic
+from motionmatcher.runtime import library_versions
+
+log = setup_report_script(snakemake)
+samples = pd.read_parquet(snakemake.input.samples)
+columns = ("model_identity", "code_version", "config_hash", "tracker", "clip_model", "clip_weights")
+facts = {col: sorted(samples[col].dropna().astype(str).unique()) for col in columns if col in samples}
+facts = {f"samples: {k}": v for k, v in facts.items()}
+write_text_atomic(snakemake.output.html, provenance_html(snakemake.config, snakemake.params.code_version,
+                                                         library_versions(), facts))
+log.info("-> %s", snakemake.output.html)
