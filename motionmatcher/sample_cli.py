@@ -15,17 +15,18 @@ import argparse
 import logging
 from pathlib import Path
 
-from motionmatcher.lora import load_adapter
 from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
 from motionmatcher.runtime import load_tensors
 from motionmatcher.sampler import SamplingConfig, sample_videos
+from motionmatcher.training import load_trained
 from motionmatcher.video import write_mp4
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="diffusers-format model directory")
-    ap.add_argument("--adapter", help="peft adapter directory (omit for the base model)")
+    ap.add_argument("--adapter", help="a method's adapter/ directory (omit for the base model)")
+    ap.add_argument("--part", action="append", help="adapter parts to load (default: all), e.g. temporal")
     ap.add_argument("--inversion", help="cached DDIM inversion (safetensors) for the noise prior")
     ap.add_argument("--prompt", action="append", required=True)
     ap.add_argument("--seed", type=int, action="append")
@@ -43,8 +44,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO)
     device = resolve_device(args.device)
     model = load_t2v_model(args.model, device, resolve_dtype(args.dtype, device))
+    has_adapter = False
     if args.adapter:
-        load_adapter(model.unet, args.adapter)
+        has_adapter = bool(load_trained(model.unet, args.adapter, parts=args.part)["lora"])
     inv = load_tensors(args.inversion, device)["inversion"] if args.inversion else None
     if inv is None and args.noise_prior > 0:
         ap.error("--noise-prior > 0 needs --inversion")
@@ -54,7 +56,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     samples = sample_videos(model, prompts, seeds * len(args.prompt), n_frames=args.frames,
                             height=args.height, width=args.width, cfg=cfg, inversion_latents=inv,
-                            has_adapter=bool(args.adapter))
+                            has_adapter=has_adapter)
     for i, s in enumerate(samples):
         path = out / f"{i // len(seeds):02d}_s{s['seed']}.mp4"
         write_mp4(s["frames"], path, fps=args.fps)

@@ -237,7 +237,8 @@ def test_zero_weight_skips_term(base):
 
 
 def test_registry():
-    assert LOSSES == {"motion_matching": motion_matching_loss, "noise_prediction": noise_prediction_loss}
+    assert LOSSES["motion_matching"] is motion_matching_loss
+    assert LOSSES["noise_prediction"] is noise_prediction_loss
 
 
 def test_loss_falls_when_training_on_one_video(base):

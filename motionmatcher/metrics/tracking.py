@@ -249,13 +249,21 @@ class CoTrackerTracker:
 
 
 def make_tracker(name: str, checkpoint: str | None = None, device: str = "cpu") -> Tracker:
-    """Build a tracker by name: ``"lk"`` (default, weight-free) or ``"cotracker"``.
+    """Build a tracker by name: ``"lk"`` (default, weight-free), ``"cotracker"``, or ``"auto"``
+    (CoTracker when a checkpoint is given and the package imports, else LK).
 
     ``checkpoint`` and ``device`` are only used by CoTracker.
     """
     key = name.strip().lower()
+    if key == "auto":
+        if checkpoint:
+            try:
+                return CoTrackerTracker(checkpoint, device=device)
+            except TrackerUnavailable as e:
+                logger.warning("tracker auto: CoTracker unavailable (%s); using Lucas-Kanade", e)
+        return LucasKanadeTracker()
     if key in ("lk", "lucas-kanade", "lucas_kanade"):
         return LucasKanadeTracker()
     if key in ("cotracker", "co-tracker"):
         return CoTrackerTracker(checkpoint, device=device)
-    raise ValueError(f"unknown tracker {name!r}; expected 'lk' or 'cotracker'")
+    raise ValueError(f"unknown tracker {name!r}; expected 'lk', 'cotracker' or 'auto'")
