@@ -216,7 +216,8 @@ def test_batch_of_two_is_the_mean_of_singles(base):
     for key in ("loss", "ca", "tsa"):
         # (the MSEs are small differences of near-equal maps: float noise is ~1e-4 relative)
         torch.testing.assert_close(both[key], (singles[0][key] + singles[1][key]) / 2, rtol=2e-3, atol=0)
-    assert not torch.allclose(swapped["loss"], both["loss"], rtol=5e-2)
+    # pairing matters: swapping the timesteps changes the loss by more than the 2e-3 noise above
+    assert not torch.allclose(swapped["loss"], both["loss"], rtol=1e-2)
 
 
 def test_zero_weight_skips_term(base):
