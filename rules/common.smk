@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 from motionmatcher.manifest import ManifestError, load_manifest, videos
 from motionmatcher.methods import method_config
 from motionmatcher.models import check_model_dir
+from motionmatcher.runtime import code_version
+from motionmatcher.tables import SUMMARY_METRICS
 
 
 validate(config, schema="../config/schemas/config.schema.yaml")
@@ -85,4 +87,27 @@ def all_outputs():
     for m in config["run_methods"]:
         out += expand(f"{R}/samples/{m}/{{video}}/samples.parquet", video=VIDEOS.index)
     out += [f"{R}/tables/samples.parquet", f"{R}/tables/summary.parquet", f"{R}/tables/summary.md"]
+    return out
+
+
+# Report (rules/report.smk)
+REPORT = config.get("report") or {}
+RP = f"{R}/report"
+
+
+def _descriptions():
+    return {m: method_config(config, m)["description"] for m in config["run_methods"]}
+
+
+def trained_run_methods():
+    return [m for m in config["run_methods"] if trained(m)]
+
+
+def report_outputs():
+    out = [f"{RP}/table1.html", f"{RP}/provenance.html"]
+    out += expand(f"{RP}/metrics/{{metric}}.png", metric=SUMMARY_METRICS)
+    out += expand(f"{RP}/training/{{method}}.png", method=trained_run_methods())
+    out += expand(f"{RP}/videos/{{video}}", video=VIDEOS.index)
+    out += expand(f"{RP}/contact_sheets/{{method}}/{{video}}.png", method=config["run_methods"],
+                  video=VIDEOS.index)
     return out

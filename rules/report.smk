@@ -12,31 +12,6 @@
 # All are local, cheap jobs (no torch, no GPU) in `rule all`; labels {video, method, metric} let a
 # reader filter the report's tables.
 
-from motionmatcher.runtime import code_version
-from motionmatcher.tables import SUMMARY_METRICS
-
-REPORT = config.get("report") or {}
-RP = f"{R}/report"
-
-
-def _descriptions():
-    return {m: method_config(config, m)["description"] for m in config["run_methods"]}
-
-
-def trained_run_methods():
-    return [m for m in config["run_methods"] if trained(m)]
-
-
-def report_outputs():
-    out = [f"{RP}/table1.html", f"{RP}/provenance.html"]
-    out += expand(f"{RP}/metrics/{{metric}}.png", metric=SUMMARY_METRICS)
-    out += expand(f"{RP}/training/{{method}}.png", method=trained_run_methods())
-    out += expand(f"{RP}/videos/{{video}}", video=VIDEOS.index)
-    out += expand(f"{RP}/contact_sheets/{{method}}/{{video}}.png", method=config["run_methods"],
-                  video=VIDEOS.index)
-    return out
-
-
 wildcard_constraints:
     metric="|".join(SUMMARY_METRICS),
 
@@ -52,6 +27,8 @@ rule report_table:
         descriptions=lambda wc: _descriptions(),
     log:
         f"{R}/logs/report/table1.log",
+    conda:
+        ENV
     localrule: True
     script:
         "../workflow_scripts/report_table.py"
@@ -67,6 +44,8 @@ rule report_metric_plot:
         methods=config["run_methods"],
     log:
         f"{R}/logs/report/metric_{{metric}}.log",
+    conda:
+        ENV
     localrule: True
     script:
         "../workflow_scripts/report_plots.py"
@@ -80,6 +59,8 @@ rule report_training_curve:
                    category="Training", labels={"method": "{method}"}),
     log:
         f"{R}/logs/report/training_{{method}}.log",
+    conda:
+        ENV
     localrule: True
     script:
         "../workflow_scripts/report_plots.py"
@@ -100,6 +81,8 @@ rule report_video_page:
         max_samples_per_method=REPORT.get("max_samples_per_method"),
     log:
         f"{R}/logs/report/video_{{video}}.log",
+    conda:
+        ENV
     localrule: True
     script:
         "../workflow_scripts/report_video_page.py"
@@ -112,9 +95,13 @@ rule report_contact_sheet:
         report(f"{RP}/contact_sheets/{{method}}/{{video}}.png", caption="../report/contact_sheet.rst",
                category="Contact sheets", subcategory="{video}",
                labels={"video": "{video}", "method": "{method}"}),
+    log:
+        f"{R}/logs/report/contact_sheet_{{method}}_{{video}}.log",
+    conda:
+        ENV
     localrule: True
     shell:
-        "cp {input:q} {output:q}"
+        "cp {input:q} {output:q} 2> {log:q}"
 
 
 rule report_provenance:
@@ -127,6 +114,8 @@ rule report_provenance:
         code_version=code_version(),
     log:
         f"{R}/logs/report/provenance.log",
+    conda:
+        ENV
     localrule: True
     script:
         "../workflow_scripts/report_provenance.py"
