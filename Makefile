@@ -29,4 +29,4 @@ test: setup
 	$(PY) -m pytest tests
 
 dag: setup demo-data
-	$(SNAKEMAKE) --rulegraph | dot -Tsvg > docs/rulegraph.svg
+	$(SNAKEMAKE) --rulegraph | dot -Tsvg > rulegraph.svg
