@@ -28,3 +28,11 @@ def tiny_model(tiny_model_dir):
     from motionmatcher.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_dir):
+    """The tiny model shared by a test module (tests deep-copy what they modify)."""
+    from motionmatcher.models import load_t2v_model
+
+    return load_t2v_model(tiny_model_dir)

@@ -22,22 +22,6 @@ from motionmatcher.lora import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny ops: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir):
-    from motionmatcher.models import load_t2v_model
-
-    return load_t2v_model(tiny_model_dir)
-
-
 @pytest.fixture()
 def unet(base):
     return copy.deepcopy(base.unet)

@@ -16,21 +16,6 @@ from motionmatcher.models import ZEROSCOPE_SCHEDULER
 from motionmatcher.motion_features import motion_features
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir):
-    from motionmatcher.models import load_t2v_model
-
-    return load_t2v_model(tiny_model_dir)
-
-
 def _lora_unet(base, dropout=0.0, std=0.05, seed=1):
     unet = copy.deepcopy(base.unet)
     params = add_lora(unet, lora_config(rank=4, dropout=dropout))

@@ -13,21 +13,6 @@ from motionmatcher.lora import add_lora, lora_config, lora_disabled
 from motionmatcher.motion_features import motion_features, motion_layers, valid_scale_factors
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir):
-    from motionmatcher.models import load_t2v_model
-
-    return load_t2v_model(tiny_model_dir)
-
-
 @pytest.fixture()
 def unet(base):
     return copy.deepcopy(base.unet)
