@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _measure import measured, memory_kind, run_children  # noqa: E402
 
 DEFAULTS = {
     "tiny": dict(frames=8, height=128, width=128),
@@ -111,16 +110,12 @@ def run_child(args) -> dict:
     import torch
 
     from motionmatcher.methods import method_config
-    from motionmatcher.models import build_tiny_components, zeroscope_unet_random
+    from motionmatcher.models import build_tiny_components, resolve_device, zeroscope_unet_random
     from motionmatcher.training import TrainConfig, save_trained, train
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from train_step import RssSampler
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     if args.model == "zeroscope-random" and device.type != "cuda" and not args.allow_cpu:
         raise SystemExit("--model zeroscope-random needs a GPU (--device cuda)")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -140,26 +135,11 @@ def run_child(args) -> dict:
     g = torch.Generator().manual_seed(1)
     latents = torch.randn(1, 4, args.frames, args.height // 8, args.width // 8, generator=g).to(device)
 
-    cuda = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            t0 = time.perf_counter()
+        with measured(device) as m:
             spec, log = train(model, latents, "benchmark", cfg, seed=0, checkpoint_dir=Path(tmp) / "ck",
                               dtype=dtype, progress=False, label=method)
-            torch.cuda.synchronize()
-            wall = time.perf_counter() - t0
-            peak = torch.cuda.max_memory_allocated() - before
-        else:
-            base_rss = RssSampler().proc.memory_info().rss
-            with RssSampler() as s:
-                t0 = time.perf_counter()
-                spec, log = train(model, latents, "benchmark", cfg, seed=0, checkpoint_dir=Path(tmp) / "ck",
-                                  dtype=dtype, progress=False, label=method)
-                wall = time.perf_counter() - t0
-            peak = s.peak - base_rss
+        wall, peak = m["seconds"], m["peak_bytes"]
         out = save_trained(unet, Path(tmp) / "weights", spec)
         saved = sum(f.stat().st_size for f in out.iterdir())
     n_trainable = sum(p.numel() for p in unet.parameters() if p.requires_grad)
@@ -168,7 +148,7 @@ def run_child(args) -> dict:
                 saved_mib=saved / 2**20, median_step_s=step_s, wall_s=wall, peak_mib=peak / 2**20,
                 configured_steps=configured_steps, projected_run_min=step_s * configured_steps / 60,
                 final_loss=float(log["loss"].iloc[-1]), device=str(device),
-                memory="cuda max_memory_allocated" if cuda else "peak RSS increase (psutil, ~1 ms sampling)")
+                memory=memory_kind(device))
 
 
 def main(argv=None):
@@ -182,17 +162,7 @@ def main(argv=None):
     methods = (args.methods.split(",") if args.methods
                else [m for m in cfg["run_methods"] if method_config(cfg, m)["trains"]])
     argv = list(sys.argv[1:] if argv is None else argv)
-    results = []
-    for m in methods:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--_child", m]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-            raise SystemExit(f"method {m} failed (exit {proc.returncode})")
-        results.append(json.loads(lines[-1][7:]))
-        print(f"  {m}: done", file=sys.stderr, flush=True)
+    results = run_children(__file__, argv, methods, "method")
 
     lat = f"latents 1x4x{args.frames}x{args.height // 8}x{args.width // 8}"
     print(f"config={args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config} "

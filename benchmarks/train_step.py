@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _measure import measured, memory_kind, rss_now, run_children  # noqa: E402
 
 VARIANTS = ("ours", "official", "official-full", "ddpm")
 DEFAULTS = {
@@ -202,43 +200,17 @@ def official_loss(unet, store, scheduler, latents, noise, t, emb, ssf, tsf, full
 # --------------------------------------------------------------------------- measurement
 
 
-class RssSampler:
-    def __init__(self, interval=0.001):
-        import psutil
-
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-
 def run_child(args) -> dict:
     import torch
 
     from motionmatcher.checkpointing import enable_gradient_checkpointing
     from motionmatcher.lora import add_lora, lora_config
     from motionmatcher.losses import motion_matching_loss, noise_prediction_loss
-    from motionmatcher.models import ZEROSCOPE_SCHEDULER, build_tiny_components, zeroscope_unet_random
+    from motionmatcher.models import ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device, zeroscope_unet_random
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     if args.model == "zeroscope-random" and device.type != "cuda" and not args.allow_cpu:
         raise SystemExit("--model zeroscope-random needs a GPU (--device cuda)")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -285,32 +257,17 @@ def run_child(args) -> dict:
         loss.backward()
         return float(loss)
 
-    cuda = device.type == "cuda"
     times, peaks, losses = [], [], []
-    if cuda:
-        torch.cuda.synchronize()
-    base_rss = None if cuda else RssSampler().proc.memory_info().rss
+    base_rss = rss_now() if device.type != "cuda" else None
     for i in range(args.warmup + args.steps):
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            t0 = time.perf_counter()
+        with measured(device, base_rss) as m:
             losses.append(step(i))
-            torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-            peaks.append(torch.cuda.max_memory_allocated() - before)
-        else:
-            with RssSampler() as s:
-                t0 = time.perf_counter()
-                losses.append(step(i))
-                dt = time.perf_counter() - t0
-            peaks.append(s.peak - base_rss)
+        peaks.append(m["peak_bytes"])
         if i >= args.warmup:
-            times.append(dt)
+            times.append(m["seconds"])
     return dict(variant=variant, median_s=statistics.median(times), min_s=min(times),
                 peak_mib=max(peaks) / 2**20, loss=losses[-1], device=str(device),
-                memory="cuda max_memory_allocated" if cuda else "peak RSS increase (psutil, ~1 ms sampling)")
+                memory=memory_kind(device))
 
 
 def main(argv=None):
@@ -319,17 +276,7 @@ def main(argv=None):
         print("RESULT " + json.dumps(run_child(args)), flush=True)
         return
     argv = list(sys.argv[1:] if argv is None else argv)
-    results = []
-    for v in args.variants.split(","):
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--_child", v]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-            raise SystemExit(f"variant {v} failed (exit {proc.returncode})")
-        results.append(json.loads(lines[-1][7:]))
-        print(f"  {v}: done", file=sys.stderr, flush=True)
+    results = run_children(__file__, argv, args.variants.split(","), "variant")
 
     lat = f"latents 1x4x{args.frames}x{args.height // 8}x{args.width // 8}"
     print(f"model={args.model} device={results[0]['device']} dtype={args.dtype} frames={args.frames} "

@@ -165,17 +165,15 @@ def motion_matching_loss(
     do_ca, do_tsa = ca_weight > 0, tsa_weight > 0
     if not (do_ca or do_tsa):
         raise ValueError("ca_weight and tsa_weight are both 0: the loss would be constant")
-    bsz = latents.shape[0]
-    timesteps = torch.as_tensor(timesteps, device=latents.device).long().expand(bsz)
-    prev_t = (timesteps - num_denoise_steps).clamp(min=0)
     ac = _alphas_cumprod(scheduler, latents.device)
     feature_kwargs = dict(spatial_scale_factor=spatial_scale_factor,
                           temporal_scale_factor=temporal_scale_factor,
                           temporal_attn_layers=temporal_attn_layers,
                           return_ca=do_ca, return_tsa=do_tsa)
 
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    noise_pred = unet(noisy, timesteps, encoder_hidden_states=text_embeddings, return_dict=False)[0]
+    timesteps, noisy, noise_pred = _noisy_prediction(unet, scheduler, latents, noise, timesteps,
+                                                     text_embeddings)
+    prev_t = (timesteps - num_denoise_steps).clamp(min=0)
     z_pred = ddim_step(noisy, noise_pred, timesteps, prev_t, ac)
 
     with _restore_requires_grad(unet), lora_disabled(unet):
@@ -202,6 +200,14 @@ def motion_matching_loss(
     return {"loss": loss, **out}
 
 
+def _noisy_prediction(unet, scheduler, latents, noise, timesteps, text_embeddings):
+    """``(t, z_t, ε̂_θ(z_t, t, c))`` with ``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε``, t broadcast over the batch."""
+    timesteps = torch.as_tensor(timesteps, device=latents.device).long().expand(latents.shape[0])
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    pred = unet(noisy, timesteps, encoder_hidden_states=text_embeddings, return_dict=False)[0]
+    return timesteps, noisy, pred
+
+
 def noise_prediction_loss(
     unet,
     scheduler,
@@ -214,16 +220,8 @@ def noise_prediction_loss(
 
     (ε-prediction, as Zeroscope; for a ``v_prediction`` scheduler the target is the velocity.)
     """
-    timesteps = torch.as_tensor(timesteps, device=latents.device).long().expand(latents.shape[0])
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred = unet(noisy, timesteps, encoder_hidden_states=text_embeddings, return_dict=False)[0]
-    prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+    timesteps, _, pred = _noisy_prediction(unet, scheduler, latents, noise, timesteps, text_embeddings)
+    target = _noise_target(scheduler, latents, noise, timesteps)
     return {"loss": F.mse_loss(pred.float(), target.float())}
 
 
@@ -392,9 +390,7 @@ def motion_distillation_loss(
     text_embeddings: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """VMC's motion distillation loss ``1 − mean(cos(R(ε̂_θ(z_t)), R(ε)))`` (module docstring)."""
-    timesteps = torch.as_tensor(timesteps, device=latents.device).long().expand(latents.shape[0])
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred = unet(noisy, timesteps, encoder_hidden_states=text_embeddings, return_dict=False)[0]
+    timesteps, _, pred = _noisy_prediction(unet, scheduler, latents, noise, timesteps, text_embeddings)
     target = _noise_target(scheduler, latents, noise, timesteps)
     return {"loss": motion_distillation_residual_loss(pred, target)}
 
