@@ -3,55 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from motionmatcher.demo_data import write_demo_dataset
 from motionmatcher.runtime import load_tensors, tensor_metadata
 from motionmatcher.video import read_mp4
+from workflow_helpers import run_snakemake, write_small_config
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.pipeline
 
 
-def write_test_config(workdir: Path, **overrides) -> Path:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(
-        manifest=str(workdir / "demo" / "manifest.csv"),
-        video={**cfg["video"], "n_frames": 8, "width": 64, "height": 64, "frame_step": 2},
-        inversion={"num_steps": 4, "prompt": ""},
-        training={**cfg["training"], "steps": 4, "checkpoint_every": 2, "lora": {"rank": 4, "dropout": 0.1, "targets": "all_transformer_linears"}},
-        sampling={**cfg["sampling"], "num_steps": 4},
-    )
-    cfg.update(overrides)
-    path = workdir / "test_config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-# Tiny tensors: two one-thread jobs at a time use 2 cores better than one two-thread job.
-SINGLE_THREADED = ["--set-threads"] + [f"{r}=1" for r in (
-    "cache_latents", "cache_inversion", "customize", "sample", "metrics", "reference_metrics")]
-
-
-def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(configfile), "--cores", "2", *SINGLE_THREADED, *args],
-        capture_output=True, text=True, timeout=1500,
-    )
+def snakemake(workdir: Path, configfile: Path, *args: str):
+    return run_snakemake(workdir, configfile, *args, timeout=1500)
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     write_demo_dataset(workdir / "demo", n_frames=20, size=(80, 64))
-    cfg = write_test_config(workdir)
+    cfg = write_small_config(workdir / "test_config.yaml", workdir / "demo" / "manifest.csv")
     res = snakemake(workdir, cfg)
     assert res.returncode == 0, res.stderr[-6000:]
     return workdir, cfg

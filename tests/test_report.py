@@ -14,8 +14,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import yaml
 
 from motionmatcher.summary import mean_ci, paired_differences, statistics_markdown, summarize, t_quantile
 from motionmatcher.tables import SUMMARY, SUMMARY_METRICS
+from workflow_helpers import run_snakemake, write_small_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,18 +126,6 @@ def test_report_pieces(samples, tmp_path):
 # ---- the report of a small demo run -------------------------------------------------------------
 
 SUBSET = ["base", "motionmatcher", "motiondirector", "vmc"]  # every method code path
-SINGLE_THREADED = ["--set-threads"] + [f"{r}=1" for r in (
-    "cache_latents", "cache_inversion", "customize", "sample", "metrics", "reference_metrics")]
-
-
-def _snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(configfile), "--cores", "2", *SINGLE_THREADED, *args],
-        capture_output=True, text=True, timeout=3000,
-    )
-
-
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
     from motionmatcher.demo_data import write_demo_dataset
@@ -147,23 +134,13 @@ def report_run(tmp_path_factory):
     manifest = pd.read_csv(write_demo_dataset(workdir / "demo", n_frames=12, size=(80, 64)))
     small = manifest[manifest["video_id"].isin(["circle", "zoom"])].groupby("video_id").head(1)
     small.to_csv(workdir / "demo" / "manifest_small.csv", index=False)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    methods = list(cfg["methods"]) if os.environ.get("MM_REPORT_TEST_ALL_METHODS") else SUBSET
-    cfg.update(
-        manifest=str(workdir / "demo" / "manifest_small.csv"),
-        video={**cfg["video"], "n_frames": 4, "width": 64, "height": 64, "frame_step": 2},
-        inversion={"num_steps": 3, "prompt": ""},
-        training={**cfg["training"], "steps": 3, "checkpoint_every": 2,
-                  "lora": {"rank": 4, "dropout": 0.1, "targets": "all_transformer_linears"}},
-        sampling={**cfg["sampling"], "num_steps": 3},
-        run_methods=methods,
-    )
-    cfg["metrics"]["grid_size"] = 8
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    res = _snakemake(workdir, path)
+    methods = (list(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["methods"])
+               if os.environ.get("MM_REPORT_TEST_ALL_METHODS") else SUBSET)
+    path = write_small_config(workdir / "config.yaml", workdir / "demo" / "manifest_small.csv",
+                              n_frames=4, steps=3, grid_size=8, run_methods=methods)
+    res = run_snakemake(workdir, path)
     assert res.returncode == 0, res.stderr[-6000:]
-    res = _snakemake(workdir, path, "--report", str(workdir / "report.zip"))
+    res = run_snakemake(workdir, path, "--report", str(workdir / "report.zip"))
     assert res.returncode == 0, res.stderr[-6000:]
     return workdir, methods
 

@@ -32,6 +32,7 @@ import yaml
 
 from motionmatcher.demo_data import write_demo_dataset
 from motionmatcher.runtime import load_tensors
+from workflow_helpers import write_small_config
 
 REPO = Path(__file__).resolve().parents[1]
 START = REPO / "tests" / "slurm" / "start.sh"
@@ -86,19 +87,8 @@ def cluster(tmp_path_factory):
 
 def write_config(path: Path, manifest: Path) -> Path:
     """The smallest demo config: 8 frames 64x64, 2 steps everywhere, one method, 10x10 tracks."""
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(
-        manifest=str(manifest),
-        run_methods=[METHOD],
-        video={**cfg["video"], "n_frames": 8, "width": 64, "height": 64, "frame_step": 2},
-        inversion={"num_steps": 2, "prompt": ""},
-        training={**cfg["training"], "steps": 2, "checkpoint_every": 1,
-                  "lora": {"rank": 4, "dropout": 0.1, "targets": "all_transformer_linears"}},
-        sampling={**cfg["sampling"], "num_steps": 2},
-    )
-    cfg["metrics"] = {**cfg["metrics"], "grid_size": 10}
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_small_config(path, manifest, steps=2, checkpoint_every=1, grid_size=10,
+                              run_methods=[METHOD])
 
 
 def write_test_profile(folder: Path) -> Path:

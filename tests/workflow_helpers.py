@@ -1,0 +1,42 @@
+"""Shared by the tests that run the workflow: a small config and a snakemake call."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny tensors: two one-thread jobs at a time use 2 cores better than one two-thread job.
+SINGLE_THREADED = ["--set-threads"] + [f"{r}=1" for r in (
+    "cache_latents", "cache_inversion", "customize", "sample", "metrics", "reference_metrics")]
+
+
+def write_small_config(path: Path, manifest: Path, *, n_frames: int = 8, steps: int = 4,
+                       checkpoint_every: int = 2, grid_size: int | None = None, **overrides) -> Path:
+    """config/config.yaml shrunk for tests: 64x64 frames, `steps` everywhere, rank-4 LoRA."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.update(
+        manifest=str(manifest),
+        video={**cfg["video"], "n_frames": n_frames, "width": 64, "height": 64, "frame_step": 2},
+        inversion={"num_steps": steps, "prompt": ""},
+        training={**cfg["training"], "steps": steps, "checkpoint_every": checkpoint_every,
+                  "lora": {"rank": 4, "dropout": 0.1, "targets": "all_transformer_linears"}},
+        sampling={**cfg["sampling"], "num_steps": steps},
+    )
+    if grid_size is not None:
+        cfg["metrics"] = {**cfg["metrics"], "grid_size": grid_size}
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(configfile), "--cores", "2", *SINGLE_THREADED, *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
