@@ -141,10 +141,14 @@ def test_gradients_only_on_lora_and_model_left_as_found(base):
     # the mid block's spatial self-attention sees a single 1x1 token: its q/k cannot matter
     dead = {n for n in names.values() if n.startswith("mid_block.attentions.0.transformer_blocks.0.attn1.to_")
             and (".to_q." in n or ".to_k." in n)}
-    for p in params:
-        n = names[id(p)]
-        assert p.grad is not None, n
-        assert (p.grad.abs().sum() > 0) == (n not in dead), n
+    norms = {names[id(p)]: p.grad.abs().sum().item() if p.grad is not None else None for p in params}
+    assert all(v is not None for v in norms.values()), [n for n, v in norms.items() if v is None]
+    live = [v for n, v in norms.items() if n not in dead]
+    assert min(live) > 0, min(norms, key=lambda n: norms[n] if n not in dead else float("inf"))
+    # mathematically zero; rounding in the softmax backward may leave ~1e-16
+    scale = sorted(live)[len(live) // 2]
+    for n in dead & norms.keys():
+        assert norms[n] <= 1e-8 * scale, (n, norms[n], scale)
     for n, p in unet.named_parameters():
         if not p.requires_grad:
             assert p.grad is None, n
