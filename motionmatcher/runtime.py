@@ -13,7 +13,9 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+
+from motionmatcher.tensor_files import serialize, write_bytes_atomic
 
 log = logging.getLogger("motionmatcher")
 
@@ -45,13 +47,10 @@ def setup_script(smk) -> logging.Logger:
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write safetensors atomically (temp file + rename); metadata values are stringified."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
-    os.replace(tmp, path)
+    """Write safetensors atomically (temp file + rename, the temporary removed on failure);
+    metadata values are stringified and written in sorted key order (identical inputs give
+    identical bytes). Cached files that readers must check: :func:`motionmatcher.tensor_files.write_checked`."""
+    write_bytes_atomic(path, serialize(tensors, metadata))
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -66,13 +65,13 @@ def tensor_metadata(path: str | os.PathLike) -> dict:
 def write_json(path: str | os.PathLike, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def config_hash(obj, full: bool = False) -> str:
+    """sha256 of ``obj`` as canonical JSON: 12 hex digits, or all 64 with ``full``."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return digest if full else digest[:12]
 
 
 def library_versions() -> dict[str, str]:

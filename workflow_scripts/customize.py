@@ -20,8 +20,9 @@ latents = load_tensors(snakemake.input.latents, device)["latents"]
 cfg = TrainConfig.from_dict(p.train)
 label = f"video {wc.video}, method {wc.method}"
 t0 = time.time()
+start = {}  # resumed_from / resumed_at_step / skipped_checkpoints
 lcfg, frame = train(model, latents, p.caption, cfg, seed=int(p.seed),
-                    checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label)
+                    checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label, record=start)
 seconds = time.time() - t0
 # adapter/: a plain peft adapter, or (declared `trainable:` parts) the trained tensors + index
 save_trained(model.unet, Path(snakemake.output.adapter).parent, lcfg)
@@ -40,6 +41,7 @@ write_json(snakemake.output.record, {
     "model_identity": model.identity,
     "latents": str(snakemake.input.latents),
     "seconds": seconds,
+    "resume": start,
     "parts": trained_parts(Path(snakemake.output.adapter).parent),
     "final_loss": float(frame["loss"].iloc[-1]),
     "code_version": code_version(),
