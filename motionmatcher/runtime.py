@@ -29,6 +29,9 @@ def setup_script(smk) -> logging.Logger:
     if smk.log:
         Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(smk.log[0], "w", buffering=1)
+        # file descriptor 2 too: what child processes (ffmpeg) and C libraries print on an
+        # error goes to the rule's log, not to Snakemake's console
+        os.dup2(sys.stderr.fileno(), 2)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -151,6 +151,13 @@ def read_checked(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if content_hash(tensors) != recorded:
         raise CorruptFileError(path, "content does not match its recorded sha256 (the file was "
                                      "altered or partly overwritten)", hint)
+    try:
+        recorded_shapes = json.loads(meta.get("shapes") or "{}")
+    except json.JSONDecodeError:
+        recorded_shapes = None
+    actual_shapes = {k: list(v.shape) for k, v in tensors.items()}
+    if recorded_shapes != actual_shapes:
+        raise CorruptFileError(path, f"tensor shapes {actual_shapes} differ from the recorded {recorded_shapes}", hint)
     if model_identity is not None and meta.get("model_identity") != model_identity:
         raise CorruptFileError(path, f"made with model {meta.get('model_identity')!r}, this run uses "
                                      f"{model_identity!r}", hint)

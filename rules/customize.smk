@@ -10,6 +10,7 @@ rule customize:
     params:
         train=lambda wc: method_config(config, wc.method)["train"],
         caption=video_param("caption"),
+        n_frames=V["n_frames"],
         seed=config["seed"],
         checkpoint_dir=lambda wc: f"{C}/checkpoints/{MODEL_TAG}/{wc.method}/{wc.video}",
         device=config["device"],

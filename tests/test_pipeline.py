@@ -89,3 +89,30 @@ def test_tables(demo_run):
     assert set(per_method["n_samples"]) == {6}
     md = (t / "summary.md").read_text()
     assert "motionmatcher" in md and "base" in md
+
+
+@pytest.mark.parametrize("fault", ["zeroed", "truncated"])
+def test_corrupt_latents_stop_customize_naming_file_and_rebuild(demo_run, tmp_path, fault):
+    """Fault injection on a copy of the finished run: the cached latents of one video are
+    zeroed (same size, valid header) or truncated. `customize` must refuse them, naming the
+    file and the command that rebuilds it, before training."""
+    import shutil
+
+    src, cfg = demo_run
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir, symlinks=True)
+    lat = workdir / "resources" / "latents" / "tiny" / "zoom.safetensors"
+    raw = bytearray(lat.read_bytes())
+    if fault == "zeroed":
+        n = int.from_bytes(raw[:8], "little")
+        raw[8 + n:] = bytes(len(raw) - 8 - n)
+    else:
+        raw = raw[: len(raw) // 2]
+    lat.write_bytes(bytes(raw))
+    target = workdir / "results" / "customize" / "motionmatcher" / "zoom"
+    shutil.rmtree(target)
+    res = snakemake(workdir, cfg, str(target / "run.json"))
+    assert res.returncode != 0, "customize trained on corrupt latents"
+    log = (workdir / "results" / "logs" / "customize" / "motionmatcher" / "zoom.log").read_text()
+    assert "resources/latents/tiny/zoom.safetensors" in log, log[-3000:]
+    assert "snakemake --force" in log and "CorruptFileError" in log

@@ -5,8 +5,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
-from motionmatcher.runtime import code_version, library_versions, load_tensors, setup_script, write_json
+from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
+from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
+from motionmatcher.tensor_files import read_checked
 from motionmatcher.training import TrainConfig, save_trained, train, trained_parts
 
 log = setup_script(snakemake)
@@ -14,9 +15,11 @@ p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
 dtype = resolve_dtype(p.dtype, device)
+# checked before the model loads: hash, model identity, number of frames
+latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
+                       shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"]
 # fp32 master weights: the base is loaded in fp32 and the forward runs under autocast on GPU.
 model = load_t2v_model(snakemake.input.model, device)
-latents = load_tensors(snakemake.input.latents, device)["latents"]
 cfg = TrainConfig.from_dict(p.train)
 label = f"video {wc.video}, method {wc.method}"
 t0 = time.time()

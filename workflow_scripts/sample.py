@@ -4,8 +4,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
-from motionmatcher.runtime import load_tensors, save_tensors, setup_script
+from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
+from motionmatcher.runtime import setup_script
+from motionmatcher.tensor_files import read_checked, write_checked
 from motionmatcher.sampler import SamplingConfig, sample_videos
 from motionmatcher.tables import SAMPLES, write_table
 from motionmatcher.training import load_trained
@@ -15,6 +16,9 @@ log = setup_script(snakemake)
 p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
+inversion = read_checked(snakemake.input.inversion, device=device, model_identity=model_identity(snakemake.input.model),
+                         shapes={"inversion": [1, None, int(p.n_frames), None, None]})[0]["inversion"]
+reference = read_checked(snakemake.input.frames, shapes={"frames": [int(p.n_frames), int(p.height), int(p.width), 3]})[0]
 model = load_t2v_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
 adapter = snakemake.input.get("adapter") or None
 s = p.sample
@@ -23,7 +27,6 @@ if adapter:  # all trained parts, or the method's `sample.load_parts` (MotionDir
     loaded = load_trained(model.unet, Path(adapter).parent, s.get("load_parts"))
     log.info("loaded parts %s", loaded)
 cfg = SamplingConfig(**{k: s[k] for k in SamplingConfig.__dataclass_fields__ if k in s})
-inversion = load_tensors(snakemake.input.inversion, device)["inversion"]
 
 rows = list(p.prompts)
 samples = sample_videos(
@@ -37,14 +40,14 @@ samples = sample_videos(
 
 out_dir = Path(snakemake.output.videos)
 out_dir.mkdir(parents=True, exist_ok=True)
-records, sheet_rows = [], [("reference", load_tensors(snakemake.input.frames)["frames"].numpy())]
+records, sheet_rows = [], [("reference", reference["frames"].numpy())]
 meta = [(r, seed) for r in rows for seed in s["seeds"]]
 for (row, seed), smp in zip(meta, samples):
     stem = f"{row['prompt_id']}_s{seed}"
     mp4, tensors = out_dir / f"{stem}.mp4", out_dir / f"{stem}.safetensors"
     write_mp4(smp["frames"], mp4, fps=p.fps)
-    save_tensors({"frames": torch.from_numpy(smp["frames"])}, tensors,
-                 metadata={"prompt": row["prompt"], "seed": seed, "method": wc.method})
+    write_checked(tensors, {"frames": torch.from_numpy(smp["frames"])}, model_identity=model.identity,
+                  metadata={"prompt": row["prompt"], "seed": seed, "method": wc.method})
     sheet_rows.append((f"{row['prompt_id']} s{seed}: {row['prompt']}", smp["frames"]))
     records.append({
         "video_id": wc.video, "method": wc.method, "prompt_id": row["prompt_id"],
