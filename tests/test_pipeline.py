@@ -111,7 +111,7 @@ def test_corrupt_latents_stop_customize_naming_file_and_rebuild(demo_run, tmp_pa
     lat.write_bytes(bytes(raw))
     target = workdir / "results" / "customize" / "motionmatcher" / "zoom"
     shutil.rmtree(target)
-    res = snakemake(workdir, cfg, str(target / "run.json"))
+    res = snakemake(workdir, cfg, "--keep-going", "results/customize/motionmatcher/zoom/run.json")
     assert res.returncode != 0, "customize trained on corrupt latents"
     log = (workdir / "results" / "logs" / "customize" / "motionmatcher" / "zoom.log").read_text()
     assert "resources/latents/tiny/zoom.safetensors" in log, log[-3000:]

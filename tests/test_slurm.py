@@ -288,3 +288,37 @@ def test_results_equal_the_local_run(runs):
             a, b = pd.read_parquet(local / rel), pd.read_parquet(slurm / rel)
             drop = [c for c in volatile if c in a.columns]
             pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_exact=True)
+
+
+def test_stop_ends_orphaned_job_processes(cluster, tmp_path):
+    """Fault injection (runs last: it takes the cluster down): a job is running when the
+    controller dies (as when a test is killed mid-run), so `scancel` cannot reach it. stop.sh
+    must still end the job's processes (slurmstepd and the job script), found from its state."""
+    import time
+
+    env, state = cluster["env"], cluster["state"]
+    script = tmp_path / "orphan.sh"
+    script.write_text("#!/bin/bash\nsleep 900\n")
+    jid = subprocess.run(["sbatch", "--parsable", "-p", "debug", "--mem=100", "-o", str(tmp_path / "o.log"),
+                          str(script)], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    pids: list[int] = []
+    for _ in range(240):
+        out = subprocess.run(["scontrol", "listpids", jid], env=env, capture_output=True, text=True).stdout
+        pids = [int(ln.split()[0]) for ln in out.splitlines()[1:] if ln.split() and ln.split()[0].isdigit()]
+        if pids:
+            break
+        time.sleep(0.25)
+    assert pids, f"job {jid} did not start"
+    stepd = [int(p) for p in subprocess.run(["pgrep", "-P", (state / "pids" / "slurmd.pid").read_text().strip()],
+                                            capture_output=True, text=True).stdout.split()]
+    os.kill(int((state / "pids" / "slurmctld.pid").read_text()), 9)  # the controller dies
+    subprocess.run(["bash", str(STOP), str(state)], env=env, capture_output=True, timeout=300)
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except OSError:
+            return False
+
+    left = [p for p in pids + stepd if alive(p)]
+    assert not left, f"job processes still running after stop.sh: {left}"
