@@ -28,7 +28,9 @@ def setup_script(smk) -> logging.Logger:
     ``threads`` for torch."""
     if smk.log:
         Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr = open(smk.log[0], "w", buffering=1)
+        # a retried job (Snakemake's `attempt` as a resource) keeps the earlier attempts' log
+        retry = int(getattr(smk.resources, "attempt", 1) or 1) > 1
+        sys.stderr = open(smk.log[0], "a" if retry else "w", buffering=1)
         # file descriptor 2 too: what child processes (ffmpeg) and C libraries print on an
         # error goes to the rule's log, not to Snakemake's console
         os.dup2(sys.stderr.fileno(), 2)
@@ -45,7 +47,8 @@ def setup_script(smk) -> logging.Logger:
 
         acquire_gpu_slot(f"{smk.rule} {dict(smk.wildcards)}", n=int(smk.resources.gpu))
     torch.set_num_threads(max(1, int(smk.threads)))
-    log.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
+    log.info("rule %s, wildcards %s, threads %s, attempt %s", smk.rule, dict(smk.wildcards), smk.threads,
+             getattr(smk.resources, "attempt", 1))
     return log
 
 

@@ -435,7 +435,10 @@ def train(
 
     generator = torch.Generator().manual_seed(seed)  # timesteps and noise, drawn on the CPU
     # (`trainable: None` left out: checkpoints written before the field existed stay valid)
-    fp_cfg = {k: v for k, v in cfg.__dict__.items() if not (k == "trainable" and v is None)}
+    # (gradient_checkpointing left out: it changes memory, not the result -- a job retried at a
+    # higher memory level resumes from the checkpoints of the attempt that ran out of memory)
+    fp_cfg = {k: v for k, v in cfg.__dict__.items()
+              if not (k == "trainable" and v is None) and k != "gradient_checkpointing"}
     fingerprint = config_hash({"cfg": fp_cfg, "seed": seed, "caption": caption, "shape": list(latents.shape)})
     ckpt = Checkpointer(checkpoint_dir, fingerprint)
     start, rows = 0, []

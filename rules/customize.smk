@@ -20,9 +20,11 @@ rule customize:
     conda:
         ENV
     threads: 2
+    retries: 2  # after a CUDA out-of-memory: the next memory level (motionmatcher/memory_levels.py)
     resources:
         mem_mb=lambda wc: method_config(config, wc.method)["resources"]["mem_mb"],
         runtime=lambda wc: method_config(config, wc.method)["resources"]["runtime"],
         gpu=1,
+        attempt=lambda wc, attempt: attempt,
     script:
         "../workflow_scripts/customize.py"

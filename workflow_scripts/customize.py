@@ -5,6 +5,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
 from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
 from motionmatcher.tensor_files import read_checked
@@ -20,12 +21,18 @@ latents = read_checked(snakemake.input.latents, device=device, model_identity=mo
                        shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"]
 # fp32 master weights: the base is loaded in fp32 and the forward runs under autocast on GPU.
 model = load_t2v_model(snakemake.input.model, device)
-cfg = TrainConfig.from_dict(p.train)
+attempt = int(getattr(snakemake.resources, "attempt", 1))
+level = memory_level(attempt, "train")
+train_settings, memory_changes = apply_memory_level(dict(p.train), "train", level)
+if memory_changes:
+    log.info("attempt %d: memory level %d: %s", attempt, level, memory_changes)
+cfg = TrainConfig.from_dict(train_settings)
 label = f"video {wc.video}, method {wc.method}"
 t0 = time.time()
 start = {}  # resumed_from / resumed_at_step / skipped_checkpoints
-lcfg, frame = train(model, latents, p.caption, cfg, seed=int(p.seed),
-                    checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label, record=start)
+with out_of_memory_hint("customize", "train", level, label):
+    lcfg, frame = train(model, latents, p.caption, cfg, seed=int(p.seed),
+                        checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label, record=start)
 seconds = time.time() - t0
 # adapter/: a plain peft adapter, or (declared `trainable:` parts) the trained tensors + index
 save_trained(model.unet, Path(snakemake.output.adapter).parent, lcfg)
@@ -36,7 +43,8 @@ write_json(snakemake.output.record, {
     "video_id": wc.video,
     "method": wc.method,
     "caption": p.caption,
-    "train": p.train,
+    "train": train_settings,
+    "memory": {"attempt": attempt, "level": level, "changed": memory_changes},
     "seed": int(p.seed),
     "device": str(device),
     "dtype": str(dtype),
