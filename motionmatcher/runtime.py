@@ -28,9 +28,7 @@ def setup_script(smk) -> logging.Logger:
     ``threads`` for torch."""
     if smk.log:
         Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
-        # a retried job (Snakemake's `attempt` as a resource) keeps the earlier attempts' log
-        retry = int(getattr(smk.resources, "attempt", 1) or 1) > 1
-        sys.stderr = open(smk.log[0], "a" if retry else "w", buffering=1)
+        sys.stderr = open(smk.log[0], "w", buffering=1)
         # file descriptor 2 too: what child processes (ffmpeg) and C libraries print on an
         # error goes to the rule's log, not to Snakemake's console
         os.dup2(sys.stderr.fileno(), 2)
