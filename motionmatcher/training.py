@@ -22,7 +22,9 @@ Each step:
 Checkpoints (adapter + optimizer state + RNG states + step + log so far, all safetensors/JSON)
 are written every ``checkpoint_every`` steps into a folder outside the rule's outputs; a rerun
 resumes from the last one and, for a given seed, ends with the same adapter as an uninterrupted
-run.
+run. Every checkpoint file carries a content hash; a damaged checkpoint is skipped with a
+warning naming it, falling back to the previous one (the newest two are kept) or starting over
+(:class:`Checkpointer`).
 """
 
 from __future__ import annotations
