@@ -1,4 +1,5 @@
 # Two commands: `make demo` (set up + run the CPU demo) and `make test` (set up + run the tests).
+# `make slurm-profile`: install the Slurm site profile, then `snakemake --profile slurm`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag clean-demo
+.PHONY: setup demo demo-data test dag clean-demo slurm-profile
 
 setup: $(STAMP)
 
@@ -30,3 +31,14 @@ test: setup
 
 dag: setup demo-data
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > rulegraph.svg
+
+# The Slurm site profile `slurm` (profiles/slurm/ -> ~/.config/snakemake/slurm, where
+# `snakemake --profile slurm` finds it); an existing one is kept (edit it there).
+SNAKEMAKE_PROFILES ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+slurm-profile:
+	@mkdir -p "$(SNAKEMAKE_PROFILES)/slurm"
+	@for f in config.yaml partitions.example.yaml; do \
+	    if [ -e "$(SNAKEMAKE_PROFILES)/slurm/$$f" ]; then echo "kept existing $(SNAKEMAKE_PROFILES)/slurm/$$f"; \
+	    else cp "profiles/slurm/$$f" "$(SNAKEMAKE_PROFILES)/slurm/$$f" && echo "installed $(SNAKEMAKE_PROFILES)/slurm/$$f"; fi; \
+	done
+	@echo "edit $(SNAKEMAKE_PROFILES)/slurm/config.yaml (places marked EDIT), then: snakemake --profile slurm"

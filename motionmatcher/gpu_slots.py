@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -65,6 +66,10 @@ _held: dict[str, int] = {}
 
 class GpuSlotTimeout(RuntimeError):
     """Every GPU slot stayed taken for longer than MOTIONMATCHER_GPU_WAIT_TIMEOUT."""
+
+
+class UnsafeLockError(RuntimeError):
+    """The lock folder or a lock file is not safe to use (symlink, foreign owner, open folder)."""
 
 
 @dataclass(frozen=True)
@@ -132,16 +137,71 @@ def profile_gpu_cap() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def ensure_lock_dir() -> Path:
+    """The lock folder, created private (0700) when missing, and checked to be safe.
+
+    Refused (:class:`UnsafeLockError`): a symlink or non-directory; the default per-user
+    folder when it is not ours or others may write to it (someone prepared it in /tmp); a
+    configured shared folder that others may write to without the sticky bit (anyone could
+    replace the lock files in it: make it with ``mkdir -m 1777``).
+    """
+    directory = lock_dir()
+    if not os.path.lexists(directory):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:  # a concurrent job made it
+            pass
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeLockError(f"GPU lock folder {directory} is a symlink; refusing to use it "
+                              f"(remove it, or set {ENV_LOCK_DIR} to a real folder)")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeLockError(f"GPU lock folder {directory} is not a directory")
+    open_to_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if not os.environ.get(ENV_LOCK_DIR):
+        if st.st_uid != os.getuid() or open_to_others:
+            raise UnsafeLockError(
+                f"GPU lock folder {directory} is owned by uid {st.st_uid} with mode "
+                f"{stat.S_IMODE(st.st_mode):o}; it must be yours and not writable by others "
+                f"(remove it; it is made again with mode 700)")
+    elif open_to_others and not st.st_mode & stat.S_ISVTX:
+        raise UnsafeLockError(
+            f"GPU lock folder {directory} (mode {stat.S_IMODE(st.st_mode):o}) is writable by others "
+            f"without the sticky bit: anyone could replace its lock files; use `chmod 1777 {directory}`")
+    return directory
+
+
 def _lock_path(device: str) -> Path:
     return lock_dir() / f"gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.lock"
 
 
-def _try_lock(device: str) -> int | None:
-    path = _lock_path(device)
+def _open_lock(path: Path) -> int:
+    """Open (creating it if missing) a lock file without following symlinks."""
+    nofollow = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # another user's lock file in a shared lock dir: flock needs no write
-        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | nofollow, 0o644)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(path, os.O_RDWR | nofollow)
+        except PermissionError:  # another user's lock file in a shared lock dir: flock needs no write
+            fd = os.open(path, os.O_RDONLY | nofollow)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeLockError(f"GPU lock file {path} is a symlink; refusing to open it "
+                                  "(someone else made it: remove it)") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafeLockError(f"GPU lock file {path} is not a regular file; remove it")
+    return fd
+
+
+def _try_lock(device: str) -> int | None:
+    fd = _open_lock(_lock_path(device))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -153,13 +213,32 @@ def _try_lock(device: str) -> int | None:
 
 
 def _write_holder(fd: int, device: str, label: str) -> None:
+    """Note who holds the slot in the lock file -- only in a file that is ours alone (our uid,
+    one link): a file another user made, or a name hard-linked to some other file, is locked
+    but never truncated or written."""
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     info = f"pid={os.getpid()} host={socket.gethostname()} device={device} since={since} job={label}\n"
+    st = os.fstat(fd)
+    if st.st_uid != os.getuid() or st.st_nlink != 1:
+        log.warning("GPU slot: lock file of device %s is not ours alone (uid %d, %d links); "
+                    "holding it without writing the holder note", device, st.st_uid, st.st_nlink)
+        return
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
     except OSError:  # read-only (someone else's file): the lock works without the note
         pass
+
+
+def _read_note(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, 4096).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
 
 
 def holders(devices: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -172,14 +251,15 @@ def holders(devices: tuple[str, ...] | None = None) -> dict[str, str]:
         if not path.exists():
             continue
         if dev in _held:
-            out[dev] = path.read_text().strip()
+            out[dev] = _read_note(path)
             continue
-        fd = _try_lock(dev) if lock_dir().is_dir() else None
+        try:
+            fd = _try_lock(dev) if lock_dir().is_dir() else None
+        except UnsafeLockError as e:
+            out[dev] = str(e)
+            continue
         if fd is None:
-            try:
-                out[dev] = path.read_text().strip() or "(holder unknown)"
-            except OSError:
-                out[dev] = "(holder unknown)"
+            out[dev] = _read_note(path) or "(holder unknown)"
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
@@ -205,8 +285,7 @@ def acquire_gpu_slot(label: str = "", n: int = 1, timeout: float | None = None) 
                     "set now does not move this process to its device")
     if timeout is None and os.environ.get(ENV_TIMEOUT, "").strip():
         timeout = float(os.environ[ENV_TIMEOUT])
-    directory = lock_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = ensure_lock_dir()
 
     start = time.monotonic()
     next_report = start
@@ -275,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.acquire:
         try:
             acquire_gpu_slot(args.label)
-        except GpuSlotTimeout as e:
+        except (GpuSlotTimeout, UnsafeLockError) as e:
             print(e, file=sys.stderr)
             return 3
         print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}", flush=True)

@@ -71,8 +71,10 @@ def load_manifest(
     number, as a spreadsheet shows it counting the header as line 1: ``line = row + 1``),
     ``prompt_idx`` (0-based index of the prompt within its video) and ``prompt_id``.
 
-    Checks: the JSON schema (required columns, id characters, non-empty caption and prompt,
-    integer overrides), one file / caption / override set per ``video_id``, and, when
+    Checks: no column outside the schema (a misspelt override), no exact duplicate rows, the
+    JSON schema (required columns, id characters, non-empty caption and prompt, integer
+    overrides), ids unique ignoring case, one file / caption / override set per
+    ``video_id``, and, when
     ``check_videos``, that each file exists, decodes and has enough frames.
     """
     path = Path(path)
@@ -88,6 +90,17 @@ def load_manifest(
         raise ManifestError(path, [f"missing column(s): {', '.join(missing)} (have: {', '.join(df.columns)})"])
     if df.empty:
         raise ManifestError(path, ["no rows"])
+    known = list(_load_schema().get("properties", {}))
+    unknown = [c for c in df.columns if c not in known]
+    if unknown:  # a misspelt override would otherwise be ignored silently
+        problems.append(f"unknown column(s): {', '.join(unknown)} (known: {', '.join(known)})")
+    first_seen: dict[tuple, int] = {}
+    for i, values in enumerate(df.itertuples(index=False, name=None)):
+        if values in first_seen:
+            problems.append(f"rows {first_seen[values]} and {i + 1} (lines {first_seen[values] + 1} and "
+                            f"{i + 2}): duplicate rows (the same sample would be made and counted twice)")
+        else:
+            first_seen[values] = i + 1
 
     validator = Draft202012Validator(_load_schema())
     records = []
@@ -104,6 +117,12 @@ def load_manifest(
         records.append(rec)
 
     out = pd.DataFrame.from_records(records)
+    ids = out.drop_duplicates("video_id")
+    for _, group in ids.groupby(ids["video_id"].astype(str).str.lower(), sort=False):
+        if len(group) > 1:  # one output folder on case-insensitive file systems
+            rows = ", ".join(str(r) for r in out[out["video_id"].isin(group["video_id"])]["row"])
+            problems.append(f"rows {rows}, column video_id: ids {', '.join(repr(v) for v in group['video_id'])} "
+                            "differ only in case (they collide on case-insensitive file systems)")
     for vid, group in out.groupby("video_id", sort=False):
         first = group.iloc[0]
         for col in ("video_path", "caption", "start_frame", "frame_step"):

@@ -13,7 +13,9 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+
+from motionmatcher.tensor_files import serialize, write_bytes_atomic
 
 log = logging.getLogger("motionmatcher")
 
@@ -27,6 +29,9 @@ def setup_script(smk) -> logging.Logger:
     if smk.log:
         Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(smk.log[0], "w", buffering=1)
+        # file descriptor 2 too: what child processes (ffmpeg) and C libraries print on an
+        # error goes to the rule's log, not to Snakemake's console
+        os.dup2(sys.stderr.fileno(), 2)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -40,18 +45,16 @@ def setup_script(smk) -> logging.Logger:
 
         acquire_gpu_slot(f"{smk.rule} {dict(smk.wildcards)}", n=int(smk.resources.gpu))
     torch.set_num_threads(max(1, int(smk.threads)))
-    log.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
+    log.info("rule %s, wildcards %s, threads %s, attempt %s", smk.rule, dict(smk.wildcards), smk.threads,
+             getattr(smk.resources, "attempt", 1))
     return log
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write safetensors atomically (temp file + rename); metadata values are stringified."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
-    os.replace(tmp, path)
+    """Write safetensors atomically (temp file + rename, the temporary removed on failure);
+    metadata values are stringified and written in sorted key order (identical inputs give
+    identical bytes). Cached files that readers must check: :func:`motionmatcher.tensor_files.write_checked`."""
+    write_bytes_atomic(path, serialize(tensors, metadata))
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -66,13 +69,13 @@ def tensor_metadata(path: str | os.PathLike) -> dict:
 def write_json(path: str | os.PathLike, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def config_hash(obj, full: bool = False) -> str:
+    """sha256 of ``obj`` as canonical JSON: 12 hex digits, or all 64 with ``full``."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return digest if full else digest[:12]
 
 
 def library_versions() -> dict[str, str]:

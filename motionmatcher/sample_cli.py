@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
-from motionmatcher.runtime import load_tensors
+from motionmatcher.tensor_files import read_checked
 from motionmatcher.sampler import SamplingConfig, sample_videos
 from motionmatcher.training import load_trained
 from motionmatcher.video import write_mp4
@@ -47,7 +47,10 @@ def main(argv=None) -> None:
     has_adapter = False
     if args.adapter:
         has_adapter = bool(load_trained(model.unet, args.adapter, parts=args.part)["lora"])
-    inv = load_tensors(args.inversion, device)["inversion"] if args.inversion else None
+    inv = None
+    if args.inversion:  # the pipeline's cache: hash, model identity and frame count checked
+        inv = read_checked(args.inversion, device=device, model_identity=model.identity,
+                           shapes={"inversion": [1, None, args.frames, None, None]})[0]["inversion"]
     if inv is None and args.noise_prior > 0:
         ap.error("--noise-prior > 0 needs --inversion")
     cfg = SamplingConfig(**{k: getattr(args, k) for k in SamplingConfig.__dataclass_fields__ if hasattr(args, k)})

@@ -22,7 +22,9 @@ Each step:
 Checkpoints (adapter + optimizer state + RNG states + step + log so far, all safetensors/JSON)
 are written every ``checkpoint_every`` steps into a folder outside the rule's outputs; a rerun
 resumes from the last one and, for a given seed, ends with the same adapter as an uninterrupted
-run.
+run. Every checkpoint file carries a content hash; a damaged checkpoint is skipped with a
+warning naming it, falling back to the previous one (the newest two are kept) or starting over
+(:class:`Checkpointer`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from tqdm.auto import tqdm
 from motionmatcher import lora as lora_lib
 from motionmatcher.losses import LOSSES
 from motionmatcher.runtime import config_hash, load_tensors, save_tensors, write_json
+from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +104,58 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 class Checkpointer:
-    """Writes/reads training checkpoints in ``folder/step-XXXXXX`` (atomic rename)."""
+    """Writes/reads training checkpoints in ``folder/step-XXXXXX`` (atomic rename).
 
-    def __init__(self, folder: str | os.PathLike, fingerprint: str):
+    Every file of a checkpoint carries a content hash (the safetensors files through
+    :mod:`motionmatcher.tensor_files`, ``state.json`` its own ``content_sha256``), checked
+    before anything is restored. The newest ``keep`` checkpoints are kept, so a damaged last
+    one (a crash of the disk, not of the process: the rename is atomic) falls back to the one
+    before; with none good, training starts over. Each skipped checkpoint is logged with its
+    path and reason and listed in :attr:`skipped`.
+    """
+
+    FILES = ("trainable", "optimizer", "rng")
+
+    def __init__(self, folder: str | os.PathLike, fingerprint: str, keep: int = 2):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
+        self.keep = keep
+        self.skipped: list[dict] = []
 
-    def latest(self) -> Path | None:
+    def _skip(self, path: Path, reason: str) -> None:
+        log.warning("skipping resume checkpoint %s: %s", path, reason)
+        self.skipped.append({"path": str(path), "reason": reason})
+
+    def candidates(self) -> list[Path]:
+        """Complete checkpoint folders, newest first."""
         if not self.folder.is_dir():
-            return None
-        done = sorted(p for p in self.folder.glob("step-*") if (p / "state.json").is_file())
-        for p in reversed(done):
-            meta = json.loads((p / "state.json").read_text())
-            if meta.get("fingerprint") == self.fingerprint:
-                return p
-            log.warning("ignoring checkpoint %s: written with another config", p)
+            return []
+        return sorted((p for p in self.folder.glob("step-*") if p.is_dir()), reverse=True)
+
+    def read(self, path: Path) -> dict:
+        """Every file of checkpoint ``path``, verified; raises CorruptFileError or ValueError."""
+        state_file = path / "state.json"
+        try:
+            meta = json.loads(state_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptFileError(state_file, f"unreadable ({e.__class__.__name__}: {e})") from None
+        recorded = meta.pop("content_sha256", None) if isinstance(meta, dict) else None
+        if recorded is None or config_hash(meta, full=True) != recorded:
+            raise CorruptFileError(state_file, "content does not match its recorded sha256")
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ValueError("written with another config")
+        files = {name: read_checked(path / f"{name}.safetensors")[0] for name in self.FILES}
+        return {"meta": meta, **files}
+
+    def latest(self) -> dict | None:
+        """The newest checkpoint that verifies (``{"path", "meta", "trainable", ...}``), or None."""
+        for p in self.candidates():
+            try:
+                ck = self.read(p)
+            except (CorruptFileError, ValueError) as e:
+                self._skip(p, str(e))
+                continue
+            return {"path": p, **ck}
         return None
 
     def save(self, step: int, params: dict[str, torch.Tensor], opt, generator: torch.Generator,
@@ -124,30 +164,34 @@ class Checkpointer:
         tmp = self.folder / f".tmp-step-{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_tensors(params, tmp / "trainable.safetensors")
+        rebuild = f"delete {self.folder} to start training over"
+        write_checked(tmp / "trainable.safetensors", params, rebuild=rebuild)
         opt_tensors, opt_meta = _optimizer_tensors(opt)
-        save_tensors(opt_tensors, tmp / "optimizer.safetensors")
+        write_checked(tmp / "optimizer.safetensors", opt_tensors, rebuild=rebuild)
         rng = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-        save_tensors(rng, tmp / "rng.safetensors")
-        write_json(tmp / "state.json", {"step": step, "fingerprint": self.fingerprint, "optimizer": opt_meta, "log": rows})
+        write_checked(tmp / "rng.safetensors", rng, rebuild=rebuild)
+        state = {"step": step, "fingerprint": self.fingerprint, "optimizer": opt_meta, "log": rows}
+        write_json(tmp / "state.json", {**state, "content_sha256": config_hash(state, full=True)})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in self.folder.glob("step-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+        for old in self.candidates()[self.keep:]:
+            shutil.rmtree(old, ignore_errors=True)
         return final
 
     @staticmethod
-    def load(path: Path, named_params: dict[str, torch.nn.Parameter], opt, generator: torch.Generator) -> tuple[int, list[dict]]:
-        meta = json.loads((path / "state.json").read_text())
-        values = load_tensors(path / "trainable.safetensors")
+    def restore(ck: dict, named_params: dict[str, torch.nn.Parameter], opt, generator: torch.Generator) -> tuple[int, list[dict]]:
+        """Put a verified checkpoint (:meth:`latest`) back into params, optimizer and RNGs."""
+        meta, values = ck["meta"], ck["trainable"]
+        missing = [n for n in named_params if n not in values]
+        if missing:
+            raise CorruptFileError(ck["path"] / "trainable.safetensors", f"has no tensor {missing[0]}")
         with torch.no_grad():
             for name, p in named_params.items():
                 p.copy_(values[name].to(p.device, p.dtype))
-        opt.load_state_dict(_optimizer_state(load_tensors(path / "optimizer.safetensors"), meta["optimizer"]))
-        rng = load_tensors(path / "rng.safetensors")
+        opt.load_state_dict(_optimizer_state(ck["optimizer"], meta["optimizer"]))
+        rng = ck["rng"]
         generator.set_state(rng["generator"])
         torch.set_rng_state(rng["torch_cpu"])
         if torch.cuda.is_available():
@@ -358,13 +402,16 @@ def train(
     label: str = "",
     progress: bool = True,
     on_step=None,
+    record: dict | None = None,
 ) -> tuple[object, pd.DataFrame]:
     """Train ``model.unet`` in place on one reference video; return (spec, log frame) -- spec as
     :func:`attach_trainable` returns it (a peft config for a one-adapter method); save the
     result with :func:`save_trained`.
 
     ``latents``: cached reference latents (1, 4, F, h, w). ``on_step(step, out)`` is called
-    after every optimizer step (tests use it to simulate a crash).
+    after every optimizer step (tests use it to simulate a crash). ``record``, a dict, gets
+    how the run started: ``resumed_from`` (checkpoint folder or None), ``resumed_at_step`` and
+    ``skipped_checkpoints`` (damaged or foreign ones, with the reason) -- for ``run.json``.
     """
     if cfg.loss not in LOSSES:
         raise TrainingError(f"{label}: unknown loss {cfg.loss!r} (known: {', '.join(LOSSES)})")
@@ -390,13 +437,22 @@ def train(
 
     generator = torch.Generator().manual_seed(seed)  # timesteps and noise, drawn on the CPU
     # (`trainable: None` left out: checkpoints written before the field existed stay valid)
-    fp_cfg = {k: v for k, v in cfg.__dict__.items() if not (k == "trainable" and v is None)}
+    # (gradient_checkpointing left out: it changes memory, not the result -- a job retried at a
+    # higher memory level resumes from the checkpoints of the attempt that ran out of memory)
+    fp_cfg = {k: v for k, v in cfg.__dict__.items()
+              if not (k == "trainable" and v is None) and k != "gradient_checkpointing"}
     fingerprint = config_hash({"cfg": fp_cfg, "seed": seed, "caption": caption, "shape": list(latents.shape)})
     ckpt = Checkpointer(checkpoint_dir, fingerprint)
     start, rows = 0, []
     if (last := ckpt.latest()) is not None:
-        start, rows = Checkpointer.load(last, named, opt, generator)
-        log.info("%s: resumed from %s (step %d)", label, last, start)
+        start, rows = Checkpointer.restore(last, named, opt, generator)
+        log.info("%s: resumed from %s (step %d)", label, last["path"], start)
+    elif ckpt.skipped:
+        log.warning("%s: no usable resume checkpoint in %s; training starts over", label, checkpoint_dir)
+    if record is not None:
+        record["resumed_from"] = str(last["path"]) if last is not None else None
+        record["resumed_at_step"] = start
+        record["skipped_checkpoints"] = list(ckpt.skipped)
 
     unet.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {label}",

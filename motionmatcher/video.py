@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import subprocess
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -362,30 +364,34 @@ def write_mp4(frames: np.ndarray, path: PathLike, fps: float, crf: int = DEFAULT
         logger.debug("%s: padded %s -> %s for yuv420p", p, frames.shape[1:3], padded.shape[1:3])
     height, width = padded.shape[1:3]
 
+    rate = Fraction(float(fps)).limit_denominator()
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y",
+        "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}", "-pix_fmt", "rgb24",
+        "-r", str(rate), "-i", "-", "-an",
+        "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-v", "error",
+        "-crf", str(int(crf)), "-f", "mp4", *_DETERMINISTIC_FFMPEG_FLAGS,
+    ]
+
     def _encode(tmp: str) -> None:
-        writer = imageio_ffmpeg.write_frames(
-            tmp,
-            (width, height),
-            pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p",
-            fps=float(fps),
-            codec="libx264",
-            quality=None,
-            macro_block_size=1,
-            ffmpeg_log_level="error",
-            output_params=["-crf", str(int(crf)), "-f", "mp4", *_DETERMINISTIC_FFMPEG_FLAGS],
-        )
+        # ffmpeg's own exit status is checked (imageio_ffmpeg.write_frames ignores it, so a
+        # full disk left a file without its trailer), then the file is decoded and its frames
+        # counted: only a complete, readable video is renamed into place.
         try:
-            writer.send(None)  # start the generator / ffmpeg process
-            for frame in padded:
-                writer.send(np.ascontiguousarray(frame))
-        except Exception as exc:
-            raise VideoError(f"{p}: cannot encode video: {exc}") from exc
-        finally:
-            try:
-                writer.close()
-            except Exception as exc:  # ffmpeg exit status != 0
-                raise VideoError(f"{p}: cannot encode video: {exc}") from exc
+            proc = subprocess.run([*cmd, tmp], input=np.ascontiguousarray(padded).tobytes(),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        except OSError as exc:
+            raise VideoError(f"{p}: cannot run ffmpeg: {exc}") from exc
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()[-2000:]
+            raise VideoError(f"{p}: ffmpeg failed with exit status {proc.returncode}: {err or '(no message)'}")
+        try:
+            written = read_mp4(tmp)
+        except Exception as exc:  # decord/ffmpeg errors of a broken file
+            raise VideoError(f"{p}: the encoded file does not decode: {exc}") from exc
+        if written.shape[:3] != padded.shape[:3]:
+            raise VideoError(f"{p}: the encoded file decodes to {written.shape[0]} frames of "
+                             f"{written.shape[2]}x{written.shape[1]}, expected {len(padded)} of {width}x{height}")
 
     atomic_write(p, ".mp4", _encode)
     logger.debug("wrote %d frames %dx%d @ %s fps to %s", len(padded), width, height, fps, p)

@@ -10,6 +10,7 @@ rule customize:
     params:
         train=lambda wc: method_config(config, wc.method)["train"],
         caption=video_param("caption"),
+        n_frames=V["n_frames"],
         seed=config["seed"],
         checkpoint_dir=lambda wc: f"{C}/checkpoints/{MODEL_TAG}/{wc.method}/{wc.video}",
         device=config["device"],
@@ -19,9 +20,11 @@ rule customize:
     conda:
         ENV
     threads: 2
+    retries: 2  # after a CUDA out-of-memory: the next memory level (motionmatcher/memory_levels.py)
     resources:
         mem_mb=lambda wc: method_config(config, wc.method)["resources"]["mem_mb"],
         runtime=lambda wc: method_config(config, wc.method)["resources"]["runtime"],
         gpu=1,
+        attempt=lambda wc, attempt: attempt,
     script:
         "../workflow_scripts/customize.py"

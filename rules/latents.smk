@@ -6,6 +6,9 @@ rule cache_latents:
         latents=f"{C}/latents/{MODEL_TAG}/{{video}}.safetensors",
     params:
         chunk_size=config["latents"]["chunk_size"],
+        n_frames=V["n_frames"],
+        height=V["height"],
+        width=V["width"],
         device=config["device"],
         dtype=config["dtype"],
     log:
@@ -29,6 +32,7 @@ rule cache_inversion:
         inversion=f"{C}/inversion/{MODEL_TAG}/{{video}}.safetensors",
     params:
         num_steps=config["inversion"]["num_steps"],
+        n_frames=V["n_frames"],
         prompt=config["inversion"]["prompt"],
         device=config["device"],
         dtype=config["dtype"],

@@ -5,6 +5,7 @@ rule sample:
         videos=directory(f"{R}/samples/{{method}}/{{video}}/videos"),
         table=f"{R}/samples/{{method}}/{{video}}/samples.parquet",
         sheet=f"{R}/samples/{{method}}/{{video}}/contact_sheet.png",
+        record=f"{R}/samples/{{method}}/{{video}}/run.json",
     params:
         sample=lambda wc: method_config(config, wc.method)["sample"],
         prompts=video_prompts,
@@ -19,9 +20,11 @@ rule sample:
     conda:
         ENV
     threads: 2
+    retries: 2  # after a CUDA out-of-memory: the next memory level (motionmatcher/memory_levels.py)
     resources:
         mem_mb=24000,
         runtime=120,
         gpu=1,
+        attempt=lambda wc, attempt: attempt,
     script:
         "../workflow_scripts/sample.py"

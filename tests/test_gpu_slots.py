@@ -202,3 +202,49 @@ def test_local_profile_caps_gpu_jobs_at_the_pool_size(monkeypatch):
     assert gpu_limit() == ["gpu=2"]
     monkeypatch.setenv("MOTIONMATCHER_GPU_COUNT", "0")  # no GPU: GPU rules on CPU, no extra cap
     assert gpu_limit() == [f"gpu={max(1, os.cpu_count() or 1)}"]
+
+
+def test_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    """Fault injection: the lock file is a symlink to another file (a predictable /tmp name
+    prepared by someone else). The job must not write through it."""
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o700)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious data\n")
+    (locks / "gpu-0.lock").symlink_to(victim)
+    res = run_acquire(clean_env(locks, MOTIONMATCHER_GPUS="0", MOTIONMATCHER_GPU_WAIT_TIMEOUT="2"))
+    assert victim.read_text() == "precious data\n"
+    assert res.returncode != 0
+    assert "symlink" in res.stderr and str(locks / "gpu-0.lock") in res.stderr
+
+
+def test_foreign_lock_file_is_never_truncated(tmp_path):
+    """A lock name hard-linked to another file of ours: locking must not overwrite it."""
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o700)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious data\n")
+    os.link(victim, locks / "gpu-0.lock")
+    res = run_acquire(clean_env(locks, MOTIONMATCHER_GPUS="0", MOTIONMATCHER_GPU_WAIT_TIMEOUT="2"))
+    assert victim.read_text() == "precious data\n", res.stderr
+
+
+def test_unsafe_lock_folder_is_refused(tmp_path):
+    locks = tmp_path / "open"
+    locks.mkdir()
+    locks.chmod(0o777)  # anyone may replace files in it (no sticky bit)
+    res = run_acquire(clean_env(locks, MOTIONMATCHER_GPUS="0", MOTIONMATCHER_GPU_WAIT_TIMEOUT="2"))
+    assert res.returncode != 0 and "sticky" in res.stderr and str(locks) in res.stderr
+    linked = tmp_path / "linked"
+    linked.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    res = run_acquire(clean_env(linked, MOTIONMATCHER_GPUS="0", MOTIONMATCHER_GPU_WAIT_TIMEOUT="2"))
+    assert res.returncode != 0 and "symlink" in res.stderr
+
+
+def test_new_lock_folder_is_private(tmp_path, jobs):
+    locks = tmp_path / "new" / "locks"
+    job = FakeJob(clean_env(locks, MOTIONMATCHER_GPUS="0"), "a")
+    jobs.append(job)
+    assert job.device() == "0"
+    assert (locks.stat().st_mode & 0o777) == 0o700

@@ -125,3 +125,34 @@ b c,a.mp4,A ball.,
     assert "column video_path: file does not exist" in out
     assert "column video_id: 'b c'" in out and "column prompt: must not be empty" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_misspelt_column_is_an_error_listing_it(clips):
+    m = write_csv(clips / "typo.csv", """
+video_id,video_path,caption,prompt,start_frames,Notes
+a,a.mp4,A ball.,A dog.,2,x
+""")
+    problems = problems_of(m)
+    assert any("unknown column(s): start_frames, Notes" in p for p in problems), problems
+    assert any("start_frame" in p and "frame_step" in p for p in problems), "lists the known columns"
+
+
+def test_exact_duplicate_rows_are_an_error_naming_both(clips):
+    m = write_csv(clips / "dup.csv", """
+video_id,video_path,caption,prompt
+a,a.mp4,A ball.,A dog.
+a,a.mp4,A ball.,A cat.
+a,a.mp4,A ball.,A dog.
+""")
+    problems = problems_of(m)
+    assert any("rows 1 and 3" in p and "duplicate" in p for p in problems), problems
+
+
+def test_ids_differing_only_in_case_are_an_error(clips):
+    m = write_csv(clips / "case.csv", """
+video_id,video_path,caption,prompt
+Bear,a.mp4,A ball.,A dog.
+bear,b.mp4,A ball circles.,A cat.
+""")
+    problems = problems_of(m)
+    assert any("'Bear'" in p and "'bear'" in p and "case" in p and "rows 1, 2" in p for p in problems), problems

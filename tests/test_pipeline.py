@@ -89,3 +89,58 @@ def test_tables(demo_run):
     assert set(per_method["n_samples"]) == {6}
     md = (t / "summary.md").read_text()
     assert "motionmatcher" in md and "base" in md
+
+
+@pytest.mark.parametrize("fault", ["zeroed", "truncated"])
+def test_corrupt_latents_stop_customize_naming_file_and_rebuild(demo_run, tmp_path, fault):
+    """Fault injection on a copy of the finished run: the cached latents of one video are
+    zeroed (same size, valid header) or truncated. `customize` must refuse them, naming the
+    file and the command that rebuilds it, before training."""
+    import shutil
+
+    src, cfg = demo_run
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir, symlinks=True)
+    lat = workdir / "resources" / "latents" / "tiny" / "zoom.safetensors"
+    raw = bytearray(lat.read_bytes())
+    if fault == "zeroed":
+        n = int.from_bytes(raw[:8], "little")
+        raw[8 + n:] = bytes(len(raw) - 8 - n)
+    else:
+        raw = raw[: len(raw) // 2]
+    lat.write_bytes(bytes(raw))
+    target = workdir / "results" / "customize" / "motionmatcher" / "zoom"
+    shutil.rmtree(target)
+    res = snakemake(workdir, cfg, "--keep-going", "results/customize/motionmatcher/zoom/run.json")
+    assert res.returncode != 0, "customize trained on corrupt latents"
+    log = (workdir / "results" / "logs" / "customize" / "motionmatcher" / "zoom.log").read_text()
+    assert "resources/latents/tiny/zoom.safetensors" in log, log[-3000:]
+    assert "snakemake --force" in log and "CorruptFileError" in log
+
+
+def test_injected_oom_is_retried_at_the_next_memory_level(demo_run, tmp_path, monkeypatch):
+    """Fault injection: MOTIONMATCHER_INJECT_OOM makes the first attempt of customize and
+    sample raise torch.cuda.OutOfMemoryError. Each fails with a message naming the settings
+    that lower memory, Snakemake's `retries:` reruns it at memory level 1, and run.json says so."""
+    import shutil
+
+    src, cfg = demo_run
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir, symlinks=True)
+    shutil.rmtree(workdir / "results" / "customize" / "motionmatcher" / "zoom")
+    shutil.rmtree(workdir / "results" / "samples" / "motionmatcher" / "zoom")
+    monkeypatch.setenv("MOTIONMATCHER_INJECT_OOM", "customize,sample")
+    res = snakemake(workdir, cfg, "--keep-going", "results/samples/motionmatcher/zoom/samples.parquet")
+    assert res.returncode == 0, res.stderr[-6000:]
+    r = workdir / "results"
+    train_rec = json.loads((r / "customize" / "motionmatcher" / "zoom" / "run.json").read_text())
+    assert train_rec["memory"] == {"attempt": 2, "level": 1, "changed": {"gradient_checkpointing": True}}
+    assert train_rec["train"]["gradient_checkpointing"] is True
+    sample_rec = json.loads((r / "samples" / "motionmatcher" / "zoom" / "run.json").read_text())
+    assert sample_rec["memory"]["attempt"] == 2 and sample_rec["memory"]["level"] == 1
+    # the failed first attempts' logs, as Snakemake prints them (show-failed-logs, profiles/default)
+    out = res.stderr
+    assert "customize video zoom, method motionmatcher: CUDA out of memory at memory level 0" in out
+    assert "sample video zoom, method motionmatcher: CUDA out of memory at memory level 0" in out
+    assert "gradient_checkpointing: true" in out and "vae_chunk_size: 1" in out
+    assert out.count("Trying to restart job") == 2

@@ -3,8 +3,10 @@ mariadb, munge on this machine, two fake GPUs) with profiles/slurm, against a lo
 
 One module-scoped run set (about 5 minutes on 2 cores):
   * local run:  `--profile profiles/local`, 2 videos (left_to_right, zoom), 1 prompt each,
-  * slurm run 1: a test profile derived from profiles/slurm (partition `debug`, 1.5 GB per
-    job, 2 s first status check, Slurm logs kept), the same 2 videos plus `circle`, whose
+  * slurm run 1: exactly `snakemake --profile slurm`, with the site profile installed by
+    `make slurm-profile` into a private XDG_CONFIG_HOME and edited for the test cluster
+    (partition `debug`, 2 s first status check, Slurm logs kept, the test config) and the
+    workflow profile profiles/default (1.5 GB per job), the same 2 videos plus `circle`, whose
     preprocessed frames are corrupt (written before the run, newer than the clip, so
     preprocess is not rerun): circle's jobs fail, the other videos' jobs finish,
   * slurm run 2: circle dropped from the manifest: only the local table rules are left.
@@ -91,18 +93,39 @@ def write_config(path: Path, manifest: Path) -> Path:
                               run_methods=[METHOD])
 
 
-def write_test_profile(folder: Path) -> Path:
-    """profiles/slurm with what only the test cluster needs: its partition, jobs small enough
-    for this machine, fast first status check, every Slurm log kept, 1 thread per job."""
-    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())  # merges `<<: *gpu`
+def install_site_profile(config_home: Path, configfile: Path) -> Path:
+    """The documented set-up step (`make slurm-profile` into $XDG_CONFIG_HOME/snakemake/slurm),
+    then the edits a user makes for their cluster -- here the test cluster's partition, a fast
+    first status check, every Slurm log kept -- plus the test's small config and 1 thread per job."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home)}
+    subprocess.run(["make", "-s", "-C", str(REPO), "slurm-profile"], env=env, check=True, capture_output=True)
+    path = config_home / "snakemake" / "slurm" / "config.yaml"
+    prof = yaml.safe_load(path.read_text())
     prof["default-resources"] = {**prof["default-resources"], "slurm_partition": "debug"}
-    prof["set-resources"] = {rule: {**res, "mem_mb": 1500} for rule, res in prof["set-resources"].items()}
     prof["slurm-init-seconds-before-status-checks"] = 2
     prof["slurm-keep-successful-logs"] = True
     prof["set-threads"] = THREADS
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
-    return folder
+    prof["configfile"] = str(configfile)
+    path.write_text(yaml.safe_dump(prof, sort_keys=False))
+    return path
+
+
+def slurm_workdir(workdir: Path) -> Path:
+    """A working directory for `snakemake --profile slurm` as typed: the workflow is found at
+    workflow/Snakefile (a link to the repository) and its workflow profile at
+    profiles/default/, the repository's with each job's memory small enough for this machine."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "workflow").symlink_to(REPO, target_is_directory=True)
+    prof = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    # small memory for this machine; wall times long enough for a machine shared with other work
+    prof["set-resources"] = {rule: {**res, "mem_mb": 1500, "runtime": max(60, int(res.get("runtime", 0)))}
+                             for rule, res in prof["set-resources"].items()}
+    (workdir / "profiles" / "default").mkdir(parents=True)
+    (workdir / "profiles" / "default" / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    return workdir
+
+
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
 def snakemake(workdir: Path, configfile: Path, profile: Path, env: dict, *args: str):
@@ -114,6 +137,15 @@ def snakemake(workdir: Path, configfile: Path, profile: Path, env: dict, *args: 
              "--configfile", str(configfile), "--profile", str(profile), *args],
             env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
         )
+    return proc, log
+
+
+def snakemake_profile_slurm(workdir: Path, env: dict, name: str):
+    """`snakemake --profile slurm`, exactly as typed, in ``workdir``."""
+    log = workdir.parent / f"{workdir.name}-{name}.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([str(SNAKEMAKE), "--profile", "slurm"], cwd=workdir, env=env,
+                                stdout=f, stderr=subprocess.STDOUT, text=True)
     return proc, log
 
 
@@ -170,11 +202,13 @@ def runs(cluster, tmp_path_factory):
     pd.concat([good, rows[rows["video_id"] == BAD]]).to_csv(demo / "poisoned.csv", index=False)
     assert (rows["video_id"] == BAD).any()
 
-    local, slurm = base / "local", base / "slurm"
-    local.mkdir(), slurm.mkdir()
+    local, slurm = base / "local", slurm_workdir(base / "slurm")
+    local.mkdir()
     cfg_good = write_config(base / "good.yaml", demo / "good.csv")
     cfg_poisoned = write_config(base / "poisoned.yaml", demo / "poisoned.csv")
-    profile = write_test_profile(base / "profile")
+    config_home = base / "xdg"
+    profile = install_site_profile(config_home, cfg_poisoned)
+    env_slurm = {**cluster["env"], "XDG_CONFIG_HOME": str(config_home)}
 
     # The injected failure: corrupt preprocessed frames of `circle`, newer than its clip.
     pre = slurm / "results" / "preprocess" / BAD
@@ -187,12 +221,13 @@ def runs(cluster, tmp_path_factory):
     env_local = {**_no_slurm_env(), "MOTIONMATCHER_GPU_COUNT": "0"}
     p_local = snakemake(local, cfg_good, REPO / "profiles" / "local", env_local,
                         "--cores", "2", "--set-threads", *threads)
-    p_slurm = snakemake(slurm, cfg_poisoned, profile, cluster["env"])
+    p_slurm = snakemake_profile_slurm(slurm, env_slurm, "poisoned")
     rc1, out1 = finish(p_slurm)
     rc_local, out_local = finish(p_local)
     assert rc_local == 0, out_local[-6000:]
     jobs_run1 = sacct(cluster["env"])
-    p_slurm2 = snakemake(slurm, cfg_good, profile, cluster["env"])
+    install_site_profile(config_home, cfg_good)  # the same command, now with the good manifest
+    p_slurm2 = snakemake_profile_slurm(slurm, env_slurm, "good")
     rc2, out2 = finish(p_slurm2)
     return {"local": local, "slurm": slurm, "rc1": rc1, "out1": out1, "rc2": rc2, "out2": out2,
             "jobs": jobs_run1, "jobs_after": sacct(cluster["env"]), "profile": profile}
@@ -218,6 +253,8 @@ def test_failed_video_is_reported_and_other_videos_finish(runs):
 
 def test_every_non_local_job_went_through_slurm(runs):
     out1, jobs = own_lines(runs["out1"]), runs["jobs"]
+    # `snakemake --profile slurm` as typed: the installed site profile plus the workflow profile
+    assert "Using profiles slurm and workflow specific profile profiles/default for setting" in runs["out1"]
     local_rules = set(re.findall(r"^localrule (\w+):", out1, re.M))
     remote_rules = set(re.findall(r"^rule (\w+):", out1, re.M))
     assert local_rules.isdisjoint(COMPUTE_RULES), local_rules
@@ -288,3 +325,37 @@ def test_results_equal_the_local_run(runs):
             a, b = pd.read_parquet(local / rel), pd.read_parquet(slurm / rel)
             drop = [c for c in volatile if c in a.columns]
             pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_exact=True)
+
+
+def test_stop_ends_orphaned_job_processes(cluster, tmp_path):
+    """Fault injection (runs last: it takes the cluster down): a job is running when the
+    controller dies (as when a test is killed mid-run), so `scancel` cannot reach it. stop.sh
+    must still end the job's processes (slurmstepd and the job script), found from its state."""
+    import time
+
+    env, state = cluster["env"], cluster["state"]
+    script = tmp_path / "orphan.sh"
+    script.write_text("#!/bin/bash\nsleep 900\n")
+    jid = subprocess.run(["sbatch", "--parsable", "-p", "debug", "--mem=100", "-o", str(tmp_path / "o.log"),
+                          str(script)], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    pids: list[int] = []
+    for _ in range(240):
+        out = subprocess.run(["scontrol", "listpids", jid], env=env, capture_output=True, text=True).stdout
+        pids = [int(ln.split()[0]) for ln in out.splitlines()[1:] if ln.split() and ln.split()[0].isdigit()]
+        if pids:
+            break
+        time.sleep(0.25)
+    assert pids, f"job {jid} did not start"
+    stepd = [int(p) for p in subprocess.run(["pgrep", "-P", (state / "pids" / "slurmd.pid").read_text().strip()],
+                                            capture_output=True, text=True).stdout.split()]
+    os.kill(int((state / "pids" / "slurmctld.pid").read_text()), 9)  # the controller dies
+    subprocess.run(["bash", str(STOP), str(state)], env=env, capture_output=True, timeout=300)
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except OSError:
+            return False
+
+    left = [p for p in pids + stepd if alive(p)]
+    assert not left, f"job processes still running after stop.sh: {left}"

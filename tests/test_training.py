@@ -103,3 +103,83 @@ def test_only_lora_weights_change(tiny_model, latents, tmp_path):
 def test_bad_timestep_range(tiny_model, latents, tmp_path):
     with pytest.raises(TrainingError, match="timestep range"):
         train(tiny_model, latents, "x", small_cfg(min_timestep=1000), seed=0, checkpoint_dir=tmp_path, progress=False)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_adapter(tiny_model_dir, tmp_path_factory):
+    from motionmatcher.models import load_t2v_model
+
+    m = load_t2v_model(tiny_model_dir)
+    lat = torch.randn(1, 4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    train(m, lat, "a ball rolls", small_cfg(), seed=3, checkpoint_dir=tmp_path_factory.mktemp("ref"), progress=False)
+    return lora_state(m.unet)
+
+
+def _crashed_run(tiny_model_dir, latents, ckdir, crash_step, **kw):
+    from motionmatcher.models import load_t2v_model
+
+    def crash(step, out):
+        if step == crash_step:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        train(load_t2v_model(tiny_model_dir), latents, "a ball rolls", small_cfg(**kw), seed=3,
+              checkpoint_dir=ckdir, progress=False, on_step=crash)
+
+
+def _zero_tensor_data(path):
+    """Overwrite the tensor bytes of a safetensors file with zeros (same size, valid header)."""
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    raw[8 + n:] = bytes(len(raw) - 8 - n)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("fault", ["truncated_tensors", "zeroed_tensors", "truncated_state"])
+def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, latents, tmp_path, fault, caplog,
+                                                                uninterrupted_adapter):
+    """Fault injection: the newest resume checkpoint is damaged. The run warns naming it,
+    resumes from the one before and still ends with the uninterrupted run's adapter."""
+    from motionmatcher.models import load_t2v_model
+
+    _crashed_run(tiny_model_dir, latents, tmp_path / "b", 5)
+    last = tmp_path / "b" / "step-000004"
+    assert (tmp_path / "b" / "step-000002").is_dir(), "the previous checkpoint is kept"
+    if fault == "truncated_tensors":
+        f = last / "trainable.safetensors"
+        f.write_bytes(f.read_bytes()[:100])
+    elif fault == "zeroed_tensors":
+        _zero_tensor_data(last / "trainable.safetensors")
+    else:
+        f = last / "state.json"
+        f.write_text(f.read_text()[:50])
+    m = load_t2v_model(tiny_model_dir)
+    record = {}
+    with caplog.at_level("WARNING"):
+        _, log = train(m, latents, "a ball rolls", small_cfg(), seed=3, checkpoint_dir=tmp_path / "b",
+                       progress=False, record=record)
+    assert str(last) in caplog.text
+    assert record["resumed_from"] == str(tmp_path / "b" / "step-000002")
+    assert record["resumed_at_step"] == 2
+    assert [s["path"] for s in record["skipped_checkpoints"]] == [str(last)]
+    assert list(log["step"]) == list(range(1, 7))
+    expected, got = uninterrupted_adapter, lora_state(m.unet)
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
+
+
+def test_no_good_checkpoint_starts_over(tiny_model_dir, latents, tmp_path, caplog):
+    from motionmatcher.models import load_t2v_model
+
+    _crashed_run(tiny_model_dir, latents, tmp_path, 5)
+    for d in tmp_path.glob("step-*"):
+        _zero_tensor_data(d / "optimizer.safetensors")
+    record = {}
+    with caplog.at_level("WARNING"):
+        _, log = train(load_t2v_model(tiny_model_dir), latents, "a ball rolls", small_cfg(), seed=3,
+                       checkpoint_dir=tmp_path, progress=False, record=record)
+    assert "step-000004" in caplog.text and "step-000002" in caplog.text
+    assert "starts over" in caplog.text
+    assert record["resumed_from"] is None and len(record["skipped_checkpoints"]) == 2
+    assert list(log["step"]) == list(range(1, 7))

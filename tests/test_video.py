@@ -253,19 +253,9 @@ def test_write_mp4_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Mo
     write_mp4(smooth_clip(4, 16, 16), path, fps=8)
     before = path.read_bytes()
 
-    import imageio_ffmpeg
-
-    real = imageio_ffmpeg.write_frames
-
-    def broken(*args, **kwargs):  # yields a few frames then fails, like a crashed ffmpeg
-        gen = real(*args, **kwargs)
-        gen.send(None)
-        gen.send(np.zeros((16, 16, 3), np.uint8))
-        gen.close()  # ffmpeg has exited (and written a partial temp file)
-        raise OSError("simulated ffmpeg crash")
-        yield  # pragma: no cover
-
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", broken)
+    bin_dir = tmp_path.parent / f"{tmp_path.name}-bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", _broken_ffmpeg(bin_dir, 1))  # a crashed ffmpeg
     with pytest.raises((VideoError, OSError)):
         write_mp4(smooth_clip(4, 16, 16), path, fps=8)
     assert path.read_bytes() == before
@@ -342,3 +332,58 @@ def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
     save_png(np.zeros((4, 4, 3), np.uint8), png)
     for path in (mp4, png):
         assert path.stat().st_mode & 0o777 == expected, oct(path.stat().st_mode)
+
+
+def _broken_ffmpeg(tmp_path: Path, status: int) -> str:
+    """An ffmpeg that encodes, then loses the second half of the file (a full disk while
+    writing the trailer) and exits with ``status``; decoding runs the real ffmpeg."""
+    import imageio_ffmpeg
+
+    real = imageio_ffmpeg.get_ffmpeg_exe()
+    exe = tmp_path / "ffmpeg"
+    exe.write_text(f"""#!/usr/bin/env bash
+case " $* " in *" libx264 "*) ;; *) exec "{real}" "$@" ;; esac
+"{real}" "$@"
+out="${{@: -1}}"
+truncate -s $(( $(stat -c %s "$out") / 2 )) "$out"
+echo "av_interleaved_write_frame(): No space left on device" >&2
+exit {status}
+""")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+@pytest.mark.parametrize("status", [1, 0])
+def test_write_mp4_refuses_a_truncated_file(tmp_path: Path, monkeypatch, status: int) -> None:
+    """Fault injection: ffmpeg fails writing the trailer (exit 1), or truncates and claims
+    success (exit 0). Nothing is renamed into place, no temporary is left, the error names the
+    file."""
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", _broken_ffmpeg(tmp_path, status))
+    out = tmp_path / "videos" / "x.mp4"
+    with pytest.raises(VideoError) as err:
+        write_mp4(smooth_clip(8, 32, 32), out, fps=8)
+    assert str(out) in str(err.value)
+    if status:
+        assert "exit status 1" in str(err.value) and "No space left" in str(err.value)
+    assert list((tmp_path / "videos").iterdir()) == []
+
+
+def test_rule_log_receives_child_process_stderr(tmp_path: Path) -> None:
+    """setup_script points file descriptor 2 at the rule's log, so what ffmpeg (or any child)
+    prints on failure lands in the log, not on Snakemake's console."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "rule.log"
+    code = f"""
+import subprocess, sys, types
+from motionmatcher.runtime import setup_script
+smk = types.SimpleNamespace(log=[{str(log)!r}], resources=types.SimpleNamespace(), threads=1,
+                            rule="r", wildcards={{}})
+setup_script(smk)
+subprocess.run(["sh", "-c", "echo child-error-text >&2"])
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "child-error-text" in log.read_text()
+    assert "child-error-text" not in res.stderr

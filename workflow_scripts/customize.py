@@ -5,8 +5,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
-from motionmatcher.runtime import code_version, library_versions, load_tensors, setup_script, write_json
+from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
+from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
+from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
+from motionmatcher.tensor_files import read_checked
 from motionmatcher.training import TrainConfig, save_trained, train, trained_parts
 
 log = setup_script(snakemake)
@@ -14,14 +16,23 @@ p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
 dtype = resolve_dtype(p.dtype, device)
+# checked before the model loads: hash, model identity, number of frames
+latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
+                       shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"]
 # fp32 master weights: the base is loaded in fp32 and the forward runs under autocast on GPU.
 model = load_t2v_model(snakemake.input.model, device)
-latents = load_tensors(snakemake.input.latents, device)["latents"]
-cfg = TrainConfig.from_dict(p.train)
+attempt = int(getattr(snakemake.resources, "attempt", 1))
+level = memory_level(attempt, "train")
+train_settings, memory_changes = apply_memory_level(dict(p.train), "train", level)
+if memory_changes:
+    log.info("attempt %d: memory level %d: %s", attempt, level, memory_changes)
+cfg = TrainConfig.from_dict(train_settings)
 label = f"video {wc.video}, method {wc.method}"
 t0 = time.time()
-lcfg, frame = train(model, latents, p.caption, cfg, seed=int(p.seed),
-                    checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label)
+start = {}  # resumed_from / resumed_at_step / skipped_checkpoints
+with out_of_memory_hint("customize", "train", level, label):
+    lcfg, frame = train(model, latents, p.caption, cfg, seed=int(p.seed),
+                        checkpoint_dir=p.checkpoint_dir, dtype=dtype, label=label, record=start)
 seconds = time.time() - t0
 # adapter/: a plain peft adapter, or (declared `trainable:` parts) the trained tensors + index
 save_trained(model.unet, Path(snakemake.output.adapter).parent, lcfg)
@@ -32,7 +43,8 @@ write_json(snakemake.output.record, {
     "video_id": wc.video,
     "method": wc.method,
     "caption": p.caption,
-    "train": p.train,
+    "train": train_settings,
+    "memory": {"attempt": attempt, "level": level, "changed": memory_changes},
     "seed": int(p.seed),
     "device": str(device),
     "dtype": str(dtype),
@@ -40,6 +52,7 @@ write_json(snakemake.output.record, {
     "model_identity": model.identity,
     "latents": str(snakemake.input.latents),
     "seconds": seconds,
+    "resume": start,
     "parts": trained_parts(Path(snakemake.output.adapter).parent),
     "final_loss": float(frame["loss"].iloc[-1]),
     "code_version": code_version(),

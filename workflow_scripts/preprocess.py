@@ -1,7 +1,8 @@
 """Decode a reference video, pick its frames, resize + center-crop, write tensor + preview."""
 import torch
 
-from motionmatcher.runtime import save_tensors, setup_script, write_json
+from motionmatcher.runtime import setup_script, write_json
+from motionmatcher.tensor_files import write_checked
 from motionmatcher.video import read_video_frames, resize_center_crop, write_mp4
 
 log = setup_script(snakemake)
@@ -13,8 +14,8 @@ log.info("%s: %d frames of %dx%d at %.3g fps; using indices %s",
          snakemake.input.video, info["num_frames"], info["width"], info["height"], info["fps"],
          info["frame_indices"])
 frames = resize_center_crop(frames, int(p.width), int(p.height))
-save_tensors({"frames": torch.from_numpy(frames)}, snakemake.output.frames,
-             metadata={"video": snakemake.input.video, "layout": "FHWC uint8 RGB"})
+write_checked(snakemake.output.frames, {"frames": torch.from_numpy(frames)},
+              metadata={"video": snakemake.input.video, "layout": "FHWC uint8 RGB"})
 write_mp4(frames, snakemake.output.preview, fps=p.fps)
 write_json(snakemake.output.info, {
     "video_id": snakemake.wildcards.video,

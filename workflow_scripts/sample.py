@@ -4,8 +4,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
-from motionmatcher.runtime import load_tensors, save_tensors, setup_script
+from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
+from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
+from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
+from motionmatcher.tensor_files import read_checked, write_checked
 from motionmatcher.sampler import SamplingConfig, sample_videos
 from motionmatcher.tables import SAMPLES, write_table
 from motionmatcher.training import load_trained
@@ -15,36 +17,43 @@ log = setup_script(snakemake)
 p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
+inversion = read_checked(snakemake.input.inversion, device=device, model_identity=model_identity(snakemake.input.model),
+                         shapes={"inversion": [1, None, int(p.n_frames), None, None]})[0]["inversion"]
+reference = read_checked(snakemake.input.frames, shapes={"frames": [int(p.n_frames), int(p.height), int(p.width), 3]})[0]
 model = load_t2v_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
 adapter = snakemake.input.get("adapter") or None
-s = p.sample
+attempt = int(getattr(snakemake.resources, "attempt", 1))
+level = memory_level(attempt, "sample")
+s, memory_changes = apply_memory_level(dict(p.sample), "sample", level)
+if memory_changes:
+    log.info("attempt %d: memory level %d: %s", attempt, level, memory_changes)
 loaded = {"lora": [], "full": []}
 if adapter:  # all trained parts, or the method's `sample.load_parts` (MotionDirector: temporal)
     loaded = load_trained(model.unet, Path(adapter).parent, s.get("load_parts"))
     log.info("loaded parts %s", loaded)
 cfg = SamplingConfig(**{k: s[k] for k in SamplingConfig.__dataclass_fields__ if k in s})
-inversion = load_tensors(snakemake.input.inversion, device)["inversion"]
 
 rows = list(p.prompts)
-samples = sample_videos(
-    model,
-    [r["prompt"] for r in rows for _ in s["seeds"]],
-    [seed for _ in rows for seed in s["seeds"]],
-    n_frames=int(p.n_frames), height=int(p.height), width=int(p.width), cfg=cfg,
-    inversion_latents=inversion, has_adapter=bool(loaded["lora"]),
-    row_labels=[f"manifest row {r['row']} ({wc.video})" for r in rows for _ in s["seeds"]],
-)
+with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"):
+    samples = sample_videos(
+        model,
+        [r["prompt"] for r in rows for _ in s["seeds"]],
+        [seed for _ in rows for seed in s["seeds"]],
+        n_frames=int(p.n_frames), height=int(p.height), width=int(p.width), cfg=cfg,
+        inversion_latents=inversion, has_adapter=bool(loaded["lora"]),
+        row_labels=[f"manifest row {r['row']} ({wc.video})" for r in rows for _ in s["seeds"]],
+    )
 
 out_dir = Path(snakemake.output.videos)
 out_dir.mkdir(parents=True, exist_ok=True)
-records, sheet_rows = [], [("reference", load_tensors(snakemake.input.frames)["frames"].numpy())]
+records, sheet_rows = [], [("reference", reference["frames"].numpy())]
 meta = [(r, seed) for r in rows for seed in s["seeds"]]
 for (row, seed), smp in zip(meta, samples):
     stem = f"{row['prompt_id']}_s{seed}"
     mp4, tensors = out_dir / f"{stem}.mp4", out_dir / f"{stem}.safetensors"
     write_mp4(smp["frames"], mp4, fps=p.fps)
-    save_tensors({"frames": torch.from_numpy(smp["frames"])}, tensors,
-                 metadata={"prompt": row["prompt"], "seed": seed, "method": wc.method})
+    write_checked(tensors, {"frames": torch.from_numpy(smp["frames"])}, model_identity=model.identity,
+                  metadata={"prompt": row["prompt"], "seed": seed, "method": wc.method})
     sheet_rows.append((f"{row['prompt_id']} s{seed}: {row['prompt']}", smp["frames"]))
     records.append({
         "video_id": wc.video, "method": wc.method, "prompt_id": row["prompt_id"],
@@ -58,4 +67,10 @@ for (row, seed), smp in zip(meta, samples):
     })
 save_png(contact_sheet(sheet_rows, n_cols=int(s.get("contact_sheet_frames", 4))), snakemake.output.sheet)
 write_table(pd.DataFrame(records), SAMPLES, snakemake.output.table)
+write_json(snakemake.output.record, {
+    "video_id": wc.video, "method": wc.method, "sample": s, "loaded_parts": loaded,
+    "memory": {"attempt": attempt, "level": level, "changed": memory_changes},
+    "model_identity": model.identity, "n_samples": len(records),
+    "code_version": code_version(), "libraries": library_versions(),
+})
 log.info("%d samples -> %s", len(records), out_dir)

@@ -1,0 +1,103 @@
+"""Checked tensor files (motionmatcher.tensor_files): faults are caught and named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from motionmatcher.runtime import save_tensors
+from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
+
+
+@pytest.fixture()
+def cached(tmp_path):
+    path = tmp_path / "latents.safetensors"
+    t = {"latents": torch.randn(1, 4, 8, 8, 8, generator=torch.Generator().manual_seed(0))}
+    write_checked(path, t, model_identity="tiny-abc", metadata={"scaling_factor": 0.18})
+    return path, t
+
+
+def zero_data(path):
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    raw[8 + n:] = bytes(len(raw) - 8 - n)
+    path.write_bytes(bytes(raw))
+
+
+def test_round_trip_checks_pass(cached):
+    path, t = cached
+    got, meta = read_checked(path, model_identity="tiny-abc", shapes={"latents": [1, None, 8, None, None]})
+    assert torch.equal(got["latents"], t["latents"])
+    assert meta["model_identity"] == "tiny-abc" and meta["scaling_factor"] == "0.18"
+    assert str(path) in meta["rebuild"]
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("truncate", "not a readable safetensors"),
+    ("zero", "sha256"),
+    ("flip", "sha256"),
+    ("delete", "missing"),
+])
+def test_damaged_file_is_named_with_its_rebuild_command(cached, fault, words):
+    path, _ = cached
+    if fault == "truncate":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif fault == "zero":
+        zero_data(path)
+    elif fault == "flip":
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x40
+        path.write_bytes(bytes(raw))
+    else:
+        path.unlink()
+    with pytest.raises(CorruptFileError) as e:
+        read_checked(path)
+    msg = str(e.value)
+    assert str(path) in msg and words in msg
+    assert f"snakemake --force {path}" in msg
+
+
+def test_other_model_or_shape_is_refused(cached):
+    path, _ = cached
+    with pytest.raises(CorruptFileError, match="made with model 'tiny-abc', this run uses 'zeroscope"):
+        read_checked(path, model_identity="zeroscope-123")
+    with pytest.raises(CorruptFileError, match=r"shape \[1, 4, 8, 8, 8\], expected \[1, None, 16"):
+        read_checked(path, shapes={"latents": [1, None, 16, None, None]})
+
+
+def test_file_without_hash_is_refused(tmp_path):
+    path = tmp_path / "old.safetensors"
+    save_tensors({"x": torch.ones(3)}, path)
+    with pytest.raises(CorruptFileError, match="no content hash"):
+        read_checked(path)
+
+
+def test_identical_writes_give_identical_bytes_across_processes(tmp_path):
+    """safetensors orders metadata by a randomly seeded hash map; ours is sorted."""
+    code = ("import sys, torch; from motionmatcher.runtime import save_tensors; "
+            "save_tensors({'a': torch.arange(4.0)}, sys.argv[1], metadata={k: i for i, k in enumerate('abcdefghij')})")
+    outs = []
+    for i in range(3):
+        out = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
+    import os
+
+    from motionmatcher import runtime
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        runtime.write_json(tmp_path / "x.json", {"a": 1})
+    with pytest.raises(OSError):
+        save_tensors({"a": torch.ones(2)}, tmp_path / "y.safetensors")
+    assert list(tmp_path.iterdir()) == []
