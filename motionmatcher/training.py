@@ -67,7 +67,7 @@ class TrainConfig:
     grad_clip: float | None = None
     checkpoint_every: int = 50
     gradient_checkpointing: bool = False
-    lora: dict = field(default_factory=lambda: {"rank": 32, "dropout": 0.1, "targets": "all_transformer_linears"})
+    lora: dict = field(default_factory=lambda: {"rank": 32, "dropout": 0.1, "targets": "motionmatcher"})
     #: named trainable parts (see the module docstring); None: one LoRA adapter from ``lora``.
     trainable: dict | None = None
 
