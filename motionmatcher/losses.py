@@ -39,9 +39,15 @@ temporal layer bypassed (:func:`temporal_layers_bypassed`) and the temporal LoRA
 ``L_s = ‖ε̂(z_t[f]) − ε[f]‖²``. The **temporal path** runs the whole clip with both LoRAs on
 (the spatial one off on a skipped step, as the official code) and adds the
 appearance-debiased term with a random anchor frame ``a`` (:func:`appearance_debiased_mse`):
-``L_t = ‖ε̂ − ε‖² + ‖√(β²+1)·ε̂ − β·ε̂_a − (√(β²+1)·ε − β·ε_a)‖²``. ``loss = L_s + L_t``: one
-backward gives the gradients the official code accumulates from its two ``backward()`` calls
-before its optimizer steps.
+``L_t = ‖ε̂ − ε‖² + ‖√(β²+1)·ε̂ − β·ε̂_a − (√(β²+1)·ε − β·ε_a)‖²``.
+
+Updates, as the official loop (``backward(L_s)``, spatial optimizer step, then
+``backward(L_t)``, temporal optimizer step): the spatial LoRA is stepped from ``∇L_s`` only and
+the temporal LoRA from ``∇L_t`` only. Here one ``backward()`` of ``loss = L_s + L_t`` gives
+exactly that, because the temporal path's graph does not reach the spatial LoRA weights (it
+runs with them, but with their ``requires_grad`` off) and the spatial path runs with the
+temporal LoRA off. (Both official forwards run before the spatial step, so both see the same
+spatial weights, as here.)
 
 **VMC** (Jeong et al. 2024, motion distillation): with frame residuals
 ``R(x) = |x[:, :, 1:] − x[:, :, :-1]|`` on (B, C, F, h, w),
@@ -329,6 +335,20 @@ def temporal_layers_bypassed(unet: torch.nn.Module):
             parent._modules[child] = layer
 
 
+@contextmanager
+def _no_grad_to(unet: torch.nn.Module, adapter: str):
+    """The adapter stays in the forward, but the graph does not reach its weights
+    (``requires_grad`` off inside the block, put back after)."""
+    params = [p for n, p in unet.named_parameters() if f".{adapter}." in n and "lora_" in n and p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield unet
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def appearance_debiased_mse(pred: torch.Tensor, target: torch.Tensor, anchor: int,
                             beta: float = 1.0) -> torch.Tensor:
     """MotionDirector's appearance-debiased term on (B, C, F, h, w):
@@ -390,7 +410,8 @@ def motiondirector_loss(
         l_s = F.mse_loss(pred_s.float(), target[:, :, frame : frame + 1])
         loss = loss + l_s
         out["spatial"] = l_s.detach()
-    with adapters_disabled(unet, [spatial_adapter]) if skip else nullcontext():
+    # skipped: the spatial LoRA is off; else on, but L_t must not reach its weights
+    with adapters_disabled(unet, [spatial_adapter]) if skip else _no_grad_to(unet, spatial_adapter):
         pred = unet(noisy, timesteps, encoder_hidden_states=text_embeddings, return_dict=False)[0]
     l_t = F.mse_loss(pred.float(), target)
     l_ad = appearance_debiased_mse(pred, target, anchor, beta)

@@ -319,3 +319,22 @@ def test_noise_prediction_loss_base_dropout_option(base):
     on = [noise_prediction_loss(unet, sched, latents, noise, t, emb)["loss"] for _ in range(2)]
     assert torch.equal(off[0], off[1])
     assert not torch.equal(on[0], on[1])
+
+
+def test_no_base_dropout_under_gradient_checkpointing(base):
+    """Recomputation in backward runs with the dropout state of the forward (p = 0)."""
+    from motionmatcher.checkpointing import disable_gradient_checkpointing, enable_gradient_checkpointing
+
+    unet, params = _lora_unet(base, dropout=0.0)
+    _nonzero_temporal_convs(unet)
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch(size=16, t=(700,))
+    grads = []
+    for ckpt in (False, True):
+        (enable_gradient_checkpointing if ckpt else disable_gradient_checkpointing)(unet)
+        for p in params:
+            p.grad = None
+        motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"].backward()
+        grads.append(_grads(params))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-12)

@@ -426,3 +426,63 @@ def test_motiondirector_loss_names_missing_adapters(model, latents, tmp_path):
     with pytest.raises(ValueError, match="no LoRA adapter"):
         train(model, latents, "x", small("motionmatcher", loss="motiondirector", loss_kwargs={}, min_timestep=0),
               seed=0, checkpoint_dir=tmp_path, progress=False)
+
+
+def _md_setup(model, latents):
+    unet = model.unet
+    named, _ = attach_trainable(unet, small("motiondirector"))
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # non-zero B: the spatial LoRA changes the temporal path's output
+        for n, p in named.items():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    unet.train()
+    for m in unet.modules():  # base and LoRA dropout off: the two computations must agree exactly
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(3))
+    text = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(4))
+    spatial = {n: p for n, p in named.items() if ".spatial." in n}
+    temporal = {n: p for n, p in named.items() if ".temporal." in n}
+    return unet, noise, text, spatial, temporal
+
+
+def _md_grads(unet, scheduler, latents, noise, text, params):
+    for p in params.values():
+        p.grad = None
+    out = motiondirector_loss(unet, scheduler, latents, noise, torch.tensor([400]), text,
+                              spatial_skip_prob=0.0, generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    return out, {n: None if p.grad is None else p.grad.clone() for n, p in params.items()}
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_motiondirector_spatial_lora_is_stepped_from_the_spatial_loss_only(model, latents, checkpointing):
+    """Official loop: backward(L_s) -> spatial step; backward(L_t) -> temporal step. The spatial
+    LoRA's gradient is ∇L_s alone, the temporal LoRA's ∇L_t alone."""
+    from motionmatcher.checkpointing import enable_gradient_checkpointing
+
+    unet, noise, text, spatial, temporal = _md_setup(model, latents)
+    scheduler = model.ddim_scheduler()
+    if checkpointing:
+        enable_gradient_checkpointing(unet)
+    out, grads = _md_grads(unet, scheduler, latents, noise, text, {**spatial, **temporal})
+
+    # L_s alone, by hand: the same frame, temporal layers bypassed, temporal LoRA off
+    g = torch.Generator().manual_seed(0)
+    torch.rand((), generator=g)
+    frame = int(torch.randint(0, latents.shape[2], (1,), generator=g))
+    for p in spatial.values():
+        p.grad = None
+    t = torch.tensor([400])
+    noisy = scheduler.add_noise(latents, noise, t)
+    with lora_lib.adapters_disabled(unet, ["temporal"]), temporal_layers_bypassed(unet):
+        pred = unet(noisy[:, :, frame:frame + 1], t, encoder_hidden_states=text).sample
+    l_s = torch.nn.functional.mse_loss(pred, noise[:, :, frame:frame + 1])
+    torch.testing.assert_close(l_s.detach(), out["spatial"], rtol=1e-6, atol=0)
+    l_s.backward()
+    for n, p in spatial.items():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-5, atol=1e-10, msg=n)
+    # the temporal path does run through the spatial LoRA (it changes ε̂), yet adds nothing to it
+    assert any(grads[n] is not None and grads[n].abs().sum() > 0 for n in temporal)
+    assert all(p.requires_grad for p in {**spatial, **temporal}.values())
