@@ -68,11 +68,20 @@ def adapter_input(wc):
     return []
 
 
+def inversion_input(wc):
+    """A trained method's noise prior is inverted with its own weights (rule method_inversion)
+    unless `inversion.with_method` is false; the base model's otherwise."""
+    m = method_config(config, wc.method)
+    if m["trains"] and config["inversion"].get("with_method", True) and m["sample"]["noise_prior"] > 0:
+        return f"{R}/inversion/{wc.method}/{wc.video}.safetensors"
+    return f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors"
+
+
 def sample_inputs(wc):
     return {
         "model": MODEL_DIR,
         "frames": f"{R}/preprocess/{wc.video}/frames.safetensors",
-        "inversion": f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors",
+        "inversion": inversion_input(wc),
         "adapter": adapter_input(wc),
     }
 

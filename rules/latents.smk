@@ -43,3 +43,29 @@ rule cache_inversion:
         gpu=1,
     script:
         "../workflow_scripts/cache_inversion.py"
+
+
+rule method_inversion:
+    input:
+        latents=rules.cache_latents.output.latents,
+        model=MODEL_DIR,
+        adapter=f"{R}/customize/{{method}}/{{video}}/adapter/adapter_model.safetensors",
+    output:
+        inversion=f"{R}/inversion/{{method}}/{{video}}.safetensors",
+    params:
+        num_steps=config["inversion"]["num_steps"],
+        prompt=config["inversion"]["prompt"],
+        parts=lambda wc: method_config(config, wc.method)["sample"].get("load_parts"),
+        device=config["device"],
+        dtype=config["dtype"],
+    log:
+        f"{R}/logs/method_inversion/{{method}}/{{video}}.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=30,
+        gpu=1,
+    script:
+        "../workflow_scripts/cache_inversion.py"
