@@ -90,6 +90,12 @@ def _check(name: str, train: dict | None, sample: dict) -> None:
             parts = list(trainable)
         else:
             parts = ["motion"]  # the one adapter of a `lora:` method (motionmatcher.lora.DEFAULT_ADAPTER)
+    seeds = sample.get("seeds") or []
+    if sample.get("noise_prior") == 1.0 and not sample.get("eta") and len(set(seeds)) > 1:
+        raise MethodError(
+            f"method {name!r}: sample.noise_prior 1.0 with eta 0 starts every seed from the same "
+            f"inverted latents and draws the same video {len(set(seeds))} times (seeds {seeds}); set "
+            "`sample: {seeds: [one seed]}` (VMC's official inference samples once per prompt) or eta > 0")
     load = sample.get("load_parts")
     if load is not None:
         if train is None:

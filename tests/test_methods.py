@@ -486,3 +486,22 @@ def test_motiondirector_spatial_lora_is_stepped_from_the_spatial_loss_only(model
     # the temporal path does run through the spatial LoRA (it changes ε̂), yet adds nothing to it
     assert any(grads[n] is not None and grads[n].abs().sum() > 0 for n in temporal)
     assert all(p.requires_grad for p in {**spatial, **temporal}.values())
+
+
+def test_vmc_samples_once_per_prompt():
+    """Noise prior 1, η = 0: every seed would start from the same inverted latents and draw the
+    same video; VMC samples once per prompt (as its official inference), more seeds are refused."""
+    from motionmatcher.sampler import initial_latents
+
+    z_inv = torch.randn(1, 4, 2, 4, 4)
+    a, b = (initial_latents(z_inv.shape, torch.Generator().manual_seed(s), z_inv, 1.0) for s in (0, 1))
+    assert torch.equal(a, b)
+    for path in ("config.yaml", "paper.yaml"):
+        cfg = yaml.safe_load((REPO / "config" / path).read_text())
+        assert len(method_config(cfg, "vmc")["sample"]["seeds"]) == 1
+        bad = copy.deepcopy(cfg)
+        bad["methods"]["vmc"]["sample"]["seeds"] = [0, 1, 2]
+        with pytest.raises(MethodError, match="vmc.*same video"):
+            method_config(bad, "vmc")
+        bad["methods"]["vmc"]["sample"]["eta"] = 0.5
+        assert method_config(bad, "vmc")["sample"]["seeds"] == [0, 1, 2]
