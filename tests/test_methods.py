@@ -97,7 +97,7 @@ def test_config_declares_every_method():
     assert ddpm["train"]["loss"] == "noise_prediction" and ddpm["train"]["min_timestep"] == 0
     assert ddpm["train"]["lora"] == method_config(CONFIG, "motionmatcher")["train"]["lora"]
     md = method_config(CONFIG, "motiondirector")
-    assert md["sample"]["load_parts"] == ["temporal"] and md["sample"]["noise_prior"] == 0.0
+    assert md["sample"]["load_parts"] == ["temporal"] and md["sample"]["noise_prior"] == 0.5
     assert md["train"]["lr"] == 5e-4
     vmc = method_config(CONFIG, "vmc")
     assert vmc["train"]["grad_clip"] == 1.0 and vmc["train"]["lr"] == 1e-4
