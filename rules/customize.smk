@@ -8,7 +8,8 @@ rule customize:
         train_log=f"{R}/customize/{{method}}/{{video}}/train_log.parquet",
         record=f"{R}/customize/{{method}}/{{video}}/run.json",
     params:
-        train=lambda wc: method_config(config, wc.method)["train"],
+        train=lambda wc: method_config(config, wc.method, wc.video)["train"],
+        video_override=lambda wc: video_override(config, wc.method, wc.video),
         caption=video_param("caption"),
         seed=config["seed"],
         checkpoint_dir=lambda wc: f"{C}/checkpoints/{MODEL_TAG}/{wc.method}/{wc.video}",
@@ -20,8 +21,8 @@ rule customize:
         ENV
     threads: 2
     resources:
-        mem_mb=lambda wc: method_config(config, wc.method)["resources"]["mem_mb"],
-        runtime=lambda wc: method_config(config, wc.method)["resources"]["runtime"],
+        mem_mb=lambda wc: method_config(config, wc.method, wc.video)["resources"]["mem_mb"],
+        runtime=lambda wc: method_config(config, wc.method, wc.video)["resources"]["runtime"],
         gpu=1,
     script:
         "../workflow_scripts/customize.py"

@@ -55,7 +55,7 @@ rule method_inversion:
     params:
         num_steps=config["inversion"]["num_steps"],
         prompt=config["inversion"]["prompt"],
-        parts=lambda wc: method_config(config, wc.method)["sample"].get("load_parts"),
+        parts=lambda wc: method_config(config, wc.method, wc.video)["sample"].get("load_parts"),
         device=config["device"],
         dtype=config["dtype"],
     log:

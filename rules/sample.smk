@@ -6,7 +6,7 @@ rule sample:
         table=f"{R}/samples/{{method}}/{{video}}/samples.parquet",
         sheet=f"{R}/samples/{{method}}/{{video}}/contact_sheet.png",
     params:
-        sample=lambda wc: method_config(config, wc.method)["sample"],
+        sample=lambda wc: method_config(config, wc.method, wc.video)["sample"],
         prompts=video_prompts,
         n_frames=V["n_frames"],
         width=V["width"],

@@ -505,3 +505,70 @@ def test_vmc_samples_once_per_prompt():
             method_config(bad, "vmc")
         bad["methods"]["vmc"]["sample"]["eta"] = 0.5
         assert method_config(bad, "vmc")["sample"]["seeds"] == [0, 1, 2]
+
+
+# ---- per-video overrides ------------------------------------------------------------------------
+
+
+def _with_overrides(tmp_path, text: str) -> dict:
+    cfg = copy.deepcopy(CONFIG)
+    f = tmp_path / "over.yaml"
+    f.write_text(text)
+    cfg["video_overrides"] = str(f)
+    return cfg
+
+
+def test_video_overrides_apply_per_video_and_along_extends(tmp_path):
+    cfg = _with_overrides(tmp_path, """
+car_roundabout:
+  motionmatcher:
+    train: {steps: 7, loss_kwargs: {ca_weight: 8000.0, tsa_weight: 800.0}}
+    sample: {noise_prior: 0.2}
+""")
+    mm = method_config(cfg, "motionmatcher", "car_roundabout")
+    assert mm["train"]["steps"] == 7 and mm["sample"]["noise_prior"] == 0.2
+    assert mm["train"]["loss_kwargs"]["ca_weight"] == 8000.0 and mm["train"]["loss_kwargs"]["tsa_weight"] == 800.0
+    assert mm["train"]["min_timestep"] == 500  # untouched keys kept
+    ca = method_config(cfg, "motionmatcher_ca", "car_roundabout")  # the ablation keeps its own 0
+    assert ca["train"]["loss_kwargs"]["ca_weight"] == 8000.0 and ca["train"]["loss_kwargs"]["tsa_weight"] == 0.0
+    assert method_config(cfg, "motionmatcher", "bear") == method_config(CONFIG, "motionmatcher")
+    assert method_config(cfg, "ddpm_lora", "car_roundabout") == method_config(CONFIG, "ddpm_lora")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bear:\n  nosuch: {train: {steps: 2}}\n", r"over\.yaml: video 'bear': method 'nosuch' is not defined"),
+    ("bear:\n  motionmatcher: {train: {stepz: 2}}\n", r"over\.yaml: video 'bear': method 'motionmatcher': unknown train key 'stepz'"),
+    ("bear:\n  motionmatcher: {sample: {noise_priors: 0.2}}\n", r"video 'bear': method 'motionmatcher': unknown sample key 'noise_priors'"),
+    ("bear:\n  motionmatcher: {resources: {mem_mb: 2}}\n", r"video 'bear': method 'motionmatcher': unknown key 'resources'"),
+    ("bear:\n  base: {train: {steps: 2}}\n", r"video 'bear': method 'base' trains nothing"),
+    ("bear: [1, 2]\n", r"video 'bear': must map method names"),
+    ("bear: {motionmatcher: {train: [", r"over\.yaml: not valid YAML"),
+])
+def test_video_overrides_errors_name_file_video_and_key(tmp_path, text, message):
+    cfg = _with_overrides(tmp_path, text)
+    with pytest.raises(MethodError, match=message):
+        method_config(cfg, "motionmatcher", "bear")
+
+
+def test_video_overrides_missing_file(tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    cfg["video_overrides"] = str(tmp_path / "absent.yaml")
+    with pytest.raises(MethodError, match=r"absent\.yaml: no such file"):
+        method_config(cfg, "motionmatcher", "bear")
+
+
+def test_paper_ships_the_official_per_video_settings(monkeypatch):
+    """config/paper_video_overrides.yaml: bear 200 steps + noise prior 0.2, car_roundabout CA 8000
+    / TSA 800 (the official configs at 08d83e5); every other official video uses the defaults."""
+    monkeypatch.chdir(REPO)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert paper["video_overrides"] == "config/paper_video_overrides.yaml"
+    bear = method_config(paper, "motionmatcher", "bear")
+    assert bear["train"]["steps"] == 200 and bear["sample"]["noise_prior"] == 0.2
+    car = method_config(paper, "motionmatcher", "car_roundabout")["train"]["loss_kwargs"]
+    assert (car["ca_weight"], car["tsa_weight"]) == (8000.0, 800.0)
+    for video in ("bus", "car_turn", "cat", "dog", "eiffel", "gold_fish"):
+        mm = method_config(paper, "motionmatcher", video)
+        assert mm["train"]["steps"] == 400 and mm["sample"]["noise_prior"] == 0.3
+        assert (mm["train"]["loss_kwargs"]["ca_weight"], mm["train"]["loss_kwargs"]["tsa_weight"]) == (2000.0, 2000.0)
+        assert mm["train"]["min_timestep"] == 500 and mm["train"]["lr"] == 5e-4

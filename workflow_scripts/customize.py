@@ -33,6 +33,7 @@ write_json(snakemake.output.record, {
     "method": wc.method,
     "caption": p.caption,
     "train": p.train,
+    "video_override": dict(p.video_override),  # this video's overrides, per method of the chain
     "seed": int(p.seed),
     "device": str(device),
     "dtype": str(dtype),
