@@ -158,6 +158,7 @@ def motion_matching_loss(
     temporal_attn_layers: Sequence[str] = ("attn1", "attn2"),
     target_no_grad: bool = True,
     base_dropout: bool = False,
+    fp32_extractor: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Motion feature matching loss ``λ_CA·MSE(CA(ẑ), CA(z*)) + λ_TSA·MSE(TSA(ẑ), TSA(z*))``.
 
@@ -184,6 +185,9 @@ def motion_matching_loss(
             (:func:`base_dropout_disabled` around all three forwards), as the official UNet,
             built with dropout 0: the matched signal ``ẑ − z* = c·(ε̂ − ε)`` with
             ``|c| ≈ 0.003–0.006`` for t ∈ [500, 1000) is far below dropout's noise.
+        fp32_extractor: run both feature-extractor passes in float32 (autocast off) while the
+            ``ε̂`` forward stays under the caller's autocast (the DDIM step and the MSE are
+            float32 always); see README "Precision".
 
     Returns:
         ``{"loss": weighted total, "ca": MSE of CA, "tsa": MSE of TSA}`` -- scalar float32
@@ -212,7 +216,8 @@ def motion_matching_loss(
         prev_t = (timesteps - num_denoise_steps).clamp(min=0)
         z_pred = ddim_step(noisy, noise_pred, timesteps, prev_t, ac)
 
-        with _restore_requires_grad(unet), lora_disabled(unet):
+        fp32 = torch.autocast(latents.device.type, enabled=False) if fp32_extractor else nullcontext()
+        with _restore_requires_grad(unet), lora_disabled(unet), fp32:
             with torch.no_grad() if target_no_grad else nullcontext():
                 z_target = ddim_step(noisy, noise, timesteps, prev_t, ac)
                 ca_tgt, tsa_tgt = motion_features(unet, z_target, prev_t, text_embeddings, **feature_kwargs)
@@ -222,13 +227,13 @@ def motion_matching_loss(
     loss = torch.zeros((), device=latents.device)
     out = {}
     if do_ca:
-        l_ca = F.mse_loss(ca_pred, ca_tgt)
+        l_ca = F.mse_loss(ca_pred.float(), ca_tgt.float())
         loss = loss + ca_weight * l_ca
         out["ca"] = l_ca.detach()
     else:
         out["ca"] = nan
     if do_tsa:
-        l_tsa = F.mse_loss(tsa_pred, tsa_tgt)
+        l_tsa = F.mse_loss(tsa_pred.float(), tsa_tgt.float())
         loss = loss + tsa_weight * l_tsa
         out["tsa"] = l_tsa.detach()
     else:

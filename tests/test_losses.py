@@ -338,3 +338,20 @@ def test_no_base_dropout_under_gradient_checkpointing(base):
         grads.append(_grads(params))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-12)
+
+
+def test_fp32_extractor_under_bf16_autocast(base):
+    """bf16's 8-bit mantissa is the size of the matched signal: the extractor in fp32 keeps the
+    loss close to the fp32 one where all-bf16 does not (figures: benchmarks/precision.py)."""
+    unet, _ = _lora_unet(base, dropout=0.0, std=1e-3)
+    _nonzero_temporal_convs(unet)
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch(frames=4, size=16, t=(750,))
+    ref = motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"].item()
+    same = motion_matching_loss(unet, sched, latents, noise, t, emb, fp32_extractor=True)["loss"].item()
+    assert same == ref  # no autocast: nothing changes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = motion_matching_loss(unet, sched, latents, noise, t, emb, fp32_extractor=True)["loss"].item()
+        low = motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"].item()
+    assert abs(mixed - ref) / ref < 2e-2
+    assert abs(low - ref) / ref > 10 * abs(mixed - ref) / ref
