@@ -14,8 +14,10 @@ forward that ran with different module state than the one at backward time would
 recomputed wrongly -- MotionMatcher's extractor runs with the LoRA disabled and with
 capturing attention processors, both switched back before the loss is backpropagated. So
 the wrapper snapshots, at forward time, the state that changes a sub-module's computation
--- each ``Attention``'s processor and each peft LoRA layer's enabled flag, active adapters
-and scaling -- and re-applies exactly that state during recomputation (restoring the
+-- each ``Attention``'s processor, each peft LoRA layer's enabled flag, active adapters,
+scaling and weights' ``requires_grad`` (MotionDirector's temporal path), each dropout's ``p``
+(MotionMatcher switches the base model's dropout off) -- and re-applies exactly that state
+during recomputation (restoring the
 then-current state afterwards). Dropout masks are recomputed identically
 (``preserve_rng_state=True``, the default). (The official implementation switches the LoRA
 scale instead and does not do this, so with its ``gradient_checkpointing: True`` the
@@ -60,20 +62,30 @@ def _snapshot(module: torch.nn.Module):
     """The state that changes ``module``'s computation without being an input or a weight."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    procs, tuners = [], []
+    procs, tuners, drops, grads = [], [], [], []
     for m in module.modules():
         if isinstance(m, BaseTunerLayer):
             tuners.append((m, m._disable_adapters, m._active_adapter,
                            dict(getattr(m, "scaling", {}))))
+            grads += [(p, p.requires_grad) for p in m.parameters()]
         elif hasattr(m, "set_processor") and hasattr(m, "processor"):
             procs.append((m, m.processor))
-    return procs, tuners
+        elif isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            drops.append((m, m.p))
+    return procs, tuners, drops, grads
 
 
 def _apply(state):
     """Apply a snapshot; return the snapshot of what was there (to restore)."""
-    procs, tuners = state
+    procs, tuners, drops, grads = state
     undo_procs, undo_tuners = [], []
+    undo_drops = [(m, m.p) for m, p in drops if m.p != p]
+    for m, p in drops:
+        m.p = p
+    undo_grads = [(p, p.requires_grad) for p, flag in grads if p.requires_grad != flag]
+    for p, flag in grads:
+        if p.requires_grad != flag:
+            p.requires_grad_(flag)
     for m, proc in procs:
         if m.processor is not proc:
             undo_procs.append((m, m.processor))
@@ -90,7 +102,7 @@ def _apply(state):
             if cur_scaling is not None:
                 cur_scaling.clear()
                 cur_scaling.update(scaling)
-    return undo_procs, undo_tuners
+    return undo_procs, undo_tuners, undo_drops, undo_grads
 
 
 def _run_with_state(module, state, *args, **kwargs):

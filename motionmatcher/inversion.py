@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["ddim_inversion", "make_ddim_scheduler"]
+__all__ = ["ddim_inversion", "invert_reference", "make_ddim_scheduler"]
 
 
 def make_ddim_scheduler(scheduler_or_config):
@@ -116,3 +116,23 @@ def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
         if return_trajectory:
             result["trajectory"] = torch.stack(trajectory)
     return result
+
+
+def invert_reference(model, latents: torch.Tensor, prompt: str = "", num_steps: int = 75, *,
+                     weights_dir=None, parts=None, progress: bool = True) -> torch.Tensor:
+    """The noise prior of a method: :func:`ddim_inversion` of a reference's latents with the
+    method's trained weights on the UNet, as each official inference does (MotionMatcher: its
+    LoRA at scale 1; MotionDirector: its temporal LoRA; VMC: its fine-tuned UNet).
+
+    ``weights_dir``: a saved method (:func:`motionmatcher.training.save_trained`), put onto
+    ``model.unet`` in place (``parts``: the ones loaded at sampling, None: all); None inverts
+    with the base model. The adapters are active at every timestep, scale 1. Returns z_T
+    (float32).
+    """
+    if weights_dir is not None:
+        from .training import load_trained
+
+        load_trained(model.unet, weights_dir, parts)
+    text = model.encode_prompt([prompt])
+    return ddim_inversion(model.unet, model.scheduler_config, latents.float(), text,
+                          num_steps=num_steps, progress=progress)["latents"].float()

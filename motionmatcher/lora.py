@@ -38,6 +38,12 @@ SPATIAL_SELF_ATTN_FF = rf".*\.attentions\.\d+\.(transformer_blocks\.\d+\.attn1\.
 #: Temporal transformers only (``temp_attentions`` and ``transformer_in``): attention and
 #: feed-forward.
 TEMPORAL_ATTN_FF = rf".*(temp_attentions\.\d+|transformer_in)\.({_ATTN}|{_FF})"
+#: Official MotionMatcher (``utils/lora.py``, ``_find_modules_v2``): the spatial transformers'
+#: self-attention and feed-forward, the temporal transformers' (``transformer_in`` included)
+#: ``attn1``, ``attn2`` and feed-forward; never the spatial cross-attention (``attn2`` of
+#: ``attentions.*``) nor ``proj_in``/``proj_out``. The default of ``motionmatcher`` and
+#: ``ddpm_lora``.
+MOTIONMATCHER_TARGETS = rf"{SPATIAL_SELF_ATTN_FF}|{TEMPORAL_ATTN_FF}"
 #: q/k/v projections of the temporal attention blocks (``temp_attentions``; both ``attn1`` and
 #: ``attn2`` are temporal self-attention there), ``transformer_in`` excluded (VMC's trained set).
 TEMPORAL_ATTN_QKV = r".*temp_attentions\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v)"
@@ -45,6 +51,7 @@ TEMPORAL_ATTN_QKV = r".*temp_attentions\.\d+\.transformer_blocks\.\d+\.attn[12]\
 #: Named module sets (regexes ``re.fullmatch``-ed against module names, as peft does). Used for
 #: LoRA targets and for the modules a full fine-tune trains (motionmatcher.training).
 TARGETS = {
+    "motionmatcher": MOTIONMATCHER_TARGETS,
     "all_transformer_linears": ALL_TRANSFORMER_LINEARS,
     "spatial_self_attn_ff": SPATIAL_SELF_ATTN_FF,
     "temporal_attn_ff": TEMPORAL_ATTN_FF,
@@ -52,7 +59,7 @@ TARGETS = {
 }
 
 
-def lora_config(rank: int = 32, dropout: float = 0.1, targets: str = "all_transformer_linears",
+def lora_config(rank: int = 32, dropout: float = 0.1, targets: str = "motionmatcher",
                 alpha: float | None = None) -> LoraConfig:
     """A peft :class:`LoraConfig`; ``targets`` is a key of :data:`TARGETS` or a regex."""
     return LoraConfig(

@@ -19,6 +19,11 @@ pre-trained UNet ``ε_φ`` produces on a slightly denoised latent:
 
 3. ``L = λ_CA · MSE(CA(ẑ), CA(z*)) + λ_TSA · MSE(TSA(ẑ), TSA(z*))``.
 
+All three forwards run without the base model's dropout (:func:`base_dropout_disabled`; the
+official UNet is built with dropout 0, stock diffusers' ``TemporalConvLayer`` with 0.1); the
+LoRA's own dropout stays. MotionDirector and VMC keep the dropout as built, as their official
+code (``unet.train()`` on a UNet whose temporal convs have dropout 0.1).
+
 The gradient reaches the LoRA weights only through ``ε̂`` (the extractor runs with the
 adapter disabled); the target branch ``z*`` does not depend on θ, so it runs under
 ``torch.no_grad`` -- the same gradient, without storing its graph.
@@ -34,9 +39,15 @@ temporal layer bypassed (:func:`temporal_layers_bypassed`) and the temporal LoRA
 ``L_s = ‖ε̂(z_t[f]) − ε[f]‖²``. The **temporal path** runs the whole clip with both LoRAs on
 (the spatial one off on a skipped step, as the official code) and adds the
 appearance-debiased term with a random anchor frame ``a`` (:func:`appearance_debiased_mse`):
-``L_t = ‖ε̂ − ε‖² + ‖√(β²+1)·ε̂ − β·ε̂_a − (√(β²+1)·ε − β·ε_a)‖²``. ``loss = L_s + L_t``: one
-backward gives the gradients the official code accumulates from its two ``backward()`` calls
-before its optimizer steps.
+``L_t = ‖ε̂ − ε‖² + ‖√(β²+1)·ε̂ − β·ε̂_a − (√(β²+1)·ε − β·ε_a)‖²``.
+
+Updates, as the official loop (``backward(L_s)``, spatial optimizer step, then
+``backward(L_t)``, temporal optimizer step): the spatial LoRA is stepped from ``∇L_s`` only and
+the temporal LoRA from ``∇L_t`` only. Here one ``backward()`` of ``loss = L_s + L_t`` gives
+exactly that, because the temporal path's graph does not reach the spatial LoRA weights (it
+runs with them, but with their ``requires_grad`` off) and the spatial path runs with the
+temporal LoRA off. (Both official forwards run before the spatial step, so both see the same
+spatial weights, as here.)
 
 **VMC** (Jeong et al. 2024, motion distillation): with frame residuals
 ``R(x) = |x[:, :, 1:] − x[:, :, :-1]|`` on (B, C, F, h, w),
@@ -60,7 +71,7 @@ from .motion_features import motion_features
 
 __all__ = ["motion_matching_loss", "noise_prediction_loss", "motiondirector_loss", "motion_distillation_loss",
            "appearance_debiased_mse", "frame_residual", "temporal_layers_bypassed", "temporal_layer_names",
-           "ddim_step", "LOSSES"]
+           "ddim_step", "base_dropout_disabled", "LOSSES"]
 
 
 def _alphas_cumprod(scheduler, device) -> torch.Tensor:
@@ -100,6 +111,25 @@ def ddim_step(
 
 
 @contextmanager
+def base_dropout_disabled(unet: torch.nn.Module, disabled: bool = True):
+    """Inside the block every dropout layer of the base model has ``p = 0`` (the LoRA's own
+    ``lora_dropout`` stays); ``p`` is put back after. Stock diffusers builds each
+    ``TemporalConvLayer`` with dropout 0.1, the official MotionMatcher UNet with 0.0: in train
+    mode the former draws a new mask in every forward. ``disabled=False``: no change."""
+    saved = []
+    if disabled:
+        for name, m in unet.named_modules():
+            if isinstance(m, torch.nn.modules.dropout._DropoutNd) and ".lora_dropout." not in f".{name}.":
+                saved.append((m, m.p))
+                m.p = 0.0
+    try:
+        yield unet
+    finally:
+        for m, p in saved:
+            m.p = p
+
+
+@contextmanager
 def _restore_requires_grad(module: torch.nn.Module):
     """peft's ``enable_adapters(True)`` (used to switch the adapter back on) marks the active
     adapter trainable; put every parameter's ``requires_grad`` back as it was."""
@@ -127,6 +157,8 @@ def motion_matching_loss(
     num_denoise_steps: int = 1,
     temporal_attn_layers: Sequence[str] = ("attn1", "attn2"),
     target_no_grad: bool = True,
+    base_dropout: bool = False,
+    fp32_extractor: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Motion feature matching loss ``λ_CA·MSE(CA(ẑ), CA(z*)) + λ_TSA·MSE(TSA(ẑ), TSA(z*))``.
 
@@ -149,6 +181,13 @@ def motion_matching_loss(
         target_no_grad: run the target branch ``z*`` under ``torch.no_grad`` (default). False
             records its graph as the official code does -- the gradient is the same (the
             target does not depend on the trained weights); only for tests and benchmarks.
+        base_dropout: keep the base model's dropout layers active in train mode. Default False
+            (:func:`base_dropout_disabled` around all three forwards), as the official UNet,
+            built with dropout 0: the matched signal ``ẑ − z* = c·(ε̂ − ε)`` with
+            ``|c| ≈ 0.003–0.006`` for t ∈ [500, 1000) is far below dropout's noise.
+        fp32_extractor: run both feature-extractor passes in float32 (autocast off) while the
+            ``ε̂`` forward stays under the caller's autocast (the DDIM step and the MSE are
+            float32 always); see README "Precision".
 
     Returns:
         ``{"loss": weighted total, "ca": MSE of CA, "tsa": MSE of TSA}`` -- scalar float32
@@ -171,28 +210,30 @@ def motion_matching_loss(
                           temporal_attn_layers=temporal_attn_layers,
                           return_ca=do_ca, return_tsa=do_tsa)
 
-    timesteps, noisy, noise_pred = _noisy_prediction(unet, scheduler, latents, noise, timesteps,
-                                                     text_embeddings)
-    prev_t = (timesteps - num_denoise_steps).clamp(min=0)
-    z_pred = ddim_step(noisy, noise_pred, timesteps, prev_t, ac)
+    with base_dropout_disabled(unet, not base_dropout):
+        timesteps, noisy, noise_pred = _noisy_prediction(unet, scheduler, latents, noise, timesteps,
+                                                         text_embeddings)
+        prev_t = (timesteps - num_denoise_steps).clamp(min=0)
+        z_pred = ddim_step(noisy, noise_pred, timesteps, prev_t, ac)
 
-    with _restore_requires_grad(unet), lora_disabled(unet):
-        with torch.no_grad() if target_no_grad else nullcontext():
-            z_target = ddim_step(noisy, noise, timesteps, prev_t, ac)
-            ca_tgt, tsa_tgt = motion_features(unet, z_target, prev_t, text_embeddings, **feature_kwargs)
-        ca_pred, tsa_pred = motion_features(unet, z_pred, prev_t, text_embeddings, **feature_kwargs)
+        fp32 = torch.autocast(latents.device.type, enabled=False) if fp32_extractor else nullcontext()
+        with _restore_requires_grad(unet), lora_disabled(unet), fp32:
+            with torch.no_grad() if target_no_grad else nullcontext():
+                z_target = ddim_step(noisy, noise, timesteps, prev_t, ac)
+                ca_tgt, tsa_tgt = motion_features(unet, z_target, prev_t, text_embeddings, **feature_kwargs)
+            ca_pred, tsa_pred = motion_features(unet, z_pred, prev_t, text_embeddings, **feature_kwargs)
 
     nan = torch.full((), float("nan"), device=latents.device)
     loss = torch.zeros((), device=latents.device)
     out = {}
     if do_ca:
-        l_ca = F.mse_loss(ca_pred, ca_tgt)
+        l_ca = F.mse_loss(ca_pred.float(), ca_tgt.float())
         loss = loss + ca_weight * l_ca
         out["ca"] = l_ca.detach()
     else:
         out["ca"] = nan
     if do_tsa:
-        l_tsa = F.mse_loss(tsa_pred, tsa_tgt)
+        l_tsa = F.mse_loss(tsa_pred.float(), tsa_tgt.float())
         loss = loss + tsa_weight * l_tsa
         out["tsa"] = l_tsa.detach()
     else:
@@ -215,12 +256,17 @@ def noise_prediction_loss(
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     text_embeddings: torch.Tensor,
+    *,
+    base_dropout: bool = True,
 ) -> dict[str, torch.Tensor]:
     """DDPM loss ``mean((ε̂_θ(z_t, t, c) − ε)²)`` with ``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε``.
 
     (ε-prediction, as Zeroscope; for a ``v_prediction`` scheduler the target is the velocity.)
+    ``base_dropout=False`` switches the base model's dropout off (:func:`base_dropout_disabled`):
+    the ``ddpm_lora`` ablation then runs on the same dropout-free UNet as MotionMatcher.
     """
-    timesteps, _, pred = _noisy_prediction(unet, scheduler, latents, noise, timesteps, text_embeddings)
+    with base_dropout_disabled(unet, not base_dropout):
+        timesteps, _, pred = _noisy_prediction(unet, scheduler, latents, noise, timesteps, text_embeddings)
     target = _noise_target(scheduler, latents, noise, timesteps)
     return {"loss": F.mse_loss(pred.float(), target.float())}
 
@@ -294,6 +340,20 @@ def temporal_layers_bypassed(unet: torch.nn.Module):
             parent._modules[child] = layer
 
 
+@contextmanager
+def _no_grad_to(unet: torch.nn.Module, adapter: str):
+    """The adapter stays in the forward, but the graph does not reach its weights
+    (``requires_grad`` off inside the block, put back after)."""
+    params = [p for n, p in unet.named_parameters() if f".{adapter}." in n and "lora_" in n and p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield unet
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def appearance_debiased_mse(pred: torch.Tensor, target: torch.Tensor, anchor: int,
                             beta: float = 1.0) -> torch.Tensor:
     """MotionDirector's appearance-debiased term on (B, C, F, h, w):
@@ -355,7 +415,8 @@ def motiondirector_loss(
         l_s = F.mse_loss(pred_s.float(), target[:, :, frame : frame + 1])
         loss = loss + l_s
         out["spatial"] = l_s.detach()
-    with adapters_disabled(unet, [spatial_adapter]) if skip else nullcontext():
+    # skipped: the spatial LoRA is off; else on, but L_t must not reach its weights
+    with adapters_disabled(unet, [spatial_adapter]) if skip else _no_grad_to(unet, spatial_adapter):
         pred = unet(noisy, timesteps, encoder_hidden_states=text_embeddings, return_dict=False)[0]
     l_t = F.mse_loss(pred.float(), target)
     l_ad = appearance_debiased_mse(pred, target, anchor, beta)

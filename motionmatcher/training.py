@@ -70,7 +70,7 @@ class TrainConfig:
     grad_clip: float | None = None
     checkpoint_every: int = 50
     gradient_checkpointing: bool = False
-    lora: dict = field(default_factory=lambda: {"rank": 32, "dropout": 0.1, "targets": "all_transformer_linears"})
+    lora: dict = field(default_factory=lambda: {"rank": 32, "dropout": 0.1, "targets": "motionmatcher"})
     #: named trainable parts (see the module docstring); None: one LoRA adapter from ``lora``.
     trainable: dict | None = None
 
@@ -80,8 +80,15 @@ class TrainConfig:
         return cls(**known)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
+def _autocast_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
+    """The autocast dtype of a training step: bf16/fp16 on CUDA, none (fp32) elsewhere."""
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        return dtype
+    return None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if _autocast_dtype(device, dtype) is not None:
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
 
@@ -454,6 +461,9 @@ def train(
         record["resumed_at_step"] = start
         record["skipped_checkpoints"] = list(ckpt.skipped)
 
+    # fp16 autocast: scale the loss (as the official code's accelerate fp16), else the small
+    # MotionMatcher gradients underflow to zero (benchmarks/precision.py)
+    scaler = torch.amp.GradScaler(device.type) if _autocast_dtype(device, dtype) == torch.float16 else None
     unet.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {label}",
                disable=not progress, mininterval=1.0)
@@ -470,10 +480,18 @@ def train(
         if not torch.isfinite(loss):
             raise TrainingError(f"{label}: loss is {loss.item()} at step {step + 1}; stopping "
                                 "(try a lower lr, fp32, or check the reference latents)")
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(list(named.values()), cfg.grad_clip)
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(list(named.values()), cfg.grad_clip)
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(list(named.values()), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
         opt.zero_grad(set_to_none=True)
         row = {"step": step + 1, "timestep": int(timesteps[0]), "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0}

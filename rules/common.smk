@@ -8,7 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from motionmatcher.manifest import ManifestError, load_manifest, videos
-from motionmatcher.methods import method_config
+from motionmatcher.methods import load_video_overrides, method_config, video_override
 from motionmatcher.models import check_model_dir
 from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
@@ -36,6 +36,18 @@ for _m in config["run_methods"]:
         method_config(config, _m)
     except KeyError as e:
         raise WorkflowError(f"config run_methods: {e.args[0]}") from None
+
+try:  # per-video settings (config `video_overrides`): validated before any job runs
+    VIDEO_OVERRIDES = load_video_overrides(config)
+    for _v in VIDEO_OVERRIDES:
+        for _m in config["run_methods"]:
+            method_config(config, _m, _v)
+except KeyError as e:
+    raise WorkflowError(str(e.args[0])) from None
+_absent = sorted(set(VIDEO_OVERRIDES) - set(VIDEOS.index))
+if _absent:
+    print(f"video_overrides {config['video_overrides']}: videos not in the manifest (unused): "
+          f"{', '.join(_absent)}", file=sys.stderr)
 
 if config["model"] == "tiny":
     MODEL_DIR = f"{C}/models/tiny"
@@ -68,11 +80,20 @@ def adapter_input(wc):
     return []
 
 
+def inversion_input(wc):
+    """A trained method's noise prior is inverted with its own weights (rule method_inversion)
+    unless `inversion.with_method` is false; the base model's otherwise."""
+    m = method_config(config, wc.method, wc.video)
+    if m["trains"] and config["inversion"].get("with_method", True) and m["sample"]["noise_prior"] > 0:
+        return f"{R}/inversion/{wc.method}/{wc.video}.safetensors"
+    return f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors"
+
+
 def sample_inputs(wc):
     return {
         "model": MODEL_DIR,
         "frames": f"{R}/preprocess/{wc.video}/frames.safetensors",
-        "inversion": f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors",
+        "inversion": inversion_input(wc),
         "adapter": adapter_input(wc),
     }
 

@@ -8,7 +8,8 @@ rule customize:
         train_log=f"{R}/customize/{{method}}/{{video}}/train_log.parquet",
         record=f"{R}/customize/{{method}}/{{video}}/run.json",
     params:
-        train=lambda wc: method_config(config, wc.method)["train"],
+        train=lambda wc: method_config(config, wc.method, wc.video)["train"],
+        video_override=lambda wc: video_override(config, wc.method, wc.video),
         caption=video_param("caption"),
         n_frames=V["n_frames"],
         seed=config["seed"],
@@ -22,8 +23,8 @@ rule customize:
     threads: 2
     retries: 2  # after a CUDA out-of-memory: the next memory level (motionmatcher/memory_levels.py)
     resources:
-        mem_mb=lambda wc: method_config(config, wc.method)["resources"]["mem_mb"],
-        runtime=lambda wc: method_config(config, wc.method)["resources"]["runtime"],
+        mem_mb=lambda wc: method_config(config, wc.method, wc.video)["resources"]["mem_mb"],
+        runtime=lambda wc: method_config(config, wc.method, wc.video)["resources"]["runtime"],
         gpu=1,
         attempt=lambda wc, attempt: attempt,
     script:

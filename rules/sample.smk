@@ -7,7 +7,7 @@ rule sample:
         sheet=f"{R}/samples/{{method}}/{{video}}/contact_sheet.png",
         record=f"{R}/samples/{{method}}/{{video}}/run.json",
     params:
-        sample=lambda wc: method_config(config, wc.method)["sample"],
+        sample=lambda wc: method_config(config, wc.method, wc.video)["sample"],
         prompts=video_prompts,
         n_frames=V["n_frames"],
         width=V["width"],

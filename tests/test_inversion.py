@@ -161,3 +161,80 @@ def test_trajectory_and_scheduler_untouched(model, setup):
     # Same inputs, same result (deterministic); no trajectory unless asked.
     again = ddim_inversion(model.unet, model.scheduler_config, z0, emb, 4, progress=False)
     assert torch.equal(again["latents"], out["latents"]) and "trajectory" not in again
+
+
+# ---- the noise prior of a trained method: inverted with its own weights --------------------
+
+
+def test_invert_reference_uses_the_methods_adapter(tiny_model_dir, tmp_path):
+    """Official inference inverts the reference with the customized UNet; ours does too."""
+    import copy
+
+    from motionmatcher import lora as lora_lib
+    from motionmatcher.inversion import invert_reference
+    from motionmatcher.models import load_t2v_model
+
+    base = load_t2v_model(tiny_model_dir)
+    trained = copy.copy(base)
+    trained.unet = copy.deepcopy(base.unet)
+    cfg = lora_lib.lora_config(rank=4, dropout=0.0)
+    lora_lib.add_lora(trained.unet, cfg)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, p in trained.unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    trained.unet.eval()
+    weights = lora_lib.save_adapter(trained.unet, tmp_path / "adapter", cfg)
+    latents = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    text = base.encode_prompt([""])
+    expected = ddim_inversion(trained.unet, base.scheduler_config, latents, text, num_steps=4,
+                              progress=False)["latents"]
+    plain = ddim_inversion(base.unet, base.scheduler_config, latents, text, num_steps=4,
+                           progress=False)["latents"]
+    assert (expected - plain).abs().max() > 1e-4
+
+    fresh = copy.copy(base)
+    fresh.unet = copy.deepcopy(base.unet).eval()
+    got = invert_reference(fresh, latents, "", 4, weights_dir=weights, progress=False)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert lora_lib.adapter_names(fresh.unet) == ["motion"]
+    torch.testing.assert_close(invert_reference(base, latents, "", 4, progress=False), plain,
+                               rtol=0, atol=0)
+
+
+def test_sample_jobs_take_the_methods_inversion(tmp_path):
+    """DAG: a trained method samples from its own inversion (rule method_inversion), `base`
+    from the base model's; `inversion.with_method: false` gives every method the base one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    manifest = repo.parent / "shared" / "reference_videos" / "manifest.csv"
+    if not manifest.is_file():
+        from motionmatcher.demo_data import write_demo_dataset
+
+        write_demo_dataset(tmp_path / "demo", n_frames=20, size=(80, 64))
+        manifest = tmp_path / "demo" / "manifest.csv"
+
+    def dry(*extra):
+        res = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(tmp_path),
+             "-n", "--cores", "1", "--config", f"manifest={manifest}", *extra],
+            capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stdout
+
+    out = dry()
+    samples = [b for b in out.split("rule ")[1:] if b.startswith("sample:")]
+    mm = [b for b in samples if "method=motionmatcher," in b]
+    base = [b for b in samples if "method=base," in b]
+    assert mm and base
+    assert all("results/inversion/motionmatcher/" in b for b in mm)
+    assert all("resources/inversion/" in b and "results/inversion/" not in b for b in base)
+    assert "rule method_inversion:" in out
+    off = tmp_path / "off.yaml"
+    off.write_text('inversion: {num_steps: 20, prompt: "", with_method: false}\n')
+    out = dry("--configfile", str(repo / "config" / "config.yaml"), str(off))
+    assert "rule method_inversion:" not in out and "results/inversion/" not in out

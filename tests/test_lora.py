@@ -61,7 +61,7 @@ def _expected_targets(unet) -> set[str]:
 def test_lora_targets_every_transformer_linear_and_nothing_else(unet):
     expected = _expected_targets(unet)
     assert any(n.startswith("transformer_in.") for n in expected)
-    params = add_lora(unet, lora_config(rank=4, dropout=0.0))
+    params = add_lora(unet, lora_config(rank=4, dropout=0.0, targets="all_transformer_linears"))
     got = set(lora_module_names(unet))
     assert got == expected
     for bad in ("resnets", "temp_convs", "time_embedding", "conv_in", "conv_out", "downsamplers",
@@ -71,6 +71,39 @@ def test_lora_targets_every_transformer_linear_and_nothing_else(unet):
     trainable = [n for n, p in unet.named_parameters() if p.requires_grad]
     assert len(params) == len(trainable) == 2 * len(expected)
     assert all(".motion." in n and ("lora_A" in n or "lora_B" in n) for n in trainable)
+
+
+def _official_motionmatcher_targets(unet) -> set[str]:
+    """The official code's rule (``utils/lora.py``, ``_find_modules_v2``), restated: per
+    ancestor class, every ``nn.Linear`` below it whose relative name contains ``attn1`` or
+    ``ff`` (``Transformer2DModel``) or ``attn1``, ``attn2`` or ``ff``
+    (``TransformerTemporalModel``)."""
+    keys = {Transformer2DModel: ("attn1", "ff"), TransformerTemporalModel: ("attn1", "attn2", "ff")}
+    out = set()
+    for name, mod in unet.named_modules():
+        for cls, words in keys.items():
+            if isinstance(mod, cls):
+                out |= {f"{name}.{sub}" for sub, m in mod.named_modules()
+                        if isinstance(m, torch.nn.Linear) and any(w in sub for w in words)}
+    return out
+
+
+def test_default_targets_are_the_official_motionmatcher_set_on_zeroscope():
+    from diffusers import UNet3DConditionModel
+
+    from motionmatcher.models import ZEROSCOPE_UNET
+    from motionmatcher.training import TrainConfig
+
+    with torch.device("meta"):  # the architecture only: no memory, no init time
+        unet = UNet3DConditionModel(**ZEROSCOPE_UNET)
+    expected = _official_motionmatcher_targets(unet)
+    assert any(".attentions." in n and ".attn2." in n for n, _ in unet.named_modules())
+    assert not any(".attentions." in n and ".attn2." in n for n in expected)
+    assert not any("proj_in" in n or "proj_out" in n for n in expected)
+    assert any(n.startswith("transformer_in.") and ".attn2." in n for n in expected)
+    assert TrainConfig().lora["targets"] == "motionmatcher"
+    add_lora(unet, lora_config(rank=4, **{k: v for k, v in TrainConfig().lora.items() if k != "rank"}))
+    assert set(lora_module_names(unet)) == expected
 
 
 def test_lora_zero_init_leaves_output_unchanged(unet):

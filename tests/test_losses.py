@@ -257,3 +257,104 @@ def test_frozen_adapter_stays_frozen(base):
     assert torch.isfinite(out["loss"])
     assert not any(p.requires_grad for p in unet.parameters())
     assert lora_enabled(unet)
+
+
+# --- base-model dropout (official MotionMatcher UNet: dropout 0) -----------------------------
+
+
+def _nonzero_temporal_convs(unet, std=0.05, seed=3):
+    """A trained model's TemporalConvLayer.conv4 is non-zero; a fresh one's is zero, which hides
+    every dropout before it."""
+    from diffusers.models.unets.unet_3d_blocks import TemporalConvLayer
+
+    g = torch.Generator().manual_seed(seed)
+    layers = [m for m in unet.modules() if isinstance(m, TemporalConvLayer)]
+    assert layers
+    with torch.no_grad():
+        for m in layers:
+            for p in m.conv4.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return unet
+
+
+def test_motion_matching_loss_has_no_base_dropout_in_train_mode(base):
+    """Training state, LoRA dropout 0, non-zero temporal conv outputs: two evaluations on
+    identical inputs agree exactly (stock diffusers' TemporalConvLayer dropout 0.1 is off)."""
+    unet, params = _lora_unet(base, dropout=0.0)
+    _nonzero_temporal_convs(unet)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in unet.modules())
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch(size=16, t=(700,))
+    runs = []
+    for _ in range(2):
+        for p in params:
+            p.grad = None
+        out = motion_matching_loss(unet, sched, latents, noise, t, emb)
+        out["loss"].backward()
+        runs.append((out["loss"].detach(), _grads(params)))
+    assert unet.training
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    # the dropout layers are put back as they were
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in unet.modules())
+    # base_dropout=True: the stock dropout draws a new mask every forward
+    a = motion_matching_loss(unet, sched, latents, noise, t, emb, base_dropout=True)["loss"]
+    b = motion_matching_loss(unet, sched, latents, noise, t, emb, base_dropout=True)["loss"]
+    assert not torch.equal(a, b)
+
+
+def test_lora_dropout_stays_active_in_motion_matching(base):
+    unet, _ = _lora_unet(base, dropout=0.5)
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch(size=16, t=(700,))
+    a = motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"]
+    b = motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"]
+    assert not torch.equal(a, b)
+
+
+def test_noise_prediction_loss_base_dropout_option(base):
+    unet, _ = _lora_unet(base, dropout=0.0)
+    _nonzero_temporal_convs(unet)
+    sched = base.ddpm_scheduler()
+    latents, noise, t, emb = _batch(size=16, t=(700,))
+    off = [noise_prediction_loss(unet, sched, latents, noise, t, emb, base_dropout=False)["loss"]
+           for _ in range(2)]
+    on = [noise_prediction_loss(unet, sched, latents, noise, t, emb)["loss"] for _ in range(2)]
+    assert torch.equal(off[0], off[1])
+    assert not torch.equal(on[0], on[1])
+
+
+def test_no_base_dropout_under_gradient_checkpointing(base):
+    """Recomputation in backward runs with the dropout state of the forward (p = 0)."""
+    from motionmatcher.checkpointing import disable_gradient_checkpointing, enable_gradient_checkpointing
+
+    unet, params = _lora_unet(base, dropout=0.0)
+    _nonzero_temporal_convs(unet)
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch(size=16, t=(700,))
+    grads = []
+    for ckpt in (False, True):
+        (enable_gradient_checkpointing if ckpt else disable_gradient_checkpointing)(unet)
+        for p in params:
+            p.grad = None
+        motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"].backward()
+        grads.append(_grads(params))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-12)
+
+
+def test_fp32_extractor_under_bf16_autocast(base):
+    """bf16's 8-bit mantissa is the size of the matched signal: the extractor in fp32 keeps the
+    loss close to the fp32 one where all-bf16 does not (figures: benchmarks/precision.py)."""
+    unet, _ = _lora_unet(base, dropout=0.0, std=1e-3)
+    _nonzero_temporal_convs(unet)
+    sched = base.ddim_scheduler()
+    latents, noise, t, emb = _batch(frames=4, size=16, t=(750,))
+    ref = motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"].item()
+    same = motion_matching_loss(unet, sched, latents, noise, t, emb, fp32_extractor=True)["loss"].item()
+    assert same == ref  # no autocast: nothing changes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = motion_matching_loss(unet, sched, latents, noise, t, emb, fp32_extractor=True)["loss"].item()
+        low = motion_matching_loss(unet, sched, latents, noise, t, emb)["loss"].item()
+    assert abs(mixed - ref) / ref < 2e-2
+    assert abs(low - ref) / ref > 10 * abs(mixed - ref) / ref

@@ -97,7 +97,7 @@ def test_config_declares_every_method():
     assert ddpm["train"]["loss"] == "noise_prediction" and ddpm["train"]["min_timestep"] == 0
     assert ddpm["train"]["lora"] == method_config(CONFIG, "motionmatcher")["train"]["lora"]
     md = method_config(CONFIG, "motiondirector")
-    assert md["sample"]["load_parts"] == ["temporal"] and md["sample"]["noise_prior"] == 0.0
+    assert md["sample"]["load_parts"] == ["temporal"] and md["sample"]["noise_prior"] == 0.5
     assert md["train"]["lr"] == 5e-4
     vmc = method_config(CONFIG, "vmc")
     assert vmc["train"]["grad_clip"] == 1.0 and vmc["train"]["lr"] == 1e-4
@@ -426,3 +426,149 @@ def test_motiondirector_loss_names_missing_adapters(model, latents, tmp_path):
     with pytest.raises(ValueError, match="no LoRA adapter"):
         train(model, latents, "x", small("motionmatcher", loss="motiondirector", loss_kwargs={}, min_timestep=0),
               seed=0, checkpoint_dir=tmp_path, progress=False)
+
+
+def _md_setup(model, latents):
+    unet = model.unet
+    named, _ = attach_trainable(unet, small("motiondirector"))
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # non-zero B: the spatial LoRA changes the temporal path's output
+        for n, p in named.items():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    unet.train()
+    for m in unet.modules():  # base and LoRA dropout off: the two computations must agree exactly
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(3))
+    text = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(4))
+    spatial = {n: p for n, p in named.items() if ".spatial." in n}
+    temporal = {n: p for n, p in named.items() if ".temporal." in n}
+    return unet, noise, text, spatial, temporal
+
+
+def _md_grads(unet, scheduler, latents, noise, text, params):
+    for p in params.values():
+        p.grad = None
+    out = motiondirector_loss(unet, scheduler, latents, noise, torch.tensor([400]), text,
+                              spatial_skip_prob=0.0, generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    return out, {n: None if p.grad is None else p.grad.clone() for n, p in params.items()}
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_motiondirector_spatial_lora_is_stepped_from_the_spatial_loss_only(model, latents, checkpointing):
+    """Official loop: backward(L_s) -> spatial step; backward(L_t) -> temporal step. The spatial
+    LoRA's gradient is ∇L_s alone, the temporal LoRA's ∇L_t alone."""
+    from motionmatcher.checkpointing import enable_gradient_checkpointing
+
+    unet, noise, text, spatial, temporal = _md_setup(model, latents)
+    scheduler = model.ddim_scheduler()
+    if checkpointing:
+        enable_gradient_checkpointing(unet)
+    out, grads = _md_grads(unet, scheduler, latents, noise, text, {**spatial, **temporal})
+
+    # L_s alone, by hand: the same frame, temporal layers bypassed, temporal LoRA off
+    g = torch.Generator().manual_seed(0)
+    torch.rand((), generator=g)
+    frame = int(torch.randint(0, latents.shape[2], (1,), generator=g))
+    for p in spatial.values():
+        p.grad = None
+    t = torch.tensor([400])
+    noisy = scheduler.add_noise(latents, noise, t)
+    with lora_lib.adapters_disabled(unet, ["temporal"]), temporal_layers_bypassed(unet):
+        pred = unet(noisy[:, :, frame:frame + 1], t, encoder_hidden_states=text).sample
+    l_s = torch.nn.functional.mse_loss(pred, noise[:, :, frame:frame + 1])
+    torch.testing.assert_close(l_s.detach(), out["spatial"], rtol=1e-6, atol=0)
+    l_s.backward()
+    for n, p in spatial.items():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-5, atol=1e-10, msg=n)
+    # the temporal path does run through the spatial LoRA (it changes ε̂), yet adds nothing to it
+    assert any(grads[n] is not None and grads[n].abs().sum() > 0 for n in temporal)
+    assert all(p.requires_grad for p in {**spatial, **temporal}.values())
+
+
+def test_vmc_samples_once_per_prompt():
+    """Noise prior 1, η = 0: every seed would start from the same inverted latents and draw the
+    same video; VMC samples once per prompt (as its official inference), more seeds are refused."""
+    from motionmatcher.sampler import initial_latents
+
+    z_inv = torch.randn(1, 4, 2, 4, 4)
+    a, b = (initial_latents(z_inv.shape, torch.Generator().manual_seed(s), z_inv, 1.0) for s in (0, 1))
+    assert torch.equal(a, b)
+    for path in ("config.yaml", "paper.yaml"):
+        cfg = yaml.safe_load((REPO / "config" / path).read_text())
+        assert len(method_config(cfg, "vmc")["sample"]["seeds"]) == 1
+        bad = copy.deepcopy(cfg)
+        bad["methods"]["vmc"]["sample"]["seeds"] = [0, 1, 2]
+        with pytest.raises(MethodError, match="vmc.*same video"):
+            method_config(bad, "vmc")
+        bad["methods"]["vmc"]["sample"]["eta"] = 0.5
+        assert method_config(bad, "vmc")["sample"]["seeds"] == [0, 1, 2]
+
+
+# ---- per-video overrides ------------------------------------------------------------------------
+
+
+def _with_overrides(tmp_path, text: str) -> dict:
+    cfg = copy.deepcopy(CONFIG)
+    f = tmp_path / "over.yaml"
+    f.write_text(text)
+    cfg["video_overrides"] = str(f)
+    return cfg
+
+
+def test_video_overrides_apply_per_video_and_along_extends(tmp_path):
+    cfg = _with_overrides(tmp_path, """
+car_roundabout:
+  motionmatcher:
+    train: {steps: 7, loss_kwargs: {ca_weight: 8000.0, tsa_weight: 800.0}}
+    sample: {noise_prior: 0.2}
+""")
+    mm = method_config(cfg, "motionmatcher", "car_roundabout")
+    assert mm["train"]["steps"] == 7 and mm["sample"]["noise_prior"] == 0.2
+    assert mm["train"]["loss_kwargs"]["ca_weight"] == 8000.0 and mm["train"]["loss_kwargs"]["tsa_weight"] == 800.0
+    assert mm["train"]["min_timestep"] == 500  # untouched keys kept
+    ca = method_config(cfg, "motionmatcher_ca", "car_roundabout")  # the ablation keeps its own 0
+    assert ca["train"]["loss_kwargs"]["ca_weight"] == 8000.0 and ca["train"]["loss_kwargs"]["tsa_weight"] == 0.0
+    assert method_config(cfg, "motionmatcher", "bear") == method_config(CONFIG, "motionmatcher")
+    assert method_config(cfg, "ddpm_lora", "car_roundabout") == method_config(CONFIG, "ddpm_lora")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bear:\n  nosuch: {train: {steps: 2}}\n", r"over\.yaml: video 'bear': method 'nosuch' is not defined"),
+    ("bear:\n  motionmatcher: {train: {stepz: 2}}\n", r"over\.yaml: video 'bear': method 'motionmatcher': unknown train key 'stepz'"),
+    ("bear:\n  motionmatcher: {sample: {noise_priors: 0.2}}\n", r"video 'bear': method 'motionmatcher': unknown sample key 'noise_priors'"),
+    ("bear:\n  motionmatcher: {resources: {mem_mb: 2}}\n", r"video 'bear': method 'motionmatcher': unknown key 'resources'"),
+    ("bear:\n  base: {train: {steps: 2}}\n", r"video 'bear': method 'base' trains nothing"),
+    ("bear: [1, 2]\n", r"video 'bear': must map method names"),
+    ("bear: {motionmatcher: {train: [", r"over\.yaml: not valid YAML"),
+])
+def test_video_overrides_errors_name_file_video_and_key(tmp_path, text, message):
+    cfg = _with_overrides(tmp_path, text)
+    with pytest.raises(MethodError, match=message):
+        method_config(cfg, "motionmatcher", "bear")
+
+
+def test_video_overrides_missing_file(tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    cfg["video_overrides"] = str(tmp_path / "absent.yaml")
+    with pytest.raises(MethodError, match=r"absent\.yaml: no such file"):
+        method_config(cfg, "motionmatcher", "bear")
+
+
+def test_paper_ships_the_official_per_video_settings(monkeypatch):
+    """config/paper_video_overrides.yaml: bear 200 steps + noise prior 0.2, car_roundabout CA 8000
+    / TSA 800 (the official configs at 08d83e5); every other official video uses the defaults."""
+    monkeypatch.chdir(REPO)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert paper["video_overrides"] == "config/paper_video_overrides.yaml"
+    bear = method_config(paper, "motionmatcher", "bear")
+    assert bear["train"]["steps"] == 200 and bear["sample"]["noise_prior"] == 0.2
+    car = method_config(paper, "motionmatcher", "car_roundabout")["train"]["loss_kwargs"]
+    assert (car["ca_weight"], car["tsa_weight"]) == (8000.0, 800.0)
+    for video in ("bus", "car_turn", "cat", "dog", "eiffel", "gold_fish"):
+        mm = method_config(paper, "motionmatcher", video)
+        assert mm["train"]["steps"] == 400 and mm["sample"]["noise_prior"] == 0.3
+        assert (mm["train"]["loss_kwargs"]["ca_weight"], mm["train"]["loss_kwargs"]["tsa_weight"]) == (2000.0, 2000.0)
+        assert mm["train"]["min_timestep"] == 500 and mm["train"]["lr"] == 5e-4

@@ -1,5 +1,8 @@
-"""DDIM-invert a reference's cached latents with the base model (the sampling noise prior)."""
-from motionmatcher.inversion import ddim_inversion
+"""DDIM-invert a reference's cached latents (the sampling noise prior): with the base model, or,
+given an ``adapter`` input, with the method's trained weights on the UNet (as its official code)."""
+from pathlib import Path
+
+from motionmatcher.inversion import invert_reference
 from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import setup_script
 from motionmatcher.tensor_files import read_checked, write_checked
@@ -10,10 +13,15 @@ device = resolve_device(p.device)
 latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
                        shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"].float()  # fp32
 model = load_t2v_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
-text = model.encode_prompt([p.prompt])
-out = ddim_inversion(model.unet, model.scheduler_config, latents, text, num_steps=int(p.num_steps))
-write_checked(snakemake.output.inversion, {"inversion": out["latents"].float()}, model_identity=model.identity, metadata={
+adapter = snakemake.input.get("adapter") or None
+weights_dir = Path(adapter).parent if adapter else None
+parts = getattr(p, "parts", None) if adapter else None
+out = invert_reference(model, latents, p.prompt, int(p.num_steps), weights_dir=weights_dir, parts=parts)
+log.info("inverted with %s", f"{weights_dir} (parts: {parts or 'all'})" if adapter else "the base model")
+write_checked(snakemake.output.inversion, {"inversion": out.float()}, model_identity=model.identity, metadata={
     "shape": list(latents.shape),
     "num_steps": int(p.num_steps),
     "prompt": p.prompt,
+    "weights": str(weights_dir) if adapter else "base",
+    "parts": ",".join(parts) if parts else ("all" if adapter else ""),
 })

@@ -45,6 +45,7 @@ write_json(snakemake.output.record, {
     "caption": p.caption,
     "train": train_settings,
     "memory": {"attempt": attempt, "level": level, "changed": memory_changes},
+    "video_override": dict(p.video_override),  # this video's overrides, per method of the chain
     "seed": int(p.seed),
     "device": str(device),
     "dtype": str(dtype),
