@@ -7,6 +7,9 @@ rule sample:
         sheet=f"{R}/samples/{{method}}/{{video}}/contact_sheet.png",
     params:
         sample=lambda wc: method_config(config, wc.method)["sample"],
+        guidance=lambda wc: method_config(config, wc.method)["guidance"],
+        caption=video_param("caption"),
+        inversion_prompt=config["inversion"]["prompt"],
         prompts=video_prompts,
         n_frames=V["n_frames"],
         width=V["width"],

@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from motionmatcher.guidance import Reference, make_guidance
 from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
 from motionmatcher.runtime import load_tensors, save_tensors, setup_script
 from motionmatcher.sampler import SamplingConfig, sample_videos
@@ -24,6 +25,13 @@ if adapter:  # all trained parts, or the method's `sample.load_parts` (MotionDir
     log.info("loaded parts %s", loaded)
 cfg = SamplingConfig(**{k: s[k] for k in SamplingConfig.__dataclass_fields__ if k in s})
 inversion = load_tensors(snakemake.input.inversion, device)["inversion"]
+guidance = make_guidance(p.guidance)  # training-free methods (DMT, MotionClone); None otherwise
+reference = None
+if guidance is not None:
+    with torch.no_grad():
+        reference = Reference(load_tensors(snakemake.input.latents, device)["latents"].float(),
+                              model.encode_prompt([p.caption]), model.encode_prompt([p.inversion_prompt]))
+    log.info("guidance %s: %s", guidance.name, p.guidance)
 
 rows = list(p.prompts)
 samples = sample_videos(
@@ -33,6 +41,7 @@ samples = sample_videos(
     n_frames=int(p.n_frames), height=int(p.height), width=int(p.width), cfg=cfg,
     inversion_latents=inversion, has_adapter=bool(loaded["lora"]),
     row_labels=[f"manifest row {r['row']} ({wc.video})" for r in rows for _ in s["seeds"]],
+    guidance=guidance, reference=reference,
 )
 
 out_dir = Path(snakemake.output.videos)
