@@ -195,3 +195,22 @@ def test_restart_sampling_is_seeded_per_row(model, reference):
     a = sample(model, reference, make_guidance(spec), num_steps=3)
     b = sample(model, reference, make_guidance(spec), num_steps=3)
     assert torch.equal(a, b)
+
+
+def test_config_entries_build_their_guidance():
+    import yaml
+
+    from motionmatcher.methods import MethodError, method_config
+    from workflow_helpers import REPO
+
+    for name in ("config.yaml", "paper.yaml"):
+        cfg = yaml.safe_load((REPO / "config" / name).read_text())
+        if name == "paper.yaml":
+            assert {"dmt", "motionclone"} <= set(cfg["run_methods"])
+        for method, cls in (("dmt", DMTGuidance), ("motionclone", MotionCloneGuidance)):
+            mc = method_config(cfg, method)
+            assert not mc["trains"] and isinstance(make_guidance(mc["guidance"]), cls)
+    cfg["methods"]["bad"] = {"guidance": {"type": "dtm"}}
+    with pytest.raises(MethodError, match="guidance.type must be one of dmt, motionclone"):
+        method_config(cfg, "bad")
+    assert method_config(cfg, "base")["guidance"] is None
