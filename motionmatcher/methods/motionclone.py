@@ -11,10 +11,11 @@ query, the reference's k largest entries (its primary components, k = ``rank_k``
           L_m = \frac{1}{|\mathcal{L}|}\sum_{l∈\mathcal{L}} w_l\,
           \frac{\| M^l ⊙ (A_{ref}^l − A^l(z_t)) \|^2}{\|M^l\|_1}
 
-Location-aware semantic guidance matches the temporal-attention keys K^l of the sample to
-those of an *appearance branch* (the same initial noise sampled with the target prompt and no
-motion guidance), with foreground/background means over the cross-attention masks of an object
-token when the official ``obj_pairs`` are given, and global means without them:
+Semantic guidance matches the temporal-attention keys K^l of the sample to those of an
+*appearance branch* (the same initial noise sampled with the target prompt and no motion
+guidance). The official code pools them with foreground/background masks from an object
+token's cross-attention when ``obj_pairs`` are given (location-aware) and globally without them;
+the global form runs here (see the port notes):
 
 .. math:: L_s = \frac{1}{|\mathcal{L}_s|}\sum_{l} w^s_l\,
           \big\| \overline{K^l_{app}}^{\,(hw, F)} − \overline{K^l(z_t)}^{\,(hw)} \big\|^2
@@ -49,10 +50,10 @@ Choices the port to Zeroscope forced (README, "Training-free methods"):
   120/200, 10/200 hold at any step count.
 * **Classifier-free guidance** uses the sampler's ε_u + g·(ε_c − ε_u); the official 7.5 is
   g = 8.5 (``sample.guidance_scale`` of the method).
-* **Semantic masks.** The location-aware masks need an object word in the reference caption and
-  in the target prompt (official ``obj_pairs``); the manifest has no such column, so
-  ``object_words: [ref_word, target_word]`` applies one pair to all rows, and without it the
-  global form of the official code (its behaviour without ``obj_pairs``) runs.
+* **Semantic masks: not ported.** The location-aware masks (foreground/background from the
+  cross-attention of an object token, official ``obj_pairs``) need an object word in each
+  reference caption and each target prompt; the manifest has no such columns. The global form
+  of the official code (its behaviour without ``obj_pairs``) runs.
 * **Reference timestep.** ``reference_timestep: null`` follows the official code (the map of the
   current step); an integer t uses the reference map at the one inversion timestep nearest t for
   every guided step (the paper's single-timestep variant).
@@ -127,7 +128,6 @@ class MotionCloneGuidance(Guidance):
 
     def __init__(self, temporal_weights: Mapping[str, float] | None = None, rank_k: int = 1,
                  semantic_weights: Mapping[str, float] | None = None,
-                 object_words: Sequence[str] | None = None, mask_threshold: float = 0.3,
                  guidance_fraction: float = 0.6, warm_up_fraction: float = 0.05,
                  cool_up_fraction: float = 0.0, grad_guidance_scale: float = 1.0,
                  grad_threshold: float | None = None, reference_timestep: int | None = None,
@@ -139,12 +139,7 @@ class MotionCloneGuidance(Guidance):
                                      else {"up_blocks.1": 500.0, "up_blocks.2": 0.0})
         if not self.temporal_weights:
             raise ValueError("motionclone: temporal_weights is empty")
-        if object_words is not None and len(object_words) != 2:
-            raise ValueError(f"motionclone: object_words must be [reference word, target word], "
-                             f"got {object_words!r}")
         self.rank_k = int(rank_k)
-        self.object_words = list(object_words) if object_words else None
-        self.mask_threshold = float(mask_threshold)
         self.fractions = (float(guidance_fraction), float(warm_up_fraction), float(cool_up_fraction))
         self.grad_guidance_scale = float(grad_guidance_scale)
         self.grad_threshold = grad_threshold
@@ -168,11 +163,6 @@ class MotionCloneGuidance(Guidance):
         self.scheduler = make_ddim_scheduler(scheduler_config)
         self.scheduler.set_timesteps(num_steps)
         self._ref_maps = {}
-        self._token_idx = None
-        if self.object_words:
-            raise NotImplementedError("motionclone: object_words (location-aware masks) is set but "
-                                      "the masks are not implemented; remove object_words to use "
-                                      "the global semantic guidance")
 
     def initial_latents(self, latents):
         self.maps_used = []
@@ -188,12 +178,14 @@ class MotionCloneGuidance(Guidance):
 
     def reference_maps(self, unet, t: int) -> dict[str, torch.Tensor]:
         """Per-head temporal attention of the reference's inverted z_t (caption prompt):
-        layer name → (1, h·w, heads, F, F)."""
+        layer name → (1, h·w, heads, F, F). Only the latest timestep's maps are kept (per-step
+        maps of Zeroscope at 384² are ~50 MB each; the fixed ``reference_timestep`` is one)."""
         if t not in self._ref_maps:
             z = self.reference_latents[t]
             with torch.no_grad():
-                self._ref_maps[t] = {k: v.detach() for k, v in self._maps(
+                maps = {k: v.detach() for k, v in self._maps(
                     unet, z, t, self.reference.text_embeddings)[0].items()}
+            self._ref_maps = {t: maps}
         return self._ref_maps[t]
 
     def _maps(self, unet, z, t, emb):
@@ -240,7 +232,7 @@ class MotionCloneGuidance(Guidance):
         ks = {}
         for n in key_layers:
             k = keys.outputs[f"{n}.to_k"].float()
-            k = k[-k.shape[0] // 2:] if ctx["guided"] else k  # the conditional half
+            k = k[k.shape[0] // 2:] if ctx["guided"] else k  # the conditional half
             ks[n] = k.reshape(b, k.shape[0] // b, *k.shape[1:])
         return ks
 
