@@ -92,10 +92,13 @@ class CapturingAttnProcessor:
     which runs every layer this way).
     """
 
-    def __init__(self, store: AttentionStore | None = None, key: str = "", name: str = "") -> None:
+    def __init__(self, store: AttentionStore | None = None, key: str = "", name: str = "",
+                 keep_heads: bool = False) -> None:
         self.store = store
         self.key = key
         self.name = name
+        #: store (batch, heads, Q, K) instead of the head mean (MotionClone matches per head)
+        self.keep_heads = keep_heads
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):
@@ -137,7 +140,7 @@ class CapturingAttnProcessor:
 
         probs = attention_probabilities(attn, query, key, attention_mask)  # (B, H, Q, K) fp32
         if self.store is not None:
-            self.store.add(self.key, self.name, probs.mean(dim=1))
+            self.store.add(self.key, self.name, probs if self.keep_heads else probs.mean(dim=1))
 
         hidden_states = torch.matmul(probs.to(value.dtype), value)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
@@ -165,6 +168,7 @@ def capture_attention(
     store: AttentionStore | None = None,
     *,
     others: str = "sdpa",
+    keep_heads: bool = False,
 ) -> Iterator[AttentionStore]:
     """Install :class:`CapturingAttnProcessor` on ``layers``; restore every processor on exit.
 
@@ -178,6 +182,7 @@ def capture_attention(
             memory-efficient, never materialises the probabilities), ``"keep"`` (whatever they
             run now) or ``"materialize"`` (explicit softmax, nothing stored: the official
             implementation's behaviour, for benchmarks).
+        keep_heads: store each map per head, (batch, heads, Q, K), instead of its head mean.
 
     The model's previous processors (the very same objects) are put back on exit, also on
     error, and the store is deactivated so that a recomputation of the forward after the
@@ -196,7 +201,7 @@ def capture_attention(
     for k, proc in original.items():
         name = k[: -len(".processor")]
         if name in layers:
-            new[k] = CapturingAttnProcessor(store, layers[name], name)
+            new[k] = CapturingAttnProcessor(store, layers[name], name, keep_heads)
         elif others == "sdpa":
             new[k] = sdpa
         elif others == "materialize":

@@ -10,7 +10,11 @@ diffusers' ``TextToVideoSDPipeline`` is deprecated, so the loop is written here 
   t ≥ ``lora_min_timestep`` (the high-noise steps that lay out the motion) and disabled below,
   scaled by ``lora_scale``; the adapter's enabled state and scale are restored afterwards;
 * noise prior: z_init = √p · z_inv + √(1 − p) · ε (p = ``noise_prior``, z_inv the DDIM-inverted
-  reference latents, ε ~ N(0, I) from the sample's own seed).
+  reference latents, ε ~ N(0, I) from the sample's own seed);
+* training-free guidance (DMT, MotionClone): an optional :class:`motionmatcher.guidance.Guidance`
+  may transform the initial latents, optimise the latent before a step, add a gradient on the
+  latent to the step's update, and restart steps (see :mod:`motionmatcher.guidance`). Without
+  one the loop is the plain one above, under ``torch.inference_mode``.
 
 Every (prompt, seed) sample draws its initial noise (and, for η > 0, its step noise) from its own
 CPU ``torch.Generator`` seeded with ``seed``, so its result does not depend on which other
@@ -116,7 +120,7 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
                    negative_embeddings: torch.Tensor | None, latents_init: torch.Tensor,
                    cfg: SamplingConfig, *, has_adapter: bool, progress=None,
                    on_step: Callable[[int, bool], None] | None = None,
-                   generator=None) -> torch.Tensor:
+                   generator=None, guidance=None) -> torch.Tensor:
     """DDIM-sample latents from ``latents_init`` ``(B, 4, F, h, w)``; returns float32 latents.
 
     ``text_embeddings`` ``(B, 77, D)``; ``negative_embeddings`` ``(1 or B, 77, D)`` (unused, may
@@ -124,7 +128,9 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
     gate by ``cfg.lora_min_timestep`` and scale by ``cfg.lora_scale``; when False the UNet runs as
     it is. ``progress``: a tqdm-like bar advanced by B (samples) per step, ``True`` for an own bar,
     or None/False. ``on_step(t, adapter_enabled)`` is called before each UNet forward.
-    ``generator``: for ``eta > 0``, one CPU generator per row (or one for all) for the step noise.
+    ``generator``: for ``eta > 0``, one CPU generator per row (or one for all) for the step noise
+    (and for a guidance's restart noise). ``guidance``: a set-up
+    :class:`motionmatcher.guidance.Guidance` whose hooks run at every step (None: plain DDIM).
     """
     scheduler = make_ddim_scheduler(scheduler_config)
     scheduler.set_timesteps(cfg.num_steps)
@@ -137,6 +143,8 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
     if guided and negative_embeddings is None:
         raise ValueError("guidance_scale != 1 needs negative_embeddings")
     gens = _cpu_generators(generator, batch) if generator is not None else None
+    if guidance is not None and guidance.restart_sampling and gens is None:
+        raise ValueError(f"guidance {guidance.name!r} restarts steps: pass the rows' generators")
     layers = lora_mod.tuner_layers(unet)
     if has_adapter and not layers:
         raise ValueError("has_adapter=True but the UNet carries no LoRA adapter")
@@ -144,9 +152,12 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
     own_bar = progress is True
     bar = tqdm(total=cfg.num_steps * batch, desc="sampling", leave=False) if own_bar else (progress or None)
     state = _AdapterState(unet) if has_adapter else None
+    # guided steps take gradients: autograd must see these tensors (no inference_mode)
+    no_grad = torch.inference_mode() if guidance is None else torch.no_grad()
     try:
-        with torch.inference_mode():
+        with no_grad:
             cond = text_embeddings.to(device=device, dtype=dtype)
+            neg = None
             if guided:
                 neg = negative_embeddings.to(device=device, dtype=dtype).expand(batch, -1, -1)
                 emb = torch.cat([neg, cond])
@@ -155,8 +166,25 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
             if has_adapter:
                 lora_mod.set_lora_scale(unet, cfg.lora_scale)
             z = latents_init.to(device=device, dtype=torch.float32)
+            ctx = {"cond": cond, "neg": neg, "guided": guided, "guidance_scale": cfg.guidance_scale}
+
+            def eps(z, t):
+                z_in = torch.cat([z, z]) if guided else z
+                out = unet(z_in.to(dtype), torch.tensor(t, device=device),
+                           encoder_hidden_states=emb).sample.to(torch.float32)
+                if guided:
+                    eps_u, eps_c = out.chunk(2)
+                    out = eps_u + cfg.guidance_scale * (eps_c - eps_u)
+                return out
+
+            def step_noise():
+                # Each row's noise from its own CPU generator (batch- and device-independent).
+                return torch.cat([torch.randn((1, *z.shape[1:]), generator=g, dtype=torch.float32)
+                                  for g in gens]).to(device)
+
             adapter_on = None
-            for t in scheduler.timesteps.tolist():
+            timesteps = scheduler.timesteps.tolist()
+            for i, t in enumerate(timesteps):
                 if has_adapter:
                     want = t >= cfg.lora_min_timestep
                     if want != adapter_on:
@@ -165,19 +193,19 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
                 if on_step is not None:
                     on_step(int(t), bool(adapter_on) if has_adapter
                             else bool(layers) and not layers[0].disable_adapters)
-                z_in = torch.cat([z, z]) if guided else z
-                t_in = torch.tensor(t, device=device)
-                out = unet(z_in.to(dtype), t_in, encoder_hidden_states=emb).sample.to(torch.float32)
-                if guided:
-                    eps_u, eps_c = out.chunk(2)
-                    out = eps_u + cfg.guidance_scale * (eps_c - eps_u)
-                variance_noise = None
-                if cfg.eta > 0 and gens is not None:
-                    # Each row's step noise from its own CPU generator (batch- and device-independent).
-                    variance_noise = torch.cat(
-                        [torch.randn((1, *z.shape[1:]), generator=g, dtype=torch.float32) for g in gens]
-                    ).to(device)
-                z = scheduler.step(out, t, z, eta=cfg.eta, variance_noise=variance_noise).prev_sample
+                if guidance is not None:
+                    z = guidance.before_step(unet, z, i, t, ctx)
+                out = eps(z, t)
+                variance_noise = step_noise() if cfg.eta > 0 and gens is not None else None
+                z_prev = scheduler.step(out, t, z, eta=cfg.eta, variance_noise=variance_noise).prev_sample
+                if guidance is not None:
+                    z_prev = _guided_update(guidance, unet, scheduler, z, z_prev, i, t, ctx)
+                    if guidance.restart_sampling and i < len(timesteps) - 1:
+                        z_prev = _renoise(scheduler, z_prev, timesteps[i + 1], step_noise)
+                        variance_noise = step_noise() if cfg.eta > 0 and gens is not None else None
+                        z_prev = scheduler.step(eps(z_prev, t), t, z_prev, eta=cfg.eta,
+                                                variance_noise=variance_noise).prev_sample
+                z = z_prev
                 if bar is not None:
                     bar.update(batch)
             return z
@@ -188,10 +216,33 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
             bar.close()
 
 
+def _alpha_prod(scheduler, t: int) -> torch.Tensor:
+    return scheduler.alphas_cumprod[t] if t >= 0 else scheduler.final_alpha_cumprod
+
+
+def _guided_update(guidance, unet, scheduler, z, z_prev, i, t, ctx):
+    """z_{k−1} − √(1 − ᾱ_{k−1})·√(1 − ᾱ_k)·score: the guidance's score on ε̂ in the DDIM
+    direction term (``motionmatcher.guidance``)."""
+    score = guidance.score(unet, z, i, t, ctx)
+    if score is None:
+        return z_prev
+    prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    coef = ((1 - _alpha_prod(scheduler, prev_t)) * (1 - _alpha_prod(scheduler, t))) ** 0.5
+    return z_prev - coef.to(z_prev.device, torch.float32) * score.to(torch.float32)
+
+
+def _renoise(scheduler, z, t_from: int, noise):
+    """Noise z at t_from back up by Δ = T/N train steps with the single-step betas
+    β[t_from], …, β[t_from + Δ − 1]: z ← √a·z + √(1 − a)·ε, a = Π(1 − β) (DMT's restart)."""
+    n = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    a = torch.prod(1 - scheduler.betas[t_from: t_from + n].double()).float()
+    return a.sqrt().to(z.device) * z + (1 - a).sqrt().to(z.device) * noise()
+
+
 def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int, height: int,
                   width: int, cfg: SamplingConfig, inversion_latents: torch.Tensor | None = None,
                   has_adapter: bool = False, row_labels: list[str] | None = None,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, guidance=None, reference=None) -> list[dict]:
     """Sample one video per pair (``prompts[i]``, ``seeds[i]``) (equal lengths; repeat a prompt
     to sample it with several seeds).
 
@@ -200,7 +251,9 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
     batch (sampling + decoding) divided by the batch's size. Samples are batched
     ``cfg.batch_size`` at a time. Prompts longer than the text encoder's context are truncated
     with a warning naming ``row_labels[i]``. ``inversion_latents`` ``(1, 4, F, h, w)`` is needed
-    when ``cfg.noise_prior > 0``.
+    when ``cfg.noise_prior > 0``. ``guidance`` (a :class:`motionmatcher.guidance.Guidance`, set up
+    here once with ``reference``, a :class:`motionmatcher.guidance.Reference`) guides every batch
+    and transforms its initial latents.
     """
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: pass one seed per prompt")
@@ -215,7 +268,9 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
     if cfg.noise_prior > 0 and inversion_latents is None:
         raise ValueError(f"noise_prior={cfg.noise_prior} > 0 needs inversion latents")
 
-    with torch.inference_mode():
+    # guidance differentiates through these embeddings: plain tensors, not inference tensors
+    no_grad = torch.inference_mode() if guidance is None else torch.no_grad()
+    with no_grad:
         # Each prompt on its own, so its embedding does not depend on the batch composition;
         # once per (prompt, row label), so a truncation is reported once per row, not per seed.
         labels = list(row_labels) if row_labels is not None else [""] * len(prompts)
@@ -228,6 +283,9 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
         if cfg.guidance_scale != 1.0:
             negative = model.encode_prompt([cfg.negative_prompt], warn_context="negative_prompt")
 
+    if guidance is not None:
+        guidance.setup(model.unet, model.scheduler_config, cfg.num_steps, reference)
+
     jobs = list(enumerate(seeds))
     results = []
     bar = tqdm(total=len(jobs) * cfg.num_steps, desc="sampling", disable=not progress)
@@ -237,10 +295,12 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
             t0 = time.perf_counter()
             gens = [torch.Generator("cpu").manual_seed(int(seed)) for _, seed in batch]
             z0 = initial_latents((len(batch), *latent_shape), gens, inversion_latents, cfg.noise_prior)
+            if guidance is not None:
+                z0 = guidance.initial_latents(z0)
             emb = torch.cat([embeddings[i] for i, _ in batch])
             z = sample_latents(
                 model.unet, model.scheduler_config, emb, negative, z0, cfg,
-                has_adapter=has_adapter, progress=bar, generator=gens,
+                has_adapter=has_adapter, progress=bar, generator=gens, guidance=guidance,
             )
             frames = decode_latents(model.vae, z, chunk_size=cfg.vae_chunk_size)
             seconds = (time.perf_counter() - t0) / len(batch)

@@ -95,6 +95,9 @@ def sample_inputs(wc):
         "frames": f"{R}/preprocess/{wc.video}/frames.safetensors",
         "inversion": inversion_input(wc),
         "adapter": adapter_input(wc),
+        # training-free methods guide with the reference's cached latents (motionmatcher.guidance)
+        "latents": f"{C}/latents/{MODEL_TAG}/{wc.video}.safetensors"
+        if method_config(config, wc.method)["guidance"] else [],
     }
 
 

@@ -8,6 +8,9 @@ rule sample:
         record=f"{R}/samples/{{method}}/{{video}}/run.json",
     params:
         sample=lambda wc: method_config(config, wc.method, wc.video)["sample"],
+        guidance=lambda wc: method_config(config, wc.method, wc.video)["guidance"],
+        caption=video_param("caption"),
+        inversion_prompt=config["inversion"]["prompt"],
         prompts=video_prompts,
         n_frames=V["n_frames"],
         width=V["width"],

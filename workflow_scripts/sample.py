@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from motionmatcher.guidance import Reference, make_guidance
 from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
 from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
@@ -32,6 +33,15 @@ if adapter:  # all trained parts, or the method's `sample.load_parts` (MotionDir
     loaded = load_trained(model.unet, Path(adapter).parent, s.get("load_parts"))
     log.info("loaded parts %s", loaded)
 cfg = SamplingConfig(**{k: s[k] for k in SamplingConfig.__dataclass_fields__ if k in s})
+guidance = make_guidance(p.guidance)  # training-free methods (DMT, MotionClone); None otherwise
+guide_ref = None
+if guidance is not None:
+    ref_latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
+                               shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"]
+    with torch.no_grad():
+        guide_ref = Reference(ref_latents.float(), model.encode_prompt([p.caption]),
+                              model.encode_prompt([p.inversion_prompt]))
+    log.info("guidance %s: %s", guidance.name, p.guidance)
 
 rows = list(p.prompts)
 with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"):
@@ -42,6 +52,7 @@ with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {w
         n_frames=int(p.n_frames), height=int(p.height), width=int(p.width), cfg=cfg,
         inversion_latents=inversion, has_adapter=bool(loaded["lora"]),
         row_labels=[f"manifest row {r['row']} ({wc.video})" for r in rows for _ in s["seeds"]],
+        guidance=guidance, reference=guide_ref,
     )
 
 out_dir = Path(snakemake.output.videos)

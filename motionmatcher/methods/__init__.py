@@ -1,7 +1,8 @@
 """Methods as configuration: a method is a loss, the parameters it trains, its sampling settings
 and the resources of its training job, declared under ``methods:`` in the config and merged
 over the ``training:`` and ``sampling:`` defaults. A method without ``train:`` is sampled from
-the base model.
+the base model; a training-free method (``dmt``, ``motionclone``) adds a ``guidance:`` section
+(``type`` + options: ``motionmatcher.guidance``, one module per method in this package).
 
 An entry::
 
@@ -171,7 +172,13 @@ def method_entry(config: dict, name: str, _seen: tuple = (), video: str | None =
     return _merge(method_entry(config, parent, (*_seen, name), video), entry)
 
 
-def _check(name: str, train: dict | None, sample: dict) -> None:
+def _check(name: str, train: dict | None, sample: dict, guidance: dict | None = None) -> None:
+    if guidance is not None:
+        from ..guidance import guidance_types
+
+        if not isinstance(guidance, dict) or guidance.get("type") not in guidance_types():
+            raise MethodError(f"method {name!r}: guidance.type must be one of "
+                              f"{', '.join(guidance_types())}, got {(guidance or {}).get('type')!r}")
     parts = None
     if train is not None:
         if not train.get("loss"):
@@ -208,8 +215,8 @@ def _check(name: str, train: dict | None, sample: dict) -> None:
 
 def method_config(config: dict, name: str, video: str | None = None) -> dict:
     """``{"name", "description", "trains", "train": {...} | None, "sample": {...},
-    "resources": {...}}`` for method ``name`` (``extends`` resolved, defaults merged), on
-    ``video`` with its per-video overrides (None: none).
+    "resources": {...}, "guidance": {...} | None}`` for method ``name`` (``extends`` resolved,
+    defaults merged), on ``video`` with its per-video overrides (None: none).
 
     Raises :class:`MethodError` (a ``KeyError``) for an undefined or malformed method.
     """
@@ -217,7 +224,8 @@ def method_config(config: dict, name: str, video: str | None = None) -> dict:
     train = entry.get("train")
     train = _merge(config.get("training", {}), train) if train is not None else None
     sample = _merge(config.get("sampling", {}), entry.get("sample", {}))
-    _check(name, train, sample)
+    guidance = entry.get("guidance")
+    _check(name, train, sample, guidance)
     resources = _merge(_merge(DEFAULT_RESOURCES, config.get("customize_resources", {})),
                        entry.get("resources", {}))
     return {
@@ -227,4 +235,5 @@ def method_config(config: dict, name: str, video: str | None = None) -> dict:
         "train": train,
         "sample": sample,
         "resources": resources,
+        "guidance": guidance,
     }

@@ -1,0 +1,236 @@
+"""Training-free guidance: the hook the one sampler takes, and the tools guided steps share.
+
+A training-free method (DMT, MotionClone; ``motionmatcher/methods/``) trains nothing: it steers
+sampling with features of the reference video. The sampler (:func:`motionmatcher.sampler.
+sample_latents`) calls a :class:`Guidance` at every DDIM step k (timestep t_k, latent z_k):
+
+* :meth:`Guidance.initial_latents` once on the initial latents (DMT's low-frequency init);
+* :meth:`Guidance.before_step` before the UNet forward: may return *new* latents (DMT optimises
+  z_k with Adam against its feature loss);
+* :meth:`Guidance.score` after it: a gradient s·∇_z L(z_k) that enters the DDIM update as a
+  classifier-guidance correction of the noise estimate in the direction term only
+  (MotionClone)::
+
+      ε̃ = ε̂ − s·√(1 − ᾱ_k)·∇_z L
+      z_{k−1} = √ᾱ_{k−1}·x̂0(ε̂) + √(1 − ᾱ_{k−1})·ε̃
+             = DDIM(ε̂) − √(1 − ᾱ_{k−1})·√(1 − ᾱ_k)·s·∇_z L
+
+* ``restart_sampling`` (DMT): after each step but the last, z_{k−1} is noised back to t_k and
+  the step is taken again.
+
+Gradients are taken with respect to the latent only: :func:`guided_forward` switches off
+``requires_grad`` of every UNet weight while a guided forward runs (so no weight ever gets a
+``.grad`` and no weight gradient is computed), turns on the training-time gradient
+checkpointing of :mod:`motionmatcher.checkpointing` (without putting any dropout into training
+mode), and :func:`forward_until` stops the UNet after the last block whose features the loss
+needs. Only the needed maps are captured (:func:`motionmatcher.attention.capture_attention`,
+:class:`OutputStore`).
+
+The reference enters through :class:`Reference`: its cached clean latents z_0 and the prompts'
+embeddings. :meth:`Guidance.setup` DDIM-inverts z_0 with the sampler's own schedule
+(:func:`motionmatcher.inversion.ddim_inversion`, the function the ``cache_inversion`` rule runs,
+with ``return_trajectory=True``), because the guidance needs the reference's z_t at each guided
+timestep while the cache keeps z_T only, at ``inversion.num_steps``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .checkpointing import (checkpointed_module_names, enable_gradient_checkpointing,
+                            is_gradient_checkpointing_enabled)
+from .inversion import ddim_inversion
+
+__all__ = ["Guidance", "OutputStore", "Reference", "forward_until", "guided_forward",
+           "guidance_types", "make_guidance", "guided_window"]
+
+
+@dataclass
+class Reference:
+    """The reference video as the guidance sees it.
+
+    ``latents``: clean scaled VAE latents z_0 (1, 4, F, h, w) (the ``cache_latents`` output);
+    ``text_embeddings``: its caption's embeddings (1, 77, D) (the prompt of the reference
+    branch); ``inversion_embeddings``: the inversion prompt's (1, 77, D) (``inversion.prompt``,
+    as the ``cache_inversion`` rule uses).
+    """
+
+    latents: torch.Tensor
+    text_embeddings: torch.Tensor
+    inversion_embeddings: torch.Tensor
+
+
+class _Stop(Exception):
+    pass
+
+
+def forward_until(unet, latents: torch.Tensor, t, text_embeddings: torch.Tensor,
+                  last: str | None) -> None:
+    """Run ``unet`` on (``latents``, ``t``, ``text_embeddings``) and stop right after the module
+    named ``last`` (e.g. ``up_blocks.1``); the rest of the UNet (later up blocks, output conv)
+    never runs. ``last=None`` runs the whole UNet. Returns nothing: read what hooks captured.
+    """
+    handle = None
+    if last is not None:
+        def stop(module, args, output):
+            raise _Stop
+
+        handle = unet.get_submodule(last).register_forward_hook(stop)
+    t = torch.as_tensor(t, device=latents.device)
+    if t.ndim == 0:
+        t = t.expand(latents.shape[0])
+    try:
+        unet(latents, t, encoder_hidden_states=text_embeddings, return_dict=False)
+    except _Stop:
+        pass
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+class OutputStore:
+    """Forward outputs of named sub-modules, captured by forward hooks while installed.
+
+    Like :class:`motionmatcher.attention.AttentionStore` it only writes while ``active`` (the
+    install context clears it on exit), so a recomputation by gradient checkpointing during
+    backward stores nothing.
+    """
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.active = True
+
+    @contextmanager
+    def capture(self, unet, names) -> Iterator["OutputStore"]:
+        handles = []
+
+        def hook(name):
+            def fn(module, args, output):
+                if self.active:
+                    self.outputs[name] = output
+            return fn
+
+        self.outputs = {}
+        self.active = True
+        try:
+            for name in names:
+                handles.append(unet.get_submodule(name).register_forward_hook(hook(name)))
+            yield self
+        finally:
+            self.active = False
+            for h in handles:
+                h.remove()
+
+
+@contextmanager
+def guided_forward(unet, gradient_checkpointing: bool = True) -> Iterator[None]:
+    """Gradients on for a forward whose gradient is taken w.r.t. its *input latents* only.
+
+    Every UNet parameter gets ``requires_grad=False`` for the duration (restored after), so
+    autograd builds no weight gradient and no ``.grad`` appears on a weight. With
+    ``gradient_checkpointing`` the UNet's sub-modules are checkpointed as in training
+    (:mod:`motionmatcher.checkpointing`): the wrappers run only for modules flagged as training,
+    so exactly the wrapped modules get ``training = True`` (their children, dropout included,
+    stay in eval mode).
+    """
+    params = [p for p in unet.parameters() if p.requires_grad]
+    wrapped = []
+    if gradient_checkpointing:
+        if not is_gradient_checkpointing_enabled(unet):
+            enable_gradient_checkpointing(unet)
+        for name in checkpointed_module_names(unet):
+            m = unet.get_submodule(name)
+            if not m.training:
+                wrapped.append(m)
+                m.training = True  # the flag only; children keep theirs
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        for m in wrapped:
+            m.training = False
+
+
+def guided_window(num_steps: int, max_guidance_timestep: float, min_guidance_timestep: float
+                  ) -> range:
+    """Indices of the sampling steps that are guided, DMT's ``get_timesteps`` rule.
+
+    Steps are counted from the noisiest (index 0); with n steps the window is
+    [n − ⌊n·max⌋, n − ⌊n·min⌋) (max = 1, min = 0.6: the first 40 % of the steps).
+    """
+    if not 0.0 <= min_guidance_timestep <= max_guidance_timestep <= 1.0:
+        raise ValueError("need 0 <= min_guidance_timestep <= max_guidance_timestep <= 1, got "
+                         f"{min_guidance_timestep}, {max_guidance_timestep}")
+    start = max(num_steps - min(int(num_steps * max_guidance_timestep), num_steps), 0)
+    end = num_steps - int(num_steps * min_guidance_timestep)
+    return range(start, end)
+
+
+class Guidance:
+    """Base class of a training-free method's guidance (every hook a no-op).
+
+    Subclasses set ``name`` and override what they use. The sampler guarantees the call order
+    ``setup`` → (per batch) ``initial_latents`` → per step ``before_step``, UNet, ``score``.
+    """
+
+    name = "none"
+    #: after each step but the last, noise z_{k−1} back to t_k and take the step again (DMT)
+    restart_sampling = False
+
+    def __init__(self) -> None:
+        self.timesteps: list[int] = []
+        self.reference_latents: dict[int, torch.Tensor] = {}
+        self.reference: Reference | None = None
+
+    # -- once per sampling job -------------------------------------------------------------
+    def setup(self, unet, scheduler_config, num_steps: int, reference: Reference | None) -> None:
+        """Invert the reference with the sampler's schedule: ``reference_latents[t_k] = z_k``."""
+        self.reference = reference
+        if reference is None:
+            raise ValueError(f"guidance {self.name!r} needs the reference (latents and prompts)")
+        out = ddim_inversion(unet, scheduler_config, reference.latents.float(),
+                             reference.inversion_embeddings, num_steps=num_steps, progress=False,
+                             return_trajectory=True)
+        traj = out["trajectory"]  # z_0 … z_N, z_k at timestep t_k (ascending)
+        self.timesteps = [int(t) for t in out["timesteps"].tolist()]
+        param = next(unet.parameters())
+        self.reference_latents = {t: traj[k + 1].clone().to(param.device)
+                                  for k, t in enumerate(self.timesteps)}
+
+    # -- per batch / per step -------------------------------------------------------------
+    def initial_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def before_step(self, unet, z: torch.Tensor, step: int, t: int, ctx: dict) -> torch.Tensor:
+        return z
+
+    def score(self, unet, z: torch.Tensor, step: int, t: int, ctx: dict) -> torch.Tensor | None:
+        return None
+
+
+def guidance_types() -> dict:
+    """``type`` name of a ``guidance:`` entry → its :class:`Guidance` class."""
+    from .methods.dmt import DMTGuidance
+    from .methods.motionclone import MotionCloneGuidance
+
+    return {"dmt": DMTGuidance, "motionclone": MotionCloneGuidance}
+
+
+def make_guidance(spec: dict | None) -> Guidance | None:
+    """The guidance of a method's ``guidance:`` entry (``type`` + its options), or None."""
+    if not spec:
+        return None
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    types = guidance_types()
+    if kind not in types:
+        raise ValueError(f"unknown guidance type {kind!r} (known: {', '.join(types)})")
+    return types[kind](**spec)
