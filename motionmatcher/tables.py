@@ -100,10 +100,10 @@ REFERENCE = pa.schema([
     ("code_version", pa.string()),
 ])
 
-# results/tables/summary.parquet: level "method" rows (video_id null; statistics over all
-# samples of the method) followed by level "video" rows (one per method x video). For each
-# metric M: M_mean, M_std (sample std, ddof=1; null if fewer than 2 values) and M_n (non-null
-# values). reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
+# results/tables/summary.parquet: level "method" rows (video_id null) followed by level "video"
+# rows (one per method x video). For each metric M: M_mean, M_std (sample std, ddof=1; null if
+# fewer than 2 values) and M_n (non-null values) over the row's samples (descriptive).
+# reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
 SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity")
 SUMMARY = pa.schema(
     [
@@ -116,11 +116,15 @@ SUMMARY = pa.schema(
     + [(f"{m}_{stat}", pa.int64() if stat == "n" else pa.float64())
        for m in SUMMARY_METRICS for stat in ("mean", "std", "n")]
     + [("reference_clip_t", pa.float64())]
-    # 95% confidence interval of each mean (t distribution, n - 1 degrees of freedom; null for
-    # n < 2) and paired differences (this method - `paired_reference`) over the (video, prompt,
-    # seed) cells both methods have: mean, 95% CI, number of pairs (null / 0 for the reference
-    # method itself or without common cells).
-    + [(f"{m}_{stat}", pa.float64()) for m in SUMMARY_METRICS for stat in ("ci_low", "ci_high")]
+    # 95% confidence interval (t distribution, n - 1 degrees of freedom; null for n < 2) over
+    # the unit named in ci_unit: "video" on method rows (per-video means; M_ci_mean is their
+    # mean, M_ci_n the number of videos), "sample" on video rows. Paired differences (this
+    # method - `paired_reference`): cell differences averaged per video, interval over videos
+    # on method rows (M_diff_n = videos), over cells on video rows (M_diff_n = cells); null / 0
+    # for the reference method itself or without common cells.
+    + [("ci_unit", pa.string())]
+    + [(f"{m}_{stat}", pa.int64() if stat == "ci_n" else pa.float64())
+       for m in SUMMARY_METRICS for stat in ("ci_mean", "ci_low", "ci_high", "ci_n")]
     + [("paired_reference", pa.string())]
     + [(f"{m}_{stat}", pa.int64() if stat == "diff_n" else pa.float64())
        for m in SUMMARY_METRICS for stat in ("diff_mean", "diff_ci_low", "diff_ci_high", "diff_n")]
