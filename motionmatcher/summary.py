@@ -334,6 +334,38 @@ def _metric_cells(row: pd.Series) -> list[str]:
             for m, _, _ in METRIC_SPECS]
 
 
+#: (column, label) of the per-sample columns that define the numbers (motionmatcher.evaluate)
+DEFINITIONS = (
+    ("discrepancy_variant", "motion discrepancy variant"),
+    ("fidelity_variant", "motion fidelity variant"),
+    ("tracker", "tracker"),
+    ("grid_size", "grid"),
+    ("tracker_weights_sha256", "tracker weights sha256"),
+    ("clip_model", "CLIP model"),
+    ("clip_weights", "CLIP weights"),
+    ("clip_weights_sha256", "CLIP weights sha256"),
+    ("image_reward_weights_sha256", "ImageReward weights sha256"),
+)
+
+
+def definitions_markdown(samples: pd.DataFrame) -> list[str]:
+    """Header lines naming each metric's definition (variant, tracker, grid, weights' hashes).
+    More than one definition in one table is flagged in bold: those numbers do not compare."""
+    cols = [(c, label) for c, label in DEFINITIONS if c in samples]
+    if not cols:
+        return []
+    combos = samples[[c for c, _ in cols]].astype("object").where(samples[[c for c, _ in cols]].notna(), None)
+    combos = combos.drop_duplicates()
+    lines = []
+    for _, row in combos.iterrows():
+        parts = [f"{label} `{DASH if _is_null(row[c]) else row[c]}`" for c, label in cols]
+        lines.append("Metric definitions: " + ", ".join(parts) + ".")
+    if len(combos) > 1:
+        lines.insert(0, f"**This table mixes {len(combos)} metric definitions (see below): numbers made "
+                        "with different variants, trackers or weights are not comparable.**")
+    return lines
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     reference: pd.DataFrame | None = None,
@@ -354,15 +386,7 @@ def summary_markdown(
     )
     if samples is not None and len(samples):
         notes = []
-        if "tracker" in samples and "grid_size" in samples:
-            pairs = samples[["tracker", "grid_size"]].drop_duplicates().itertuples(index=False)
-            trackers = ", ".join(f"{t} (grid {int(g)}\u00d7{int(g)})" for t, g in pairs)
-            notes.append(f"Motion metrics: tracks of the reference vs the sample, tracker {trackers}.")
-        if "clip_model" in samples:
-            cols = [c for c in ("clip_model", "clip_weights") if c in samples]
-            models = ", ".join(" / ".join(map(str, r))
-                               for r in samples[cols].drop_duplicates().itertuples(index=False))
-            notes.append(f"CLIP: {models}.")
+        notes += definitions_markdown(samples)
         weights = samples["clip_weights"].astype(str) if "clip_weights" in samples else pd.Series(dtype=str)
         if weights.str.startswith("random_init").any():
             notes.append("**CLIP weights are random (`metrics.clip.random_init_seed`): CLIP-T, frame "

@@ -4,7 +4,7 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.evaluate import evaluate_samples, load_scorers, metrics_config_hash
+from motionmatcher.evaluate import evaluate_samples, load_scorers, metric_variants, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.models import resolve_device
 from motionmatcher.runtime import code_version, load_tensors, setup_script
@@ -29,6 +29,7 @@ reference = load_tensors(snakemake.input.reference)["frames"].numpy()
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),
     image_reward=image_reward, expected_size=(int(p.height), int(p.width)),
+    variants=metric_variants(p.metrics),
 )
 table["config_hash"] = [metrics_config_hash(p.method_config, p.metrics, p.video, s) for s in table["seed"]]
 table["code_version"] = code_version()
