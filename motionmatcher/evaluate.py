@@ -50,8 +50,28 @@ __all__ = [
     "evaluate_reference",
     "metrics_config_hash",
     "metric_variants",
+    "metrics_gpus",
     "DEFINITION_COLUMNS",
 ]
+
+
+def metrics_gpus(config: Mapping[str, Any], rule: str) -> int:
+    """GPUs the ``metrics`` / ``reference_metrics`` rule requests (its ``resources: gpu``).
+
+    A rule needs a GPU when it runs a network on ``config["device"]`` and that device is not
+    the CPU: both rules run CLIP (every frame of every sample / of the reference clip) and,
+    when configured, ImageReward (BLIP ViT-L); ``metrics`` also tracks with CoTracker when
+    ``tracker`` is ``cotracker`` or ``auto`` with a checkpoint. The weight-free LK tracker runs
+    on the CPU and needs no GPU, but CLIP still does, so with ``device: cuda`` (or ``auto``,
+    which picks CUDA where there is one) both rules ask for one GPU, like the other GPU rules;
+    with ``device: cpu`` none. Without the request the Slurm profile places the job on a CPU
+    node (where ``device: cuda`` fails) and the local profile lets it use ``cuda:0`` without
+    taking a slot (:mod:`motionmatcher.gpu_slots`).
+    """
+    if rule not in ("metrics", "reference_metrics"):
+        raise ValueError(f"metrics_gpus: unknown rule {rule!r}")
+    # CLIP runs in both rules whatever the tracker: the device alone decides
+    return 0 if str(config.get("device", "auto")) == "cpu" else 1
 
 
 def metric_variants(metrics_cfg: Mapping[str, Any]) -> dict[str, str]:

@@ -5,6 +5,8 @@ for every track that moves) and its time reversal (worse on both motion metrics)
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -169,3 +171,45 @@ def test_config_hash():
     assert h == metrics_config_hash({"sample": {"seeds": [0]}}, {"grid_size": 10}, {"width": 64}, 0)
     assert h != metrics_config_hash({"sample": {"seeds": [0]}}, {"grid_size": 10}, {"width": 64}, 1)
     assert h != metrics_config_hash({"sample": {"seeds": [0]}}, {"grid_size": 50}, {"width": 64}, 0)
+
+
+def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
+    """`device: cuda` (paper.yaml) must give both metrics rules `gpu=1`, else Slurm places them
+    on CPU nodes and the local profile runs them on cuda:0 without a slot."""
+    import subprocess
+    import sys
+
+    from motionmatcher.evaluate import metrics_gpus
+    from workflow_helpers import REPO
+
+    for rule in ("metrics", "reference_metrics"):
+        assert metrics_gpus({"device": "cuda", "metrics": {"tracker": "lk"}}, rule) == 1
+        assert metrics_gpus({"device": "auto"}, rule) == 1
+        assert metrics_gpus({"device": "cpu", "metrics": {"tracker": "cotracker"}}, rule) == 0
+    with pytest.raises(ValueError):
+        metrics_gpus({"device": "cuda"}, "summary")
+    # the rules carry it: a dry run of the demo manifest shows the resources of each job
+    from motionmatcher.video import write_mp4
+
+    write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video_id,video_path,caption,prompt\na,{tmp_path / 'a.mp4'},A ball.,A dog.\n")
+
+    def dry_run(device):
+        res = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1",
+             "--directory", str(tmp_path), "--config", f"manifest={manifest}", f"device={device}",
+             "--until", "metrics", "reference_metrics"],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        jobs = {}
+        for block in res.stdout.split("\nrule ")[1:]:
+            name = block.split(":", 1)[0].strip()
+            found = re.search(r"resources: (.*)", block)
+            jobs.setdefault(name, []).append(found.group(1) if found else "")
+        return jobs
+
+    cuda = dry_run("cuda")
+    for rule in ("metrics", "reference_metrics"):
+        assert cuda[rule] and all(re.search(r"\bgpu=1\b", r) for r in cuda[rule]), cuda[rule]
