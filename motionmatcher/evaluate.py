@@ -119,7 +119,8 @@ def load_scorers(metrics_cfg: Mapping[str, Any], device: str = "cpu", need_track
     tracker = None
     if need_tracker:
         tracker = make_tracker(
-            metrics_cfg.get("tracker", "lk"), metrics_cfg.get("cotracker_checkpoint"), device=str(device)
+            metrics_cfg.get("tracker", "lk"), metrics_cfg.get("cotracker_checkpoint"), device=str(device),
+            version=str(metrics_cfg.get("cotracker_version", "auto")),
         )
     return scorer, image_reward, tracker
 
