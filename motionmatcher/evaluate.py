@@ -115,7 +115,8 @@ def load_scorers(metrics_cfg: Mapping[str, Any], device: str = "cpu", need_track
         batch_size=int(clip.get("batch_size", 32)),
     )
     ir = dict(metrics_cfg.get("image_reward") or {})
-    image_reward = load_image_reward(ir.get("checkpoint"), ir.get("med_config"), device=str(device))
+    image_reward = load_image_reward(ir.get("checkpoint"), ir.get("med_config"), device=str(device),
+                                     tokenizer=ir.get("tokenizer"))
     tracker = None
     if need_tracker:
         tracker = make_tracker(
