@@ -88,6 +88,15 @@ def _load(files, checkpoint="ImageReward.pt"):
     return load_image_reward(files / checkpoint, files / "med_config.json", tokenizer=files / "vocab.txt")
 
 
+def test_tokenizer_uses_the_vocabulary(files):
+    """bert-base-uncased's wordpieces from the configured vocab.txt (lower-cased), [CLS] ... [SEP],
+    then BLIP's [DEC] and [ENC] appended after the vocabulary."""
+    tok = _load(files).tokenizer
+    ids = tok("A red Ball rolling, to the right", padding="max_length", truncation=True, max_length=12).input_ids
+    assert ids == [2, 5, 6, 7, 8, 1, 11, 12, 13, 3, 0, 0]  # "," is not in the tiny vocabulary: [UNK]
+    assert tok.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [len(WORDS), len(WORDS) + 1]
+
+
 def test_official_layout_is_mapped_completely(files):
     scorer = _load(files)
     assert len(scorer.weights_sha256) == 16

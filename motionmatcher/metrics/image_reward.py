@@ -184,12 +184,16 @@ def _load_tokenizer(tokenizer: str | Path | None):
     try:
         if tokenizer is not None and str(tokenizer).strip():
             path = Path(tokenizer).expanduser()
-            if path.is_file():
-                tok = BertTokenizer(vocab_file=str(path), do_lower_case=True)
-            elif path.is_dir():
-                tok = BertTokenizer.from_pretrained(str(path), local_files_only=True)
-            else:
-                raise FileNotFoundError(f"{str(path)!r} does not exist")
+            vocab_file = path / "vocab.txt" if path.is_dir() else path
+            if not vocab_file.is_file():
+                raise FileNotFoundError(f"{str(vocab_file)!r} does not exist")
+            # the vocabulary as an explicit {wordpiece: id} (one per line, in order): transformers 4
+            # and 5 read a vocab_file argument differently
+            words = vocab_file.read_text(encoding="utf-8").split("\n")
+            if words and words[-1] == "":
+                words.pop()
+            vocab = {w.rstrip("\r"): i for i, w in enumerate(words)}
+            tok = BertTokenizer(vocab=vocab, do_lower_case=True)
         else:
             tok = BertTokenizer.from_pretrained("bert-base-uncased", local_files_only=True)
     except Exception as exc:
