@@ -14,7 +14,11 @@ Per sample (one row of a ``samples.parquet`` table):
   (``official`` script or ``paper`` formula = 2x official);
 * ``motion_fidelity``: :func:`~motionmatcher.metrics.motion_fidelity` with source = reference,
   generated = sample (higher is better), variant ``metrics.fidelity`` (DMT's ``official``
-  script with its identity term, or ``no_identity``).
+  script with its identity term, or ``no_identity``);
+* ``mtbench_fidelity``: MTBench's motion fidelity
+  (:func:`~motionmatcher.metrics.mtbench.mtbench_motion_fidelity`) of the sample's tracks vs
+  MTBench's stored reference trajectories when given, else the reference's tracks (null unless
+  ``metrics.mtbench.enabled``).
 
 Every row records the definitions (``discrepancy_variant``, ``fidelity_variant``, ``tracker``,
 ``grid_size``) and short SHA-256 fingerprints of the weights (``clip_weights_sha256``,
@@ -36,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from motionmatcher.metrics import make_tracker, motion_discrepancy, motion_fidelity
+from motionmatcher.metrics.mtbench import mtbench_motion_fidelity, mtbench_variant, normalise_tracks
 from motionmatcher.metrics.provenance import module_sha256
 from motionmatcher.runtime import config_hash
 
@@ -86,11 +91,13 @@ SAMPLE_ID_COLUMNS = (
     "video_path", "frames_path", "model_identity",
 )
 #: the per-sample metric columns, in table order
-METRIC_COLUMNS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity")
+METRIC_COLUMNS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity",
+                  "mtbench_fidelity")
 #: the columns that name each metric's definition and weights (constant within one run)
 DEFINITION_COLUMNS = (
     "discrepancy_variant", "fidelity_variant", "tracker", "grid_size", "tracker_weights_sha256",
     "clip_model", "clip_weights", "clip_weights_sha256", "image_reward_weights_sha256",
+    "mtbench_variant", "mtbench_reference_tracks",
 )
 
 
@@ -170,6 +177,8 @@ def evaluate_samples(
     load_frames: Callable[[Mapping[str, Any]], np.ndarray] = load_sample_frames,
     expected_size: tuple[int, int] | None = None,
     variants: Mapping[str, str] | None = None,
+    mtbench: Mapping[str, Any] | None = None,
+    mtbench_reference: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score every sample of one (method, reference video); one output row per input row.
 
@@ -184,6 +193,11 @@ def evaluate_samples(
         expected_size: ``(height, width)`` every video must have (the configured size).
         variants: ``{"discrepancy": "paper"|"official", "fidelity": "no_identity"|"official"}``
             (:func:`metric_variants`; default: paper / no_identity).
+        mtbench: the ``metrics.mtbench`` config (``enabled``, ``frechet``, ``frechet_samples``,
+            ``seed``); ``None`` or not enabled -> null ``mtbench_fidelity``.
+        mtbench_reference: MTBench's stored reference trajectories ``(N, T, 2)`` in normalised
+            coordinates (:func:`~motionmatcher.metrics.mtbench.load_mtbench_trajectories`);
+            ``None`` -> the reference's own tracks, normalised.
 
     Returns:
         :data:`SAMPLE_ID_COLUMNS` + :data:`METRIC_COLUMNS` + :data:`DEFINITION_COLUMNS` +
@@ -205,6 +219,10 @@ def evaluate_samples(
         raise ValueError(f"samples table lacks columns {missing}")
 
     variants = metric_variants(variants or {})
+    mt = dict(mtbench or {})
+    mt_on = bool(mt.get("enabled", False))
+    mt_kw = {"frechet": bool(mt.get("frechet", False)), "frechet_samples": int(mt.get("frechet_samples", 50)),
+             "seed": int(mt.get("seed", 0))}
     definition = {
         "discrepancy_variant": variants["discrepancy"],
         "fidelity_variant": variants["fidelity"],
@@ -213,9 +231,16 @@ def evaluate_samples(
         "tracker_weights_sha256": str(getattr(tracker, "weights_sha256", "none")),
         **_clip_fields(scorer),
         "image_reward_weights_sha256": _image_reward_sha256(image_reward),
+        "mtbench_variant": mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"]) if mt_on else None,
+        "mtbench_reference_tracks": (None if not mt_on else "stored" if mtbench_reference is not None
+                                     else str(tracker.name)),
     }
     t0 = time.perf_counter()
     ref_tracks, _ = tracker.track(ref, int(grid_size))
+    mt_ref = None
+    if mt_on:
+        mt_ref = (np.asarray(mtbench_reference, dtype=np.float64) if mtbench_reference is not None
+                  else normalise_tracks(ref_tracks, height, width))
     log.info("reference %dx%dx%d tracked with %s (grid %d) in %.2f s",
              n_frames, height, width, tracker.name, grid_size, time.perf_counter() - t0)
 
@@ -240,6 +265,8 @@ def evaluate_samples(
             motion_discrepancy=motion_discrepancy(ref_tracks, tracks, height, width,
                                                   variant=variants["discrepancy"]),
             motion_fidelity=motion_fidelity(ref_tracks, tracks, variant=variants["fidelity"]),
+            mtbench_fidelity=(mtbench_motion_fidelity(mt_ref, normalise_tracks(tracks, height, width), **mt_kw)
+                              if mt_on else None),
             **definition,
             n_frames=int(n_frames),
             height=int(height),
@@ -254,7 +281,8 @@ def evaluate_samples(
         *SAMPLE_ID_COLUMNS, *METRIC_COLUMNS, *DEFINITION_COLUMNS,
         "n_frames", "height", "width", "metrics_seconds",
     ])
-    frame["image_reward"] = frame["image_reward"].astype("float64")  # all-None -> NaN (null in parquet)
+    for col in ("image_reward", "mtbench_fidelity"):
+        frame[col] = frame[col].astype("float64")  # all-None -> NaN (null in parquet)
     return frame
 
 

@@ -55,6 +55,7 @@ METRIC_SPECS: tuple[tuple[str, str, bool], ...] = (
     ("image_reward", "ImageReward", True),
     ("motion_discrepancy", "Motion discrepancy", False),
     ("motion_fidelity", "Motion fidelity", True),
+    ("mtbench_fidelity", "MTBench fidelity", True),
 )
 assert tuple(m for m, _, _ in METRIC_SPECS) == SUMMARY_METRICS
 
@@ -345,6 +346,8 @@ DEFINITIONS = (
     ("clip_weights", "CLIP weights"),
     ("clip_weights_sha256", "CLIP weights sha256"),
     ("image_reward_weights_sha256", "ImageReward weights sha256"),
+    ("mtbench_variant", "MTBench variant"),
+    ("mtbench_reference_tracks", "MTBench reference tracks"),
 )
 
 

@@ -69,6 +69,7 @@ METRICS = pa.schema([
     ("image_reward", pa.float64()),
     ("motion_discrepancy", pa.float64()),
     ("motion_fidelity", pa.float64()),
+    ("mtbench_fidelity", pa.float64()),
     # the definition of each number: variants (motionmatcher.metrics.motion), tracker, grid and
     # short SHA-256 fingerprints of the weights (image_reward_weights_sha256 null without it)
     ("discrepancy_variant", pa.string()),
@@ -80,6 +81,10 @@ METRICS = pa.schema([
     ("clip_weights", pa.string()),
     ("clip_weights_sha256", pa.string()),
     ("image_reward_weights_sha256", pa.string()),
+    # MTBench score definition (null unless metrics.mtbench.enabled): "cosine" or
+    # "cosine+frechet<K>"; reference tracks "stored" (MTBench's trajectories) or the tracker's name
+    ("mtbench_variant", pa.string()),
+    ("mtbench_reference_tracks", pa.string()),
     ("n_frames", pa.int32()),
     ("height", pa.int32()),
     ("width", pa.int32()),
@@ -113,7 +118,8 @@ REFERENCE = pa.schema([
 # rows (one per method x video). For each metric M: M_mean, M_std (sample std, ddof=1; null if
 # fewer than 2 values) and M_n (non-null values) over the row's samples (descriptive).
 # reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
-SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity")
+SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity",
+                   "mtbench_fidelity")
 SUMMARY = pa.schema(
     [
         ("level", pa.string()),
