@@ -265,8 +265,8 @@ def evaluate_samples(
             motion_discrepancy=motion_discrepancy(ref_tracks, tracks, height, width,
                                                   variant=variants["discrepancy"]),
             motion_fidelity=motion_fidelity(ref_tracks, tracks, variant=variants["fidelity"]),
-            mtbench_fidelity=(mtbench_motion_fidelity(mt_ref, normalise_tracks(tracks, height, width), **mt_kw)
-                              if mt_on else None),
+            mtbench_fidelity=(None if not mt_on else
+                              mtbench_motion_fidelity(mt_ref, normalise_tracks(tracks, height, width), **mt_kw)),
             **definition,
             n_frames=int(n_frames),
             height=int(height),

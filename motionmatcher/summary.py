@@ -281,7 +281,8 @@ def summarize(
                             **_paired(samples, method, paired_reference)})
         for video in vids:
             vgroup = group[group["video_id"] == video]
-            video_rows.append({"level": "video", "method": method, "video_id": video, **_stats(vgroup, "sample"),
+            video_rows.append({"level": "video", "method": method, "video_id": video,
+                               **_stats(vgroup, "sample"),
                                "reference_clip_t": ref_clip.get(video, np.nan),
                                **_paired(samples, method, paired_reference, video)})
     out = pd.DataFrame.from_records(method_rows + video_rows, columns=SUMMARY.names)
