@@ -10,9 +10,20 @@ Per sample (one row of a ``samples.parquet`` table):
 * ``frame_consistency``: mean CLIP cosine of consecutive frames;
 * ``image_reward``: mean ImageReward over frames, or null if no ImageReward is configured;
 * ``motion_discrepancy``: :func:`~motionmatcher.metrics.motion_discrepancy` of the reference
-  tracks vs the sample tracks (lower is better);
+  tracks vs the sample tracks (lower is better), variant ``metrics.discrepancy``
+  (``official`` script or ``paper`` formula = 2x official);
 * ``motion_fidelity``: :func:`~motionmatcher.metrics.motion_fidelity` with source = reference,
-  generated = sample (higher is better).
+  generated = sample (higher is better), variant ``metrics.fidelity`` (DMT's ``official``
+  script with its identity term, or ``no_identity``);
+* ``mtbench_fidelity``: MTBench's motion fidelity
+  (:func:`~motionmatcher.metrics.mtbench.mtbench_motion_fidelity`) of the sample's tracks vs
+  MTBench's stored reference trajectories when given, else the reference's tracks (null unless
+  ``metrics.mtbench.enabled``).
+
+Every row records the definitions (``discrepancy_variant``, ``fidelity_variant``, ``tracker``,
+``grid_size``) and short SHA-256 fingerprints of the weights (``clip_weights_sha256``,
+``tracker_weights_sha256``, ``image_reward_weights_sha256``), so that tables of two runs made
+with different definitions cannot be mixed up silently.
 
 Both videos are tracked by the same tracker at the same resolution (the configured
 ``video.width x video.height``; checked, never resized here) and the reference is tracked once.
@@ -29,6 +40,8 @@ import numpy as np
 import pandas as pd
 
 from motionmatcher.metrics import make_tracker, motion_discrepancy, motion_fidelity
+from motionmatcher.metrics.mtbench import mtbench_motion_fidelity, mtbench_variant, normalise_tracks
+from motionmatcher.metrics.provenance import module_sha256
 from motionmatcher.runtime import config_hash
 
 log = logging.getLogger(__name__)
@@ -41,7 +54,36 @@ __all__ = [
     "evaluate_samples",
     "evaluate_reference",
     "metrics_config_hash",
+    "metric_variants",
+    "metrics_gpus",
+    "DEFINITION_COLUMNS",
 ]
+
+
+def metrics_gpus(config: Mapping[str, Any], rule: str) -> int:
+    """GPUs the ``metrics`` / ``reference_metrics`` rule requests (its ``resources: gpu``).
+
+    A rule needs a GPU when it runs a network on ``config["device"]`` and that device is not
+    the CPU: both rules run CLIP (every frame of every sample / of the reference clip) and,
+    when configured, ImageReward (BLIP ViT-L); ``metrics`` also tracks with CoTracker when
+    ``tracker`` is ``cotracker`` or ``auto`` with a checkpoint. The weight-free LK tracker runs
+    on the CPU and needs no GPU, but CLIP still does, so with ``device: cuda`` (or ``auto``,
+    which picks CUDA where there is one) both rules ask for one GPU, like the other GPU rules;
+    with ``device: cpu`` none. Without the request the Slurm profile places the job on a CPU
+    node (where ``device: cuda`` fails) and the local profile lets it use ``cuda:0`` without
+    taking a slot (:mod:`motionmatcher.gpu_slots`).
+    """
+    if rule not in ("metrics", "reference_metrics"):
+        raise ValueError(f"metrics_gpus: unknown rule {rule!r}")
+    # CLIP runs in both rules whatever the tracker: the device alone decides
+    return 0 if str(config.get("device", "auto")) == "cpu" else 1
+
+
+def metric_variants(metrics_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """``{"discrepancy": ..., "fidelity": ...}`` from the ``metrics:`` config (defaults: the
+    paper's discrepancy formula, fidelity without DMT's identity term)."""
+    return {"discrepancy": str(metrics_cfg.get("discrepancy", "paper")),
+            "fidelity": str(metrics_cfg.get("fidelity", "no_identity"))}
 
 #: the columns of a samples table that identify a sample (copied into the metrics table)
 SAMPLE_ID_COLUMNS = (
@@ -49,7 +91,14 @@ SAMPLE_ID_COLUMNS = (
     "video_path", "frames_path", "model_identity",
 )
 #: the per-sample metric columns, in table order
-METRIC_COLUMNS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity")
+METRIC_COLUMNS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity",
+                  "mtbench_fidelity")
+#: the columns that name each metric's definition and weights (constant within one run)
+DEFINITION_COLUMNS = (
+    "discrepancy_variant", "fidelity_variant", "tracker", "grid_size", "tracker_weights_sha256",
+    "clip_model", "clip_weights", "clip_weights_sha256", "image_reward_weights_sha256",
+    "mtbench_variant", "mtbench_reference_tracks",
+)
 
 
 def load_scorers(metrics_cfg: Mapping[str, Any], device: str = "cpu", need_tracker: bool = True):
@@ -73,11 +122,13 @@ def load_scorers(metrics_cfg: Mapping[str, Any], device: str = "cpu", need_track
         batch_size=int(clip.get("batch_size", 32)),
     )
     ir = dict(metrics_cfg.get("image_reward") or {})
-    image_reward = load_image_reward(ir.get("checkpoint"), ir.get("med_config"), device=str(device))
+    image_reward = load_image_reward(ir.get("checkpoint"), ir.get("med_config"), device=str(device),
+                                     tokenizer=ir.get("tokenizer"))
     tracker = None
     if need_tracker:
         tracker = make_tracker(
-            metrics_cfg.get("tracker", "lk"), metrics_cfg.get("cotracker_checkpoint"), device=str(device)
+            metrics_cfg.get("tracker", "lk"), metrics_cfg.get("cotracker_checkpoint"), device=str(device),
+            version=str(metrics_cfg.get("cotracker_version", "auto")),
         )
     return scorer, image_reward, tracker
 
@@ -97,10 +148,23 @@ def _check_video(frames: np.ndarray, what: str) -> np.ndarray:
 
 
 def _clip_fields(scorer) -> dict:
+    digest = getattr(scorer, "_weights_sha256", None)
+    if digest is None:
+        model = getattr(scorer, "model", None)
+        digest = module_sha256(model) if hasattr(model, "state_dict") else "unknown"
+        try:
+            scorer._weights_sha256 = digest  # hash the weights once per scorer
+        except AttributeError:
+            pass
     return {
         "clip_model": str(getattr(scorer, "model_name", type(scorer).__name__)),
         "clip_weights": str(getattr(scorer, "weights", "unknown")),
+        "clip_weights_sha256": digest,
     }
+
+
+def _image_reward_sha256(image_reward) -> str | None:
+    return None if image_reward is None else str(getattr(image_reward, "weights_sha256", "unknown"))
 
 
 def evaluate_samples(
@@ -112,6 +176,9 @@ def evaluate_samples(
     image_reward=None,
     load_frames: Callable[[Mapping[str, Any]], np.ndarray] = load_sample_frames,
     expected_size: tuple[int, int] | None = None,
+    variants: Mapping[str, str] | None = None,
+    mtbench: Mapping[str, Any] | None = None,
+    mtbench_reference: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score every sample of one (method, reference video); one output row per input row.
 
@@ -124,10 +191,17 @@ def evaluate_samples(
         image_reward: an ImageReward scorer or ``None`` (-> null ``image_reward``).
         load_frames: ``row -> frames``; default reads ``row["frames_path"]``.
         expected_size: ``(height, width)`` every video must have (the configured size).
+        variants: ``{"discrepancy": "paper"|"official", "fidelity": "no_identity"|"official"}``
+            (:func:`metric_variants`; default: paper / no_identity).
+        mtbench: the ``metrics.mtbench`` config (``enabled``, ``frechet``, ``frechet_samples``,
+            ``seed``); ``None`` or not enabled -> null ``mtbench_fidelity``.
+        mtbench_reference: MTBench's stored reference trajectories ``(N, T, 2)`` in normalised
+            coordinates (:func:`~motionmatcher.metrics.mtbench.load_mtbench_trajectories`);
+            ``None`` -> the reference's own tracks, normalised.
 
     Returns:
-        :data:`SAMPLE_ID_COLUMNS` + :data:`METRIC_COLUMNS` + ``tracker, grid_size, clip_model,
-        clip_weights, n_frames, height, width, metrics_seconds``.
+        :data:`SAMPLE_ID_COLUMNS` + :data:`METRIC_COLUMNS` + :data:`DEFINITION_COLUMNS` +
+        ``n_frames, height, width, metrics_seconds``.
 
     Raises:
         ValueError: a sample's frame count or resolution differs from the reference's (or
@@ -144,8 +218,29 @@ def evaluate_samples(
     if missing:
         raise ValueError(f"samples table lacks columns {missing}")
 
+    variants = metric_variants(variants or {})
+    mt = dict(mtbench or {})
+    mt_on = bool(mt.get("enabled", False))
+    mt_kw = {"frechet": bool(mt.get("frechet", False)), "frechet_samples": int(mt.get("frechet_samples", 50)),
+             "seed": int(mt.get("seed", 0))}
+    definition = {
+        "discrepancy_variant": variants["discrepancy"],
+        "fidelity_variant": variants["fidelity"],
+        "tracker": str(tracker.name),
+        "grid_size": int(grid_size),
+        "tracker_weights_sha256": str(getattr(tracker, "weights_sha256", "none")),
+        **_clip_fields(scorer),
+        "image_reward_weights_sha256": _image_reward_sha256(image_reward),
+        "mtbench_variant": mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"]) if mt_on else None,
+        "mtbench_reference_tracks": (None if not mt_on else "stored" if mtbench_reference is not None
+                                     else str(tracker.name)),
+    }
     t0 = time.perf_counter()
     ref_tracks, _ = tracker.track(ref, int(grid_size))
+    mt_ref = None
+    if mt_on:
+        mt_ref = (np.asarray(mtbench_reference, dtype=np.float64) if mtbench_reference is not None
+                  else normalise_tracks(ref_tracks, height, width))
     log.info("reference %dx%dx%d tracked with %s (grid %d) in %.2f s",
              n_frames, height, width, tracker.name, grid_size, time.perf_counter() - t0)
 
@@ -167,11 +262,12 @@ def evaluate_samples(
             clip_t=float(clip["clip_t"]),
             frame_consistency=float(clip["frame_consistency"]),
             image_reward=ir,
-            motion_discrepancy=motion_discrepancy(ref_tracks, tracks, height, width),
-            motion_fidelity=motion_fidelity(ref_tracks, tracks),
-            tracker=str(tracker.name),
-            grid_size=int(grid_size),
-            **_clip_fields(scorer),
+            motion_discrepancy=motion_discrepancy(ref_tracks, tracks, height, width,
+                                                  variant=variants["discrepancy"]),
+            motion_fidelity=motion_fidelity(ref_tracks, tracks, variant=variants["fidelity"]),
+            mtbench_fidelity=(None if not mt_on else
+                              mtbench_motion_fidelity(mt_ref, normalise_tracks(tracks, height, width), **mt_kw)),
+            **definition,
             n_frames=int(n_frames),
             height=int(height),
             width=int(width),
@@ -182,10 +278,11 @@ def evaluate_samples(
                  rec["motion_discrepancy"], rec["motion_fidelity"])
         records.append(rec)
     frame = pd.DataFrame.from_records(records, columns=[
-        *SAMPLE_ID_COLUMNS, *METRIC_COLUMNS, "tracker", "grid_size", "clip_model", "clip_weights",
+        *SAMPLE_ID_COLUMNS, *METRIC_COLUMNS, *DEFINITION_COLUMNS,
         "n_frames", "height", "width", "metrics_seconds",
     ])
-    frame["image_reward"] = frame["image_reward"].astype("float64")  # all-None -> NaN (null in parquet)
+    for col in ("image_reward", "mtbench_fidelity"):
+        frame[col] = frame[col].astype("float64")  # all-None -> NaN (null in parquet)
     return frame
 
 
@@ -199,6 +296,7 @@ def evaluate_reference(frames: np.ndarray, caption: str, scorer, image_reward=No
         "frame_consistency": float(clip["frame_consistency"]),
         "image_reward": float(image_reward.score(frames, caption)) if image_reward is not None else None,
         **_clip_fields(scorer),
+        "image_reward_weights_sha256": _image_reward_sha256(image_reward),
         "n_frames": int(frames.shape[0]),
         "height": int(frames.shape[1]),
         "width": int(frames.shape[2]),

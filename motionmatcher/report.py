@@ -139,15 +139,16 @@ def summary_html(summary: pd.DataFrame, descriptions: Mapping[str, str] | None =
         cells = [_td(f"<b>{_esc(r['method'])}</b><br><small>{desc}</small>", "name", raw=True),
                  _td(int(r["n_videos"])), _td(int(r["n_samples"]))]
         for m, _, _ in METRIC_SPECS:
-            ci = format_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r[f"{m}_n"])
+            ci = format_ci(r[f"{m}_ci_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r[f"{m}_ci_n"])
             ci_text = ci.split(" ", 1)[1] if " [" in ci else ""
             cells.append(_td(f'{_esc(_stat(r, m))}<span class="ci">{_esc(ci_text)}</span>',
                              "best" if idx in best[m] else None, raw=True))
         rows.append(_tr(cells))
     parts = [
         '<p class="note">Mean &plusmn; sample standard deviation over all samples of a method (every video, '
-        "prompt and seed); below it the 95% confidence interval of the mean (t distribution, samples "
-        "treated as independent). &uarr; higher is better, &darr; lower is better; best mean in bold; "
+        "prompt and seed); below it the 95% confidence interval over videos (mean of the per-video "
+        "means, t distribution with videos &minus; 1 degrees of freedom: the samples of one video are not "
+        "independent). &uarr; higher is better, &darr; lower is better; best mean in bold; "
         f"{DASH} = not computed.</p>",
         _table([name_th, "<th>Videos</th>", "<th>Samples</th>", *head], rows),
     ]
@@ -158,7 +159,8 @@ def summary_html(summary: pd.DataFrame, descriptions: Mapping[str, str] | None =
                  for _, r in by_method.iterrows() if r["method"] != ref]
         parts += [f"<h2>Paired differences against {_esc(ref)}</h2>",
                   f'<p class="note">Method &minus; {_esc(ref)} over the (video, prompt, seed) cells both '
-                  "methods have: mean difference [95% CI, t distribution] (n = pairs).</p>",
+                  "methods have, averaged within each video: mean over videos [95% CI, t distribution] "
+                  "(n = videos).</p>",
                   _table([name_th, *head], drows)]
     vrows = []
     for _, r in summary[summary["level"] == "video"].iterrows():
@@ -191,7 +193,7 @@ def _plt():
 def metric_plot(samples: pd.DataFrame, metric: str, out_png: str | os.PathLike,
                 method_order: Sequence[str] | None = None) -> None:
     """One metric, all methods: every sample (small grey dots), each video's mean (a coloured
-    marker per video) and the method's mean with its 95% CI (black)."""
+    marker per video) and the mean of the video means with its 95% CI over videos (black)."""
     plt = _plt()
     label, higher = next(((lab, hi) for m, lab, hi in METRIC_SPECS if m == metric), (metric, True))
     order = list(method_order or [])
@@ -218,7 +220,8 @@ def metric_plot(samples: pd.DataFrame, metric: str, out_png: str | os.PathLike,
                            edgecolor="white", linewidth=0.5, zorder=2,
                            label=None if video in labeled else video)
                 labeled.add(video)
-        mean, lo, hi, n = mean_ci(rows["_v"])
+        mean, lo, hi, n = mean_ci(rows.groupby("video_id", sort=False)["_v"].mean()
+                                  if "video_id" in rows else rows["_v"])  # unit: video
         if np.isfinite(lo):
             ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=6, lw=1.5, zorder=3)
         ax.plot([i - 0.32, i + 0.32], [mean, mean], color="black", lw=2.2, zorder=3)

@@ -5,22 +5,29 @@ read and write files.
 ``summarize`` returns one table with a ``level`` column (schema
 :data:`motionmatcher.tables.SUMMARY`):
 
-* ``level == "method"``: one row per method (``video_id`` null), statistics over **all** samples
-  of the method (every video, prompt and seed pooled, not a mean of per-video means);
+* ``level == "method"``: one row per method (``video_id`` null);
 * ``level == "video"``: one row per (method, video).
 
-For each metric ``M``: ``M_mean``, ``M_std`` (sample standard deviation, ``ddof=1``; NaN/null
-when fewer than 2 values) and ``M_n`` (number of non-null values; 0 and a null mean for a
-metric that was not computed, e.g. ImageReward without a checkpoint); ``M_ci_low``/``M_ci_high``,
-the 95% confidence interval of the mean, ``mean ± t_{0.975, n−1} · std / √n``; and the paired
-differences against ``paired_reference`` (default ``motionmatcher``): over the (video, prompt,
-seed) cells where both methods have a value, ``d = M(method) − M(reference)``, ``M_diff_mean``,
-``M_diff_ci_low``/``M_diff_ci_high`` (95%, t with n − 1 d.o.f.) and ``M_diff_n`` (pairs).
+Descriptive columns, for each metric ``M``: ``M_mean``, ``M_std`` (sample standard deviation,
+``ddof=1``; null when fewer than 2 values) and ``M_n`` (number of non-null values; 0 and a null
+mean for a metric that was not computed) over the row's **samples** (all videos, prompts and
+seeds of the method pooled, as the paper's Table 1 averages).
 
-The intervals treat the samples (resp. the pairs) as independent draws: prompts and seeds of
-one reference video are not independent of each other, so read them as a description of the
-spread, not as a test over videos (the per-video rows and the report's per-video points show
-how much of it is between videos).
+Inferential columns: the unit of the interval is named in ``ci_unit``. All samples of one video
+share one adapter and one reference clip, so they are not independent draws; the effective
+sample size of a method is its number of videos. Hence on a method row (``ci_unit ==
+"video"``), with ``m_v`` the mean of ``M`` over the samples of video ``v`` (``V`` videos with a
+value)::
+
+    M_ci_mean = 1/V sum_v m_v,   M_ci_low/high = M_ci_mean ± t_{0.975, V−1} · std_v(m_v) / √V
+
+and ``M_ci_n = V``. The paired differences against ``paired_reference`` (default
+``motionmatcher``) are formed cell by cell (video, prompt, seed; several samples of a cell
+averaged), averaged within each video to ``d_v``, and the t interval is over the ``d_v``:
+``M_diff_mean``, ``M_diff_ci_low``/``M_diff_ci_high``, ``M_diff_n`` (videos). On a video row
+(``ci_unit == "sample"``) the only replicates are the samples (resp. the cells) of that one video:
+the interval there describes within-video spread, not generalisation. The per-sample table
+(``samples.parquet``) keeps every value for drill-down.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ import pandas as pd
 from motionmatcher.tables import SUMMARY, SUMMARY_METRICS
 
 __all__ = ["METRIC_SPECS", "DASH", "PAIR_KEYS", "concat_metric_tables", "summarize", "format_stat",
-           "summary_markdown", "statistics_markdown", "t_quantile", "mean_ci", "paired_differences"]
+           "summary_markdown", "statistics_markdown", "t_quantile", "mean_ci", "paired_differences",
+           "video_paired_differences", "video_means"]
 
 #: The cell a sample belongs to; paired differences match samples of two methods on it.
 PAIR_KEYS = ("video_id", "prompt_id", "seed")
@@ -47,6 +55,7 @@ METRIC_SPECS: tuple[tuple[str, str, bool], ...] = (
     ("image_reward", "ImageReward", True),
     ("motion_discrepancy", "Motion discrepancy", False),
     ("motion_fidelity", "Motion fidelity", True),
+    ("mtbench_fidelity", "MTBench fidelity", True),
 )
 assert tuple(m for m, _, _ in METRIC_SPECS) == SUMMARY_METRICS
 
@@ -151,10 +160,10 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
     return mean, mean - half, mean + half, n
 
 
-def paired_differences(samples: pd.DataFrame, method: str, reference: str, metric: str,
-                       video_id=None) -> pd.Series:
+def _cell_differences(samples: pd.DataFrame, method: str, reference: str, metric: str,
+                      video_id=None) -> pd.Series:
     """``metric(method) − metric(reference)`` per (video, prompt, seed) cell both have a finite
-    value in (several samples of a cell are averaged), optionally within one video."""
+    value in (several samples of a cell are averaged), indexed by the cell keys."""
     if metric not in samples or "method" not in samples:
         return pd.Series(dtype="float64")
     keys = [k for k in PAIR_KEYS if k in samples]
@@ -167,22 +176,54 @@ def paired_differences(samples: pd.DataFrame, method: str, reference: str, metri
 
     a, b = cells(method), cells(reference)
     common = a.index.intersection(b.index)
-    return (a.loc[common] - b.loc[common]).reset_index(drop=True)
+    return a.loc[common] - b.loc[common]
 
 
-def _stats(group: pd.DataFrame) -> dict:
-    out = {"n_samples": int(len(group)), "n_videos": int(group["video_id"].nunique())}
+def paired_differences(samples: pd.DataFrame, method: str, reference: str, metric: str,
+                       video_id=None) -> pd.Series:
+    """``metric(method) − metric(reference)`` per (video, prompt, seed) cell both have a finite
+    value in (several samples of a cell are averaged), optionally within one video."""
+    return _cell_differences(samples, method, reference, metric, video_id).reset_index(drop=True)
+
+
+def video_paired_differences(samples: pd.DataFrame, method: str, reference: str, metric: str) -> pd.Series:
+    """Per-video mean of the cell differences (:func:`paired_differences`), indexed by video:
+    the unit of the paired interval on a method row."""
+    d = _cell_differences(samples, method, reference, metric)
+    if d.empty:
+        return pd.Series(dtype="float64")
+    level = "video_id" if "video_id" in (d.index.names or []) else 0
+    return d.groupby(level=level, sort=False).mean()
+
+
+def video_means(group: pd.DataFrame, metric: str) -> pd.Series:
+    """Mean of ``metric`` over the finite values of each video, indexed by video (videos
+    without a value left out): the unit of the interval on a method row."""
+    if metric not in group:
+        return pd.Series(dtype="float64")
+    values = pd.to_numeric(group[metric], errors="coerce").astype("float64")
+    rows = group.assign(_v=values)[np.isfinite(values)]
+    return rows.groupby("video_id", sort=False)["_v"].mean()
+
+
+def _finite_values(group: pd.DataFrame, metric: str) -> pd.Series:
+    if metric not in group:
+        return pd.Series(dtype="float64")
+    values = pd.to_numeric(group[metric], errors="coerce").astype("float64")
+    return values[np.isfinite(values)]
+
+
+def _stats(group: pd.DataFrame, unit: str) -> dict:
+    out = {"n_samples": int(len(group)), "n_videos": int(group["video_id"].nunique()), "ci_unit": unit}
     for m in SUMMARY_METRICS:
-        if m in group:
-            values = pd.to_numeric(group[m], errors="coerce").astype("float64")
-            values = values[np.isfinite(values)]
-        else:
-            values = pd.Series(dtype="float64")
+        values = _finite_values(group, m)
         n = int(values.size)
         out[f"{m}_mean"] = float(values.mean()) if n else np.nan
         out[f"{m}_std"] = float(values.std(ddof=1)) if n >= 2 else np.nan
         out[f"{m}_n"] = n
-        _, out[f"{m}_ci_low"], out[f"{m}_ci_high"], _ = mean_ci(values)
+        units = video_means(group, m) if unit == "video" else values
+        (out[f"{m}_ci_mean"], out[f"{m}_ci_low"], out[f"{m}_ci_high"],
+         out[f"{m}_ci_n"]) = mean_ci(units)
     return out
 
 
@@ -191,6 +232,8 @@ def _paired(samples: pd.DataFrame, method: str, reference: str | None, video_id=
     for m in SUMMARY_METRICS:
         if reference is None or method == reference:
             d = pd.Series(dtype="float64")
+        elif video_id is None:
+            d = video_paired_differences(samples, method, reference, m)
         else:
             d = paired_differences(samples, method, reference, m, video_id)
         mean, lo, hi, n = mean_ci(d)
@@ -233,12 +276,13 @@ def summarize(
         group = samples[samples["method"] == method]
         vids = _ordered(group["video_id"], None)
         refs = [ref_clip[v] for v in vids if v in ref_clip]
-        method_rows.append({"level": "method", "method": method, "video_id": None, **_stats(group),
+        method_rows.append({"level": "method", "method": method, "video_id": None, **_stats(group, "video"),
                             "reference_clip_t": float(np.mean(refs)) if refs else np.nan,
                             **_paired(samples, method, paired_reference)})
         for video in vids:
             vgroup = group[group["video_id"] == video]
-            video_rows.append({"level": "video", "method": method, "video_id": video, **_stats(vgroup),
+            video_rows.append({"level": "video", "method": method, "video_id": video,
+                               **_stats(vgroup, "sample"),
                                "reference_clip_t": ref_clip.get(video, np.nan),
                                **_paired(samples, method, paired_reference, video)})
     out = pd.DataFrame.from_records(method_rows + video_rows, columns=SUMMARY.names)
@@ -292,6 +336,40 @@ def _metric_cells(row: pd.Series) -> list[str]:
             for m, _, _ in METRIC_SPECS]
 
 
+#: (column, label) of the per-sample columns that define the numbers (motionmatcher.evaluate)
+DEFINITIONS = (
+    ("discrepancy_variant", "motion discrepancy variant"),
+    ("fidelity_variant", "motion fidelity variant"),
+    ("tracker", "tracker"),
+    ("grid_size", "grid"),
+    ("tracker_weights_sha256", "tracker weights sha256"),
+    ("clip_model", "CLIP model"),
+    ("clip_weights", "CLIP weights"),
+    ("clip_weights_sha256", "CLIP weights sha256"),
+    ("image_reward_weights_sha256", "ImageReward weights sha256"),
+    ("mtbench_variant", "MTBench variant"),
+    ("mtbench_reference_tracks", "MTBench reference tracks"),
+)
+
+
+def definitions_markdown(samples: pd.DataFrame) -> list[str]:
+    """Header lines naming each metric's definition (variant, tracker, grid, weights' hashes).
+    More than one definition in one table is flagged in bold: those numbers do not compare."""
+    cols = [(c, label) for c, label in DEFINITIONS if c in samples]
+    if not cols:
+        return []
+    combos = samples[[c for c, _ in cols]].astype("object").where(samples[[c for c, _ in cols]].notna(), None)
+    combos = combos.drop_duplicates()
+    lines = []
+    for _, row in combos.iterrows():
+        parts = [f"{label} `{DASH if _is_null(row[c]) else row[c]}`" for c, label in cols]
+        lines.append("Metric definitions: " + ", ".join(parts) + ".")
+    if len(combos) > 1:
+        lines.insert(0, f"**This table mixes {len(combos)} metric definitions (see below): numbers made "
+                        "with different variants, trackers or weights are not comparable.**")
+    return lines
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     reference: pd.DataFrame | None = None,
@@ -305,21 +383,14 @@ def summary_markdown(
     used and flags random CLIP weights."""
     lines = [f"# {title}", ""]
     lines.append(
-        f"Mean \u00b1 sample standard deviation over samples (all videos, prompts and seeds of a method); "
+        f"Mean \u00b1 sample standard deviation over samples (all videos, prompts and seeds of a method; "
+        "descriptive, unit: sample; the confidence intervals below are over videos); "
         f"{UP} higher is better, {DOWN} lower is better; {DASH} = not computed "
         "(e.g. ImageReward without `metrics.image_reward.checkpoint`); (n=k) = the metric has k values."
     )
     if samples is not None and len(samples):
         notes = []
-        if "tracker" in samples and "grid_size" in samples:
-            pairs = samples[["tracker", "grid_size"]].drop_duplicates().itertuples(index=False)
-            trackers = ", ".join(f"{t} (grid {int(g)}\u00d7{int(g)})" for t, g in pairs)
-            notes.append(f"Motion metrics: tracks of the reference vs the sample, tracker {trackers}.")
-        if "clip_model" in samples:
-            cols = [c for c in ("clip_model", "clip_weights") if c in samples]
-            models = ", ".join(" / ".join(map(str, r))
-                               for r in samples[cols].drop_duplicates().itertuples(index=False))
-            notes.append(f"CLIP: {models}.")
+        notes += definitions_markdown(samples)
         weights = samples["clip_weights"].astype(str) if "clip_weights" in samples else pd.Series(dtype=str)
         if weights.str.startswith("random_init").any():
             notes.append("**CLIP weights are random (`metrics.clip.random_init_seed`): CLIP-T, frame "
@@ -380,33 +451,46 @@ def format_diff(mean, low, high, n: int) -> str:
     return f"{text} (n={int(n)})"
 
 
+def _unit_label(by_method: pd.DataFrame) -> str:
+    units = list(by_method["ci_unit"].dropna().unique()) if "ci_unit" in by_method else []
+    return units[0] if len(units) == 1 else "video"
+
+
 def statistics_markdown(summary: pd.DataFrame) -> str:
-    """Markdown of the interval columns of :func:`summarize`'s table: per method the mean and
-    its 95% CI for each metric, and the paired differences against the reference method (the
-    workflow appends it to :func:`summary_markdown`'s text)."""
+    """Markdown of the interval columns of :func:`summarize`'s table: per method the mean over
+    videos and its 95% CI for each metric, and the paired differences against the reference
+    method (the workflow appends it to :func:`summary_markdown`'s text). The unit of every
+    interval (videos) is stated; ``(n=k)`` counts units."""
     by_method = summary[summary["level"] == "method"]
-    lines = ["## Per method: 95% confidence intervals", "",
-             "Mean [95% CI of the mean, t distribution] over the samples of each method (samples "
-             "treated as independent).", ""]
+    unit = _unit_label(by_method)
+    lines = ["## Per method: 95% confidence intervals (unit: video)", "",
+             f"Unit of the intervals: the {unit}. For each metric the mean over the videos of their "
+             "per-video means, [95% CI, t distribution with videos − 1 degrees of freedom] "
+             "(n = videos). The samples of one video share its adapter and reference clip, so they "
+             "are not independent; the per-sample values are in `samples.parquet` and the per-video "
+             "rows above.", ""]
+
     def ci(r, m):
-        return format_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r[f"{m}_n"])
+        text = format_ci(r[f"{m}_ci_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r[f"{m}_ci_n"])
+        return text if text == DASH else f"{text} (n={int(r[f'{m}_ci_n'])})"
 
     def diff(r, m):
         return format_diff(r[f"{m}_diff_mean"], r[f"{m}_diff_ci_low"], r[f"{m}_diff_ci_high"],
                            r[f"{m}_diff_n"])
 
     lines += _table(
-        ["Method", "Samples", *_metric_header()],
-        [[r["method"], str(int(r["n_samples"])), *[ci(r, m) for m, _, _ in METRIC_SPECS]]
+        ["Method", "Videos", "Samples", *_metric_header()],
+        [[r["method"], str(int(r["n_videos"])), str(int(r["n_samples"])),
+          *[ci(r, m) for m, _, _ in METRIC_SPECS]]
          for _, r in by_method.iterrows()],
     )
     refs = list(by_method["paired_reference"].dropna().unique()) if "paired_reference" in by_method else []
     if refs:
         ref = refs[0]
-        lines += ["", f"## Paired differences against {ref}", "",
-                  f"Method \u2212 {ref} over the (video, prompt, seed) cells both have: mean difference "
-                  "[95% CI, t distribution] (n = pairs). A positive difference is better where "
-                  f"{UP}, a negative one where {DOWN}.", ""]
+        lines += ["", f"## Paired differences against {ref} (unit: video)", "",
+                  f"Method \u2212 {ref}: differences over the (video, prompt, seed) cells both have, "
+                  "averaged within each video; mean over videos [95% CI, t distribution] (n = videos). "
+                  f"A positive difference is better where {UP}, a negative one where {DOWN}.", ""]
         rows = [[r["method"], *[diff(r, m) for m, _, _ in METRIC_SPECS]]
                 for _, r in by_method.iterrows() if r["method"] != ref]
         lines += _table(["Method", *_metric_header()], rows)

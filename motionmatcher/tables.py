@@ -69,10 +69,22 @@ METRICS = pa.schema([
     ("image_reward", pa.float64()),
     ("motion_discrepancy", pa.float64()),
     ("motion_fidelity", pa.float64()),
+    ("mtbench_fidelity", pa.float64()),
+    # the definition of each number: variants (motionmatcher.metrics.motion), tracker, grid and
+    # short SHA-256 fingerprints of the weights (image_reward_weights_sha256 null without it)
+    ("discrepancy_variant", pa.string()),
+    ("fidelity_variant", pa.string()),
     ("tracker", pa.string()),
     ("grid_size", pa.int32()),
+    ("tracker_weights_sha256", pa.string()),
     ("clip_model", pa.string()),
     ("clip_weights", pa.string()),
+    ("clip_weights_sha256", pa.string()),
+    ("image_reward_weights_sha256", pa.string()),
+    # MTBench score definition (null unless metrics.mtbench.enabled): "cosine" or
+    # "cosine+frechet<K>"; reference tracks "stored" (MTBench's trajectories) or the tracker's name
+    ("mtbench_variant", pa.string()),
+    ("mtbench_reference_tracks", pa.string()),
     ("n_frames", pa.int32()),
     ("height", pa.int32()),
     ("width", pa.int32()),
@@ -93,6 +105,8 @@ REFERENCE = pa.schema([
     ("image_reward", pa.float64()),
     ("clip_model", pa.string()),
     ("clip_weights", pa.string()),
+    ("clip_weights_sha256", pa.string()),
+    ("image_reward_weights_sha256", pa.string()),
     ("n_frames", pa.int32()),
     ("height", pa.int32()),
     ("width", pa.int32()),
@@ -100,11 +114,12 @@ REFERENCE = pa.schema([
     ("code_version", pa.string()),
 ])
 
-# results/tables/summary.parquet: level "method" rows (video_id null; statistics over all
-# samples of the method) followed by level "video" rows (one per method x video). For each
-# metric M: M_mean, M_std (sample std, ddof=1; null if fewer than 2 values) and M_n (non-null
-# values). reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
-SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity")
+# results/tables/summary.parquet: level "method" rows (video_id null) followed by level "video"
+# rows (one per method x video). For each metric M: M_mean, M_std (sample std, ddof=1; null if
+# fewer than 2 values) and M_n (non-null values) over the row's samples (descriptive).
+# reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
+SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity",
+                   "mtbench_fidelity")
 SUMMARY = pa.schema(
     [
         ("level", pa.string()),
@@ -116,11 +131,15 @@ SUMMARY = pa.schema(
     + [(f"{m}_{stat}", pa.int64() if stat == "n" else pa.float64())
        for m in SUMMARY_METRICS for stat in ("mean", "std", "n")]
     + [("reference_clip_t", pa.float64())]
-    # 95% confidence interval of each mean (t distribution, n - 1 degrees of freedom; null for
-    # n < 2) and paired differences (this method - `paired_reference`) over the (video, prompt,
-    # seed) cells both methods have: mean, 95% CI, number of pairs (null / 0 for the reference
-    # method itself or without common cells).
-    + [(f"{m}_{stat}", pa.float64()) for m in SUMMARY_METRICS for stat in ("ci_low", "ci_high")]
+    # 95% confidence interval (t distribution, n - 1 degrees of freedom; null for n < 2) over
+    # the unit named in ci_unit: "video" on method rows (per-video means; M_ci_mean is their
+    # mean, M_ci_n the number of videos), "sample" on video rows. Paired differences (this
+    # method - `paired_reference`): cell differences averaged per video, interval over videos
+    # on method rows (M_diff_n = videos), over cells on video rows (M_diff_n = cells); null / 0
+    # for the reference method itself or without common cells.
+    + [("ci_unit", pa.string())]
+    + [(f"{m}_{stat}", pa.int64() if stat == "ci_n" else pa.float64())
+       for m in SUMMARY_METRICS for stat in ("ci_mean", "ci_low", "ci_high", "ci_n")]
     + [("paired_reference", pa.string())]
     + [(f"{m}_{stat}", pa.int64() if stat == "diff_n" else pa.float64())
        for m in SUMMARY_METRICS for stat in ("diff_mean", "diff_ci_low", "diff_ci_high", "diff_n")]

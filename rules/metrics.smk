@@ -11,6 +11,10 @@
 # any tracking) with the message of motionmatcher.metrics.MetricUnavailable, which names the
 # config keys to set; reference_metrics only needs the preprocessed frames and has a high
 # priority, so on a real run that failure comes within minutes, not after training.
+# Both rules run CLIP (and ImageReward when configured) on config["device"], so they request a
+# GPU unless device is cpu (motionmatcher.evaluate.metrics_gpus; LK tracking alone needs none).
+
+from motionmatcher.evaluate import metrics_gpus
 
 
 rule metrics:
@@ -34,6 +38,7 @@ rule metrics:
     resources:
         mem_mb=8000,
         runtime=60,
+        gpu=metrics_gpus(config, "metrics"),
     script:
         "../workflow_scripts/metrics.py"
 
@@ -60,6 +65,7 @@ rule reference_metrics:
     resources:
         mem_mb=6000,
         runtime=20,
+        gpu=metrics_gpus(config, "reference_metrics"),
     script:
         "../workflow_scripts/reference_metrics.py"
 

@@ -192,3 +192,76 @@ def test_shared_videos_discrepancy():
     cross = motion_discrepancy(bear, eiffel, size, size)
     assert cross > 1e-3  # measured ~7.7e-3 (LK, 128 px, grid 20)
     assert motion_fidelity(bear, eiffel) < motion_fidelity(bear, bear)
+
+
+# ---------------------------------------------------------------- named variants (official scripts)
+
+
+def _three_tracks(n_frames: int = 5) -> np.ndarray:
+    """Track 0 moves right, track 1 down, track 2 diagonally, 1 px per step, far apart."""
+    t = np.arange(n_frames, dtype=np.float64)
+    starts = np.array([[10.0, 10.0], [50.0, 10.0], [10.0, 50.0]])
+    steps = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    return starts[:, None, :] + steps[:, None, :] * t[None, :, None]
+
+
+def _official_discrepancy(a, b, height, width):
+    """evaluations/motion_discrepancy.py of MotionMatcher, re-derived: mean over flattened (T, 2)."""
+    fa, fb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    dists = ((fa[None] - fb[:, None]) ** 2).mean(-1)  # (M, N)
+    return (dists.min(1).mean() + dists.T.min(1).mean()) / height / width
+
+
+def _official_fidelity(src, gen):
+    """DMT's motion_fidelity_score.py, re-derived: identity subtracted before the max."""
+    def unit(tr):
+        v = np.diff(tr, axis=1)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    sim = np.einsum("ntc,mtc->nmt", unit(gen), unit(src)).mean(-1) - np.eye(gen.shape[0])
+    return sim.max(1).mean()
+
+
+def test_variants_known_answers_self_mirror_offset():
+    tr = _three_tracks()
+    r = 1 / np.sqrt(2)
+    # against itself: discrepancy 0 in both; fidelity 1 without, mean second-best match with identity
+    assert motion_discrepancy(tr, tr, 100, 100, variant="official") == pytest.approx(0.0, abs=1e-15)
+    assert motion_fidelity(tr, tr, variant="no_identity") == pytest.approx(1.0)
+    assert motion_fidelity(tr, tr, variant="official") == pytest.approx(r)
+    # constant offset (3, 4) px: each track's nearest neighbour is its own shifted copy, 25 px^2
+    shifted = tr + np.array([3.0, 4.0])
+    assert motion_discrepancy(tr, shifted, 100, 100, variant="paper") == pytest.approx(2 * 25 / 1e4)
+    assert motion_discrepancy(tr, shifted, 100, 100, variant="official") == pytest.approx(25 / 1e4)
+    assert motion_fidelity(tr, shifted, variant="official") == pytest.approx(r)
+    # mirror image x -> 99 - x: right becomes left. Per generated track, best source match:
+    # no identity: left -> 0 (the down track), down -> 1, (-1, 1) -> 1/sqrt2;
+    # with identity: left -> 0, down -> 1/sqrt2 (its own match removed), (-1, 1) -> 1/sqrt2
+    mirror = tr.copy()
+    mirror[..., 0] = 99.0 - mirror[..., 0]
+    assert motion_fidelity(tr, mirror, variant="no_identity") == pytest.approx((0 + 1 + r) / 3)
+    assert motion_fidelity(tr, mirror, variant="official") == pytest.approx((0 + r + r) / 3)
+    # a single track and its mirror image: d = mean_t (2 x_t - 99)^2 for x = 10..14 (y unchanged)
+    one, one_m = tr[:1], mirror[:1]
+    d = np.mean([(2 * x - 99.0) ** 2 for x in range(10, 15)])
+    assert motion_discrepancy(one, one_m, 100, 100, variant="paper") == pytest.approx(2 * d / 1e4)
+    assert motion_discrepancy(one, one_m, 100, 100, variant="official") == pytest.approx(d / 1e4)
+
+
+def test_variants_match_official_scripts_on_random_tracks():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 64, (30, 6, 2)).cumsum(1)
+    b = rng.uniform(0, 64, (30, 6, 2)).cumsum(1)
+    assert motion_discrepancy(a, b, 64, 80, variant="official") == pytest.approx(_official_discrepancy(a, b, 64, 80))
+    assert motion_discrepancy(a, b, 64, 80, variant="paper") == pytest.approx(2 * _official_discrepancy(a, b, 64, 80))
+    assert motion_fidelity(a, b, variant="official", chunk_size=7) == pytest.approx(_official_fidelity(a, b))
+
+
+def test_variant_errors():
+    tr = _three_tracks()
+    with pytest.raises(ValueError, match="variant"):
+        motion_discrepancy(tr, tr, 100, 100, variant="mean")
+    with pytest.raises(ValueError, match="variant"):
+        motion_fidelity(tr, tr, variant="dmt")
+    with pytest.raises(ValueError, match="same number of source and generated tracks"):
+        motion_fidelity(tr, tr[:2], variant="official")

@@ -5,6 +5,8 @@ for every track that moves) and its time reversal (worse on both motion metrics)
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -89,6 +91,11 @@ def test_columns_and_null_image_reward(scored, tmp_path):
     assert set(scored["tracker"]) == {"lk"} and set(scored["grid_size"]) == {GRID}
     assert set(scored["clip_model"]) == {"ViT-B-32"} and set(scored["clip_weights"]) == {"random_init:0"}
     assert set(scored["height"]) == {64} and set(scored["n_frames"]) == {8}
+    # the definitions: default variants, weight-free tracker, CLIP weights fingerprinted
+    assert set(scored["discrepancy_variant"]) == {"paper"} and set(scored["fidelity_variant"]) == {"no_identity"}
+    assert set(scored["tracker_weights_sha256"]) == {"none"}
+    assert scored["clip_weights_sha256"].nunique() == 1 and len(scored["clip_weights_sha256"].iloc[0]) == 16
+    assert scored["image_reward_weights_sha256"].isna().all()
 
     table = scored.assign(config_hash="h", code_version="v")
     write_table(table, METRICS, tmp_path / "m.parquet")
@@ -98,7 +105,27 @@ def test_columns_and_null_image_reward(scored, tmp_path):
     assert back.column("motion_fidelity").null_count == 0
 
 
+def test_official_variants_through_the_stage(scored, scorer, tracker, reference, tmp_path):
+    from motionmatcher.summary import summarize, summary_markdown
+
+    rows = sample_rows(tmp_path, {"identity": reference, "reversed": reference[::-1]})
+    official = evaluate_samples(rows, reference, scorer, tracker, GRID, expected_size=(64, 64),
+                                variants={"discrepancy": "official", "fidelity": "official"})
+    assert set(official["discrepancy_variant"]) == {"official"} and set(official["fidelity_variant"]) == {"official"}
+    # official discrepancy = paper / 2; DMT's identity term lowers the self-comparison below no_identity
+    np.testing.assert_allclose(official["motion_discrepancy"], scored["motion_discrepancy"] / 2, rtol=1e-12)
+    assert official.iloc[0]["motion_fidelity"] < scored.iloc[0]["motion_fidelity"]
+    # a table mixing both definitions says so in its header
+    mixed = pd.concat([scored, official.assign(method=official["method"] + "_official")], ignore_index=True)
+    md = summary_markdown(summarize(mixed), samples=mixed)
+    assert "mixes 2 metric definitions" in md
+    assert "motion discrepancy variant `official`" in md and "motion discrepancy variant `paper`" in md
+    assert "not comparable" not in summary_markdown(summarize(scored), samples=scored)
+
+
 class ConstantReward:
+    weights_sha256 = "constantreward00"
+
     def score(self, frames, prompt):
         return 0.25
 
@@ -108,6 +135,7 @@ def test_image_reward_and_reference(scorer, tracker, reference, tmp_path):
     rows = sample_rows(tmp_path, {"identity": short})
     out = evaluate_samples(rows, short, scorer, tracker, 4, image_reward=ConstantReward())
     assert list(out["image_reward"]) == [0.25]
+    assert list(out["image_reward_weights_sha256"]) == ["constantreward00"]
 
     ref = evaluate_reference(short, PROMPT, scorer)
     assert ref["clip_t"] == pytest.approx(out.iloc[0]["clip_t"], abs=1e-6)  # same frames, same text
@@ -143,3 +171,45 @@ def test_config_hash():
     assert h == metrics_config_hash({"sample": {"seeds": [0]}}, {"grid_size": 10}, {"width": 64}, 0)
     assert h != metrics_config_hash({"sample": {"seeds": [0]}}, {"grid_size": 10}, {"width": 64}, 1)
     assert h != metrics_config_hash({"sample": {"seeds": [0]}}, {"grid_size": 50}, {"width": 64}, 0)
+
+
+def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
+    """`device: cuda` (paper.yaml) must give both metrics rules `gpu=1`, else Slurm places them
+    on CPU nodes and the local profile runs them on cuda:0 without a slot."""
+    import subprocess
+    import sys
+
+    from motionmatcher.evaluate import metrics_gpus
+    from workflow_helpers import REPO
+
+    for rule in ("metrics", "reference_metrics"):
+        assert metrics_gpus({"device": "cuda", "metrics": {"tracker": "lk"}}, rule) == 1
+        assert metrics_gpus({"device": "auto"}, rule) == 1
+        assert metrics_gpus({"device": "cpu", "metrics": {"tracker": "cotracker"}}, rule) == 0
+    with pytest.raises(ValueError):
+        metrics_gpus({"device": "cuda"}, "summary")
+    # the rules carry it: a dry run of the demo manifest shows the resources of each job
+    from motionmatcher.video import write_mp4
+
+    write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video_id,video_path,caption,prompt\na,{tmp_path / 'a.mp4'},A ball.,A dog.\n")
+
+    def dry_run(device):
+        res = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1",
+             "--directory", str(tmp_path), "--config", f"manifest={manifest}", f"device={device}",
+             "--until", "metrics", "reference_metrics"],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        jobs = {}
+        for block in res.stdout.split("\nrule ")[1:]:
+            name = block.split(":", 1)[0].strip()
+            found = re.search(r"resources: (.*)", block)
+            jobs.setdefault(name, []).append(found.group(1) if found else "")
+        return jobs
+
+    cuda = dry_run("cuda")
+    for rule in ("metrics", "reference_metrics"):
+        assert cuda[rule] and all(re.search(r"\bgpu=1\b", r) for r in cuda[rule]), cuda[rule]

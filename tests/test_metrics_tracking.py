@@ -141,5 +141,82 @@ def test_make_tracker():
 
 def test_cotracker_unavailable_is_explained(tmp_path):
     assert issubclass(TrackerUnavailable, MetricUnavailable)
-    with pytest.raises(TrackerUnavailable, match="co-tracker"):
+    with pytest.raises(TrackerUnavailable, match="missing.pth"):
         make_tracker("cotracker", checkpoint=str(tmp_path / "missing.pth"))
+    with pytest.raises(TrackerUnavailable, match="cotracker_checkpoint"):
+        make_tracker("cotracker", checkpoint=None)
+
+
+# ---- CoTracker checkpoints: version detection and errors, on small fake state dicts --------------
+
+
+def _fake_state(kind: str) -> dict:
+    import torch
+
+    if kind == "v3_offline":
+        return {"fnet.conv1.weight": torch.zeros(2, 3), "corr_mlp.fc1.weight": torch.zeros(4, 4),
+                "time_emb": torch.zeros(1, 60, 1110)}
+    if kind == "v3_online":
+        return {"corr_mlp.fc1.weight": torch.zeros(4, 4), "time_emb": torch.zeros(1, 16, 1110)}
+    if kind == "v2":
+        return {"fnet.conv1.weight": torch.zeros(2, 3), "track_feat_updater.0.weight": torch.zeros(4, 4),
+                "vis_predictor.0.weight": torch.zeros(1, 4), "time_emb": torch.zeros(1, 8, 456)}
+    return {"encoder.weight": torch.zeros(2, 2)}
+
+
+def test_cotracker_checkpoint_kind_from_state_dict_keys(tmp_path):
+    import torch
+
+    from motionmatcher.metrics.tracking import cotracker_checkpoint_kind, load_cotracker_state_dict
+
+    assert cotracker_checkpoint_kind(_fake_state("v3_offline")) == ("3_offline", 60)
+    assert cotracker_checkpoint_kind(_fake_state("v2")) == ("2", 8)
+    with pytest.raises(TrackerUnavailable, match="online CoTracker3"):
+        cotracker_checkpoint_kind(_fake_state("v3_online"), "scaled_online.pth")
+    with pytest.raises(TrackerUnavailable, match=r"other\.pth.*not a CoTracker3 offline or CoTracker2"):
+        cotracker_checkpoint_kind(_fake_state("other"), "other.pth")
+    # files: a {"model": ...} wrapper is unwrapped; loading never unpickles objects
+    torch.save({"model": _fake_state("v2")}, tmp_path / "cotracker2.pth")
+    assert cotracker_checkpoint_kind(load_cotracker_state_dict(tmp_path / "cotracker2.pth")) == ("2", 8)
+    torch.save({"net": TrackerUnavailable("a pickled object")}, tmp_path / "pickled.pth")
+    with pytest.raises(TrackerUnavailable, match=r"pickled\.pth.*weights_only=True"):
+        load_cotracker_state_dict(tmp_path / "pickled.pth")
+
+
+def test_cotracker_errors_name_the_file_and_auto_records_its_choice(tmp_path, caplog, monkeypatch):
+    import logging
+    import sys
+
+    import torch
+
+    torch.save(_fake_state("other"), tmp_path / "weird.pth")
+    with pytest.raises(TrackerUnavailable, match="weird.pth"):
+        make_tracker("cotracker", checkpoint=str(tmp_path / "weird.pth"))
+    torch.save(_fake_state("v2"), tmp_path / "cotracker2.pth")
+    with pytest.raises(TrackerUnavailable, match="cotracker_version is '3_offline'"):
+        make_tracker("cotracker", checkpoint=str(tmp_path / "cotracker2.pth"), version="3_offline")
+    # a v2 checkpoint under `auto` without the package: logged fallback to LK, recorded as "lk"
+    monkeypatch.setitem(sys.modules, "cotracker", None)  # not importable
+    monkeypatch.setitem(sys.modules, "cotracker.predictor", None)
+    with caplog.at_level(logging.INFO, logger="motionmatcher.metrics.tracking"):
+        tracker = make_tracker("auto", checkpoint=str(tmp_path / "cotracker2.pth"))
+    assert tracker.name == "lk" and tracker.weights_sha256 == "none"
+    assert "CoTracker is not installed" in caplog.text and "using Lucas-Kanade" in caplog.text
+    with pytest.raises(TrackerUnavailable, match="git\+https://github.com/facebookresearch/co-tracker"):
+        make_tracker("cotracker", checkpoint=str(tmp_path / "cotracker2.pth"))
+
+
+def test_cotracker_runs_from_a_random_checkpoint(tmp_path):
+    """Only where co-tracker is installed: a random CoTracker3 offline model saved as a state
+    dict is detected, loaded and tracks a grid; the row names the tracker and the weights."""
+    pytest.importorskip("cotracker")
+    import torch
+    from cotracker.models.build_cotracker import build_cotracker
+
+    torch.manual_seed(0)
+    torch.save(build_cotracker(checkpoint=None, offline=True, window_len=60).state_dict(),
+               tmp_path / "scaled_offline.pth")
+    tracker = make_tracker("auto", checkpoint=str(tmp_path / "scaled_offline.pth"))
+    assert tracker.name == "cotracker3_offline" and len(tracker.weights_sha256) == 16
+    tracks, visible = tracker.track(_panning_video((1.0, 0.5), 4, size=64, pad=16), grid_size=3)
+    assert tracks.shape == (9, 4, 2) and visible.shape == (9, 4) and np.isfinite(tracks).all()

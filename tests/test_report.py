@@ -75,11 +75,15 @@ def test_summary_has_intervals_and_paired_columns(samples):
     assert list(s.columns) == SUMMARY.names
     m = s[s["level"] == "method"].set_index("method")
     base = m.loc["base"]
-    mean, lo, hi, _ = mean_ci([0.20, 0.25, 0.45, 0.10])
+    # method rows: the unit of the intervals is the video (per-video means a: 0.225, b: 0.275)
+    assert base["ci_unit"] == "video" and base["clip_t_ci_n"] == 2
+    mean, lo, hi, _ = mean_ci([0.225, 0.275])
+    assert base["clip_t_ci_mean"] == pytest.approx(mean)
     assert (base["clip_t_ci_low"], base["clip_t_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
-    assert base["paired_reference"] == "motionmatcher" and base["clip_t_diff_n"] == 3
-    dmean, dlo, dhi, _ = mean_ci([-0.10, -0.15, -0.05])
-    assert base["clip_t_diff_mean"] == pytest.approx(-0.10)
+    assert base["paired_reference"] == "motionmatcher" and base["clip_t_diff_n"] == 2  # videos
+    # cell differences a: -0.10, -0.15 -> -0.125; b: -0.05
+    dmean, dlo, dhi, _ = mean_ci([-0.125, -0.05])
+    assert base["clip_t_diff_mean"] == pytest.approx(-0.0875)
     assert base["clip_t_diff_ci_low"] == pytest.approx(dlo)
     assert base["clip_t_diff_ci_high"] == pytest.approx(dhi)
     ref = m.loc["motionmatcher"]
@@ -87,12 +91,13 @@ def test_summary_has_intervals_and_paired_columns(samples):
     assert base["motion_fidelity_diff_n"] == 0 and math.isnan(base["motion_fidelity_ci_low"])
     vb = s[(s["level"] == "video") & (s["method"] == "base") & (s["video_id"] == "b")].iloc[0]
     assert vb["clip_t_diff_n"] == 1 and vb["clip_t_diff_mean"] == pytest.approx(0.45 - 0.50)
+    assert vb["ci_unit"] == "sample" and vb["clip_t_ci_n"] == 2
     # no reference method in the data: no paired columns, no error
     s2 = summarize(samples[samples["method"] == "base"], paired_reference="motionmatcher")
     assert s2["paired_reference"].isna().all() and (s2["clip_t_diff_n"] == 0).all()
     md = statistics_markdown(s)
-    assert "## Paired differences against motionmatcher" in md
-    assert "\u22120.1000" in md and "(n=3)" in md
+    assert "## Paired differences against motionmatcher (unit: video)" in md
+    assert "\u22120.0875" in md and "(n=2)" in md and "unit: video" in md
 
 
 # ---- report pieces ----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from motionmatcher.summary import DASH, concat_metric_tables, format_stat, summarize, summary_markdown
+from motionmatcher.summary import (DASH, concat_metric_tables, format_stat, statistics_markdown, summarize,
+                                  summary_markdown)
 from motionmatcher.tables import SUMMARY, write_table
 
 NAN = float("nan")
@@ -133,3 +134,37 @@ def test_concat_metric_tables():
     out = concat_metric_tables([a, b.iloc[:0], b], ["method", "clip_t"])
     assert list(out.columns) == ["method", "clip_t"] and list(out["method"]) == ["x", "y", "y"]
     assert len(concat_metric_tables([], ["method"])) == 0
+
+
+def test_video_level_interval_differs_from_pooled_hand_checked():
+    """Two videos: a has 2 samples at 1.0, b has 6 samples at 3.0 (+ small spread).
+
+    Pooled over the 8 samples the mean is 2.5 and the t interval (7 d.o.f.) is narrow; over the
+    2 videos the mean of the video means is 2.0 and t_{0.975, 1} = 12.706 with std(1, 3) = √2
+    gives 2.0 ± 12.706 · √2 / √2 = [−10.706, 14.706]. The paired difference against a method
+    that is 0.5 lower on every cell is +0.5 over 2 videos with zero spread.
+    """
+    values = {"a": [1.0, 1.0], "b": [2.9, 3.1, 3.0, 3.0, 2.9, 3.1]}
+    rows = []
+    for video, vals in values.items():
+        for seed, v in enumerate(vals):
+            for method, offset in (("mm", 0.0), ("base", -0.5)):
+                rows.append({"method": method, "video_id": video, "prompt_id": "p0", "seed": seed,
+                             "clip_t": v + offset})
+    s = summarize(pd.DataFrame(rows), method_order=["mm", "base"], paired_reference="base")
+    mm = s[(s["level"] == "method") & (s["method"] == "mm")].iloc[0]
+    assert mm["clip_t_mean"] == pytest.approx(2.5) and mm["clip_t_n"] == 8  # descriptive, pooled
+    assert mm["ci_unit"] == "video" and mm["clip_t_ci_n"] == 2
+    assert mm["clip_t_ci_mean"] == pytest.approx(2.0)
+    assert mm["clip_t_ci_low"] == pytest.approx(2.0 - 12.7062047, abs=1e-6)
+    assert mm["clip_t_ci_high"] == pytest.approx(2.0 + 12.7062047, abs=1e-6)
+    # the pooled interval the old code reported is far narrower: 2.5 ± t_{0.975,7} s / √8
+    pooled = np.array(values["a"] + values["b"])
+    half = 2.36462425 * pooled.std(ddof=1) / math.sqrt(8)
+    assert half < 1.0 < (mm["clip_t_ci_high"] - mm["clip_t_ci_mean"])
+    assert mm["clip_t_diff_mean"] == pytest.approx(0.5) and mm["clip_t_diff_n"] == 2
+    assert mm["clip_t_diff_ci_low"] == pytest.approx(0.5) and mm["clip_t_diff_ci_high"] == pytest.approx(0.5)
+    vb = s[(s["level"] == "video") & (s["method"] == "mm") & (s["video_id"] == "b")].iloc[0]
+    assert vb["ci_unit"] == "sample" and vb["clip_t_ci_n"] == 6 and vb["clip_t_diff_n"] == 6
+    text = statistics_markdown(s)
+    assert "unit: video" in text and "2.0000 [" in text and "(n=2)" in text

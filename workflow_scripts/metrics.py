@@ -4,8 +4,10 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.evaluate import evaluate_samples, load_scorers, metrics_config_hash
+from motionmatcher.evaluate import evaluate_samples, load_scorers, metric_variants, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
+from motionmatcher.metrics.mtbench import load_mtbench_trajectories
+from motionmatcher.mtbench import stored_trajectories
 from motionmatcher.models import resolve_device
 from motionmatcher.runtime import code_version, load_tensors, setup_script
 from motionmatcher.tables import METRICS, write_table
@@ -24,11 +26,23 @@ except MetricUnavailable as e:
     print(f"rule metrics ({wc.method}, {wc.video}): {e}", file=sys.__stderr__, flush=True)
     raise
 
+# MTBench's stored reference trajectories, when metrics.mtbench.root holds them for this video
+mtbench_cfg = dict(p.metrics.get("mtbench") or {})
+mtbench_reference = None
+if mtbench_cfg.get("enabled"):
+    stored = stored_trajectories(mtbench_cfg.get("root"), wc.video)
+    if stored is not None:
+        mtbench_reference, _ = load_mtbench_trajectories(stored)
+        log.info("MTBench: reference trajectories %s (%d tracks)", stored, len(mtbench_reference))
+    else:
+        log.info("MTBench: no stored trajectories for %s; the reference is tracked", wc.video)
+
 samples = pd.read_parquet(snakemake.input.samples)
 reference = load_tensors(snakemake.input.reference)["frames"].numpy()
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),
     image_reward=image_reward, expected_size=(int(p.height), int(p.width)),
+    variants=metric_variants(p.metrics), mtbench=mtbench_cfg, mtbench_reference=mtbench_reference,
 )
 table["config_hash"] = [metrics_config_hash(p.method_config, p.metrics, p.video, s) for s in table["seed"]]
 table["code_version"] = code_version()

@@ -5,14 +5,18 @@ Sub-modules
 ``tracking``
     Point trackers producing ``(N, T, 2)`` tracks + ``(N, T)`` visibility:
     a weight-free pyramidal Lucas-Kanade tracker (default) and an optional
-    CoTracker wrapper.
+    CoTracker wrapper (v3 offline or v2 checkpoints).
 ``motion``
-    Motion discrepancy (MotionMatcher paper) and motion fidelity (DMT) between
-    two sets of tracks.
+    Motion discrepancy (MotionMatcher paper / official script) and motion
+    fidelity (DMT, with or without its identity term) between two sets of tracks.
+``mtbench``
+    MTBench's motion-fidelity score (DeT) and its stored trajectories.
+``provenance``
+    Short SHA-256 fingerprints of the weights behind each metric.
 ``clip_score``
     CLIP-T (text alignment) and frame consistency with an ``open_clip`` model.
 ``image_reward``
-    Optional ImageReward scorer.
+    Optional ImageReward scorer on transformers' BLIP modules (official checkpoint).
 
 The CLIP / ImageReward symbols import torch and open_clip, so they are loaded
 lazily on first attribute access; ``from motionmatcher.metrics import

@@ -15,7 +15,15 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["motion_discrepancy", "motion_fidelity", "normalized_displacements"]
+__all__ = ["motion_discrepancy", "motion_fidelity", "normalized_displacements",
+           "DISCREPANCY_VARIANTS", "FIDELITY_VARIANTS"]
+
+#: ``official``: the MotionMatcher evaluation script (mean over the flattened ``(T, 2)`` vector);
+#: ``paper``: the paper's formula (sum over x and y), exactly 2x ``official``.
+DISCREPANCY_VARIANTS = ("official", "paper")
+#: ``official``: DMT's ``motion_fidelity_score.py`` (identity matrix subtracted before the max);
+#: ``no_identity``: the same formula without that term (a video against itself scores 1).
+FIDELITY_VARIANTS = ("official", "no_identity")
 
 _DEFAULT_CHUNK = 512
 
@@ -37,6 +45,7 @@ def motion_discrepancy(
     height: int,
     width: int,
     chunk_size: int = _DEFAULT_CHUNK,
+    variant: str = "paper",
 ) -> float:
     """Motion discrepancy of the MotionMatcher paper (lower is better, 0 = same tracks).
 
@@ -56,9 +65,10 @@ def motion_discrepancy(
           ``H x W`` (resize both videos to a common size before tracking); the
           result is in units of (fraction of frame area). The official script
           compared 480-px reference tracks with 384-px sample tracks; we do not.
-        * The official script averages the squared difference over the
-          flattened ``(T, 2)`` vector, i.e. its ``d`` is half of ours (it
-          divides by ``2T``); rankings are identical.
+        * ``variant="paper"`` is the formula above. ``variant="official"`` is
+          the official script (``evaluations/motion_discrepancy.py``), which
+          averages the squared difference over the flattened ``(T, 2)`` vector,
+          i.e. divides by ``2T``: exactly half of ``paper``; rankings are identical.
         * Visibility is ignored, as in the official script (lost points keep
           their last position).
 
@@ -66,7 +76,10 @@ def motion_discrepancy(
         tracks_a, tracks_b: ``(N, T, 2)`` and ``(M, T, 2)`` positions in pixels.
         height, width: the common frame size the tracks were computed at.
         chunk_size: rows of ``A`` processed per block (memory bound).
+        variant: ``"paper"`` or ``"official"`` (:data:`DISCREPANCY_VARIANTS`).
     """
+    if variant not in DISCREPANCY_VARIANTS:
+        raise ValueError(f"unknown motion discrepancy variant {variant!r}; expected one of {DISCREPANCY_VARIANTS}")
     a = _check_tracks(tracks_a, "tracks_a")
     b = _check_tracks(tracks_b, "tracks_b")
     if a.shape[1] != b.shape[1]:
@@ -92,7 +105,8 @@ def motion_discrepancy(
         min_a[start:stop] = sq.min(axis=1)
         np.minimum(min_b, sq.min(axis=0), out=min_b)
 
-    score = (min_a.mean() + min_b.mean()) / n_frames / (float(height) * float(width))
+    coords = n_frames * (2 if variant == "official" else 1)
+    score = (min_a.mean() + min_b.mean()) / coords / (float(height) * float(width))
     return float(score)
 
 
@@ -110,8 +124,10 @@ def normalized_displacements(tracks: np.ndarray, eps: float = 1e-6) -> np.ndarra
     return np.where(moving, v / np.where(moving, norm, 1.0), 0.0)
 
 
-def _max_correlation(u_rows: np.ndarray, u_cols: np.ndarray, chunk_size: int) -> np.ndarray:
-    """For each row track ``i``: ``max_j 1/(T-1) sum_t <u_rows_i(t), u_cols_j(t)>``."""
+def _max_correlation(u_rows: np.ndarray, u_cols: np.ndarray, chunk_size: int,
+                     subtract_identity: bool = False) -> np.ndarray:
+    """For each row track ``i``: ``max_j [1/(T-1) sum_t <u_rows_i(t), u_cols_j(t)> - delta_ij]``
+    (``delta`` only with ``subtract_identity``)."""
     n_steps = u_rows.shape[1]
     rows = u_rows.reshape(u_rows.shape[0], -1)
     cols = u_cols.reshape(u_cols.shape[0], -1)
@@ -119,7 +135,11 @@ def _max_correlation(u_rows: np.ndarray, u_cols: np.ndarray, chunk_size: int) ->
     step = max(1, int(chunk_size))
     for start in range(0, rows.shape[0], step):
         stop = min(start + step, rows.shape[0])
-        best[start:stop] = (rows[start:stop] @ cols.T).max(axis=1) / n_steps
+        sim = (rows[start:stop] @ cols.T) / n_steps
+        if subtract_identity:
+            idx = np.arange(start, stop)
+            sim[idx - start, idx] -= 1.0
+        best[start:stop] = sim.max(axis=1)
     return best
 
 
@@ -130,6 +150,7 @@ def motion_fidelity(
     symmetric: bool = False,
     eps: float = 1e-6,
     chunk_size: int = _DEFAULT_CHUNK,
+    variant: str = "no_identity",
 ) -> float:
     """Motion fidelity score of DMT (Yatim et al., CVPR 2024); higher is better, in ``[-1, 1]``.
 
@@ -156,21 +177,39 @@ def motion_fidelity(
     survives the filter the score is undefined (NaN); if no generated track
     survives, the generated video has no motion and the score is 0.
 
-    DMT's script also subtracts an identity matrix from the similarity matrix
-    before the max (a leftover that only matters when ``|S| == |G|`` and then
-    penalises the same-index match); we do not.
+    Variants (:data:`FIDELITY_VARIANTS`): ``"no_identity"`` is the formula
+    above. ``"official"`` is DMT's script, which subtracts the identity matrix
+    from the ``|G| x |S|`` similarity matrix before the max::
+
+        F_official(S, G) = 1/|G| sum_g max_s [corr(s, g) - delta_{g s}]
+
+    where ``delta`` pairs the tracks started from the same grid point. It needs
+    ``|S| == |G|`` (same grid; DMT's script fails otherwise) and no
+    ``min_motion`` filter. A video against itself then scores the mean
+    second-best match (0.53 on DMT's example), not 1. DMT divides 0/0 for a
+    static step (NaN); both variants here use the zero-vector guard above.
 
     Args:
         tracks_src: reference tracks ``(N, T, 2)``.
         tracks_gen: generated-video tracks ``(M, T, 2)``, same ``T`` and same
             tracking resolution as the source.
+        variant: ``"no_identity"`` or ``"official"``.
     """
+    if variant not in FIDELITY_VARIANTS:
+        raise ValueError(f"unknown motion fidelity variant {variant!r}; expected one of {FIDELITY_VARIANTS}")
     src = _check_tracks(tracks_src, "tracks_src")
     gen = _check_tracks(tracks_gen, "tracks_gen")
     if src.shape[1] != gen.shape[1]:
         raise ValueError(f"tracks must have the same number of frames, got {src.shape[1]} and {gen.shape[1]}")
     if src.shape[1] < 2:
         raise ValueError("motion fidelity needs at least 2 frames")
+    official = variant == "official"
+    if official and (src.shape[0] != gen.shape[0] or min_motion > 0):
+        raise ValueError(
+            "motion fidelity variant 'official' (DMT's identity term) pairs tracks by grid index: it needs "
+            f"the same number of source and generated tracks (got {src.shape[0]} and {gen.shape[0]}) "
+            "and min_motion = 0"
+        )
 
     u_src = normalized_displacements(src, eps)
     u_gen = normalized_displacements(gen, eps)
@@ -189,9 +228,9 @@ def motion_fidelity(
             return 0.0
         u_src, u_gen = u_src[keep_src], u_gen[keep_gen]
 
-    score = _max_correlation(u_gen, u_src, chunk_size).mean()
+    score = _max_correlation(u_gen, u_src, chunk_size, official).mean()
     if symmetric:
-        score = 0.5 * (score + _max_correlation(u_src, u_gen, chunk_size).mean())
+        score = 0.5 * (score + _max_correlation(u_src, u_gen, chunk_size, official).mean())
     return float(score)
 
 

@@ -16,9 +16,9 @@ Trackers
 ``LucasKanadeTracker`` (``name = "lk"``)
     Weight-free, deterministic, CPU only: OpenCV pyramidal Lucas-Kanade with a
     forward-backward consistency check. This is the default.
-``CoTrackerTracker`` (``name = "cotracker"``)
-    The tracker used by the official MotionMatcher / DMT evaluation scripts.
-    Optional: needs the ``cotracker`` package and a local checkpoint.
+``CoTrackerTracker`` (``name = "cotracker3_offline"`` or ``"cotracker2"``)
+    The tracker used by the official MotionMatcher / DMT evaluation scripts (v2) and by
+    MTBench (v3). Optional: needs the ``cotracker`` package and a local checkpoint.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ __all__ = [
     "LucasKanadeTracker",
     "CoTrackerTracker",
     "make_tracker",
+    "cotracker_checkpoint_kind",
+    "load_cotracker_state_dict",
+    "COTRACKER_VERSIONS",
 ]
 
 
@@ -108,6 +111,7 @@ class LucasKanadeTracker:
     """
 
     name = "lk"
+    weights_sha256 = "none"  # weight-free
 
     def __init__(
         self,
@@ -185,49 +189,144 @@ def _inside(points: np.ndarray, height: int, width: int) -> np.ndarray:
     return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
 
 
+#: CoTracker checkpoints the offline grid tracker can run, by kind (see :func:`cotracker_checkpoint_kind`)
+COTRACKER_VERSIONS = ("3_offline", "2")
+COTRACKER_INSTALL = "pip install git+https://github.com/facebookresearch/co-tracker"
+
+
+def load_cotracker_state_dict(path: str | Path) -> dict:
+    """The tensors of a CoTracker ``.pth`` checkpoint, loaded safely (``weights_only=True``;
+    a ``{"model": state_dict}`` wrapper is unwrapped).
+
+    Raises:
+        TrackerUnavailable: the file is missing or does not hold a plain state dict.
+    """
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TrackerUnavailable(
+            f"CoTracker checkpoint not found: {str(path)!r} (metrics.cotracker_checkpoint). Download "
+            "scaled_offline.pth (CoTracker3, https://huggingface.co/facebook/cotracker3) or cotracker2.pth "
+            "(https://huggingface.co/facebook/cotracker) and set metrics.cotracker_checkpoint to its local "
+            "path, or use the weight-free tracker 'lk'."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a weights-only pickle, truncated file, ...
+        raise TrackerUnavailable(
+            f"{str(path)!r} (metrics.cotracker_checkpoint) cannot be read as a CoTracker state dict with "
+            f"torch.load(weights_only=True): {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise TrackerUnavailable(f"{str(path)!r} (metrics.cotracker_checkpoint) does not hold a state dict of tensors")
+    return state
+
+
+def cotracker_checkpoint_kind(state_dict: dict, path: str | Path = "<state dict>") -> tuple[str, int]:
+    """``(version, window_len)`` of a CoTracker state dict, from its keys and buffer shapes.
+
+    * CoTracker3 (``CoTrackerThreeOffline`` / ``...Online``) has the correlation MLP
+      ``corr_mlp.*``; its ``time_emb`` buffer ``(1, window_len, 1110)`` tells the offline model
+      (window 60, ``scaled_offline.pth``) from the online one (window 16, ``scaled_online.pth``).
+    * CoTracker2 has ``track_feat_updater.*`` / ``vis_predictor.*`` and window 8
+      (``cotracker2.pth``) or 16 (``cotracker2v1.pth``).
+
+    Raises:
+        TrackerUnavailable: naming ``path``, for the online CoTracker3 model (this wrapper runs
+            the offline predictor over the whole clip) and for anything else.
+    """
+    keys = set(state_dict)
+    emb = state_dict.get("time_emb")
+    window = int(emb.shape[1]) if emb is not None and len(emb.shape) == 3 else None
+    if any(k.startswith("corr_mlp.") for k in keys) and window is not None:
+        if window == 16:
+            raise TrackerUnavailable(
+                f"{str(path)!r} is the online CoTracker3 checkpoint (time window 16); the metrics use the offline "
+                "predictor: download scaled_offline.pth (https://huggingface.co/facebook/cotracker3) instead"
+            )
+        return "3_offline", window
+    if any(k.startswith("track_feat_updater.") for k in keys) and window is not None:
+        return "2", window
+    sample = ", ".join(sorted(keys)[:5])
+    raise TrackerUnavailable(
+        f"{str(path)!r} (metrics.cotracker_checkpoint) is not a CoTracker3 offline or CoTracker2 checkpoint: "
+        f"no corr_mlp.* (v3) or track_feat_updater.* (v2) keys with a time_emb buffer "
+        f"({len(keys)} keys, e.g. {sample})"
+    )
+
+
 class CoTrackerTracker:
     """CoTracker grid tracking (the tracker of the official evaluation scripts).
 
-    Optional dependency, not on PyPI. Install it with::
+    Optional dependency, not on PyPI. Install it from its repository::
 
         pip install git+https://github.com/facebookresearch/co-tracker
 
-    and download a checkpoint (e.g. ``cotracker2.pth`` / ``scaled_offline.pth``
-    from the CoTracker release page) to a local path passed as
-    ``checkpoint_path`` (config: ``metrics.tracker.checkpoint``). The model is
-    built with ``cotracker.predictor.CoTrackerPredictor(checkpoint=...)`` and
-    run as ``model(video, grid_size=grid_size)`` on a float ``(1, T, 3, H, W)``
-    video in ``[0, 255]``.
+    and download a checkpoint to a local path set as ``metrics.cotracker_checkpoint``:
+    CoTracker3 offline ``scaled_offline.pth`` (the current recommendation,
+    https://huggingface.co/facebook/cotracker3) or CoTracker2 ``cotracker2.pth`` (the one the
+    MotionMatcher / DMT scripts used, https://huggingface.co/facebook/cotracker). The version
+    is read from the state dict (:func:`cotracker_checkpoint_kind`) unless ``version`` is
+    given (``metrics.cotracker_version``), and must then agree with it. The state dict is
+    loaded with ``torch.load(weights_only=True)`` (never unpickled) into
+    ``cotracker.predictor.CoTrackerPredictor(checkpoint=None, v2=..., window_len=...)``, run
+    as ``model(video, grid_size=grid_size)`` on a float ``(1, T, 3, H, W)`` video in
+    ``[0, 255]``. ``name`` is ``cotracker3_offline`` or ``cotracker2``; ``weights_sha256`` the
+    checkpoint's short SHA-256.
 
     Raises:
-        TrackerUnavailable: the package is not importable, or the checkpoint
-            is not given / not a file.
+        TrackerUnavailable: the checkpoint is not given / not a file / not a supported
+            CoTracker state dict (the message names the file), the version disagrees with
+            ``version``, or the package is not importable.
     """
 
-    name = "cotracker"
+    def __init__(self, checkpoint_path: str | Path | None, device: str = "cpu", version: str = "auto") -> None:
+        from .provenance import file_sha256
 
-    def __init__(self, checkpoint_path: str | Path | None, device: str = "cpu") -> None:
+        if checkpoint_path is None or str(checkpoint_path).strip() == "":
+            raise TrackerUnavailable(
+                "tracker cotracker needs metrics.cotracker_checkpoint: download scaled_offline.pth "
+                "(https://huggingface.co/facebook/cotracker3) and set it to the local path, or use the "
+                "weight-free tracker 'lk'."
+            )
+        if version not in ("auto", *COTRACKER_VERSIONS):
+            raise ValueError(f"metrics.cotracker_version must be auto or one of {COTRACKER_VERSIONS}, got {version!r}")
+        state = load_cotracker_state_dict(checkpoint_path)
+        found, window = cotracker_checkpoint_kind(state, checkpoint_path)
+        if version != "auto" and version != found:
+            raise TrackerUnavailable(
+                f"{str(checkpoint_path)!r} is a CoTracker{found.replace('_', ' ')} checkpoint but "
+                f"metrics.cotracker_version is {version!r}"
+            )
         try:
             from cotracker.predictor import CoTrackerPredictor
         except ImportError as exc:
             raise TrackerUnavailable(
                 "CoTracker is not installed (the 'cotracker' package is not on PyPI). Install it with "
-                "`pip install git+https://github.com/facebookresearch/co-tracker` and set "
-                "metrics.tracker.checkpoint to a downloaded CoTracker checkpoint, "
-                "or use the weight-free tracker 'lk'."
+                f"`{COTRACKER_INSTALL}`, or use the weight-free tracker 'lk'."
             ) from exc
-        if checkpoint_path is None or not Path(checkpoint_path).is_file():
-            raise TrackerUnavailable(
-                f"CoTracker checkpoint not found: {checkpoint_path!r}. Download a checkpoint from "
-                "https://github.com/facebookresearch/co-tracker (e.g. cotracker2.pth) and set "
-                "metrics.tracker.checkpoint to its local path, or use the weight-free tracker 'lk'."
-            )
         import torch
 
+        predictor = CoTrackerPredictor(checkpoint=None, offline=True, v2=found == "2", window_len=window)
+        try:
+            predictor.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise TrackerUnavailable(
+                f"{str(checkpoint_path)!r} does not fit the installed CoTracker{found} model: {exc}"
+            ) from exc
         self._torch = torch
         self.device = device
+        self.version = found
+        self.window_len = window
+        self.name = "cotracker3_offline" if found == "3_offline" else "cotracker2"
         self.checkpoint_path = str(checkpoint_path)
-        self.model = CoTrackerPredictor(checkpoint=self.checkpoint_path).to(device).eval()
+        self.weights_sha256 = file_sha256(checkpoint_path)
+        self.model = predictor.to(device).eval()
+        logger.info("CoTracker%s (window %d) from %s (sha256 %s) on %s", found, window, checkpoint_path,
+                    self.weights_sha256, device)
 
     def track(self, frames: np.ndarray, grid_size: int = 50) -> tuple[np.ndarray, np.ndarray]:
         """Track CoTracker's own ``grid_size x grid_size`` grid from frame 0.
@@ -248,22 +347,29 @@ class CoTrackerTracker:
         return tracks_np, visible_np
 
 
-def make_tracker(name: str, checkpoint: str | None = None, device: str = "cpu") -> Tracker:
+def make_tracker(name: str, checkpoint: str | None = None, device: str = "cpu", version: str = "auto") -> Tracker:
     """Build a tracker by name: ``"lk"`` (default, weight-free), ``"cotracker"``, or ``"auto"``
-    (CoTracker when a checkpoint is given and the package imports, else LK).
+    (CoTracker when a checkpoint is given and both the checkpoint and the package work, else
+    LK; the choice and the reason are logged, and the tracker's ``name`` goes into every row).
 
-    ``checkpoint`` and ``device`` are only used by CoTracker.
+    ``checkpoint``, ``device`` and ``version`` (``auto`` | ``3_offline`` | ``2``) are only used
+    by CoTracker.
     """
     key = name.strip().lower()
     if key == "auto":
         if checkpoint:
             try:
-                return CoTrackerTracker(checkpoint, device=device)
+                tracker = CoTrackerTracker(checkpoint, device=device, version=version)
             except TrackerUnavailable as e:
-                logger.warning("tracker auto: CoTracker unavailable (%s); using Lucas-Kanade", e)
+                logger.warning("tracker auto: CoTracker unavailable (%s); using Lucas-Kanade (tracker 'lk')", e)
+            else:
+                logger.info("tracker auto: using %s from %s", tracker.name, checkpoint)
+                return tracker
+        else:
+            logger.info("tracker auto: no metrics.cotracker_checkpoint; using Lucas-Kanade (tracker 'lk')")
         return LucasKanadeTracker()
     if key in ("lk", "lucas-kanade", "lucas_kanade"):
         return LucasKanadeTracker()
     if key in ("cotracker", "co-tracker"):
-        return CoTrackerTracker(checkpoint, device=device)
+        return CoTrackerTracker(checkpoint, device=device, version=version)
     raise ValueError(f"unknown tracker {name!r}; expected 'lk', 'cotracker' or 'auto'")
