@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from motionmatcher.metrics import make_tracker, motion_discrepancy, motion_fidelity
+from motionmatcher.metrics.groundtruth import GT_COLUMNS, score_sample
 from motionmatcher.runtime import config_hash
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def evaluate_samples(
     image_reward=None,
     load_frames: Callable[[Mapping[str, Any]], np.ndarray] = load_sample_frames,
     expected_size: tuple[int, int] | None = None,
+    ground_truth: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score every sample of one (method, reference video); one output row per input row.
 
@@ -124,6 +126,9 @@ def evaluate_samples(
         image_reward: an ImageReward scorer or ``None`` (-> null ``image_reward``).
         load_frames: ``row -> frames``; default reads ``row["frames_path"]``.
         expected_size: ``(height, width)`` every video must have (the configured size).
+        ground_truth: the reference's toy-world ground truth
+            (:func:`~motionmatcher.metrics.groundtruth.load_ground_truth`) or ``None`` (-> null
+            :data:`~motionmatcher.metrics.groundtruth.GT_COLUMNS`).
 
     Returns:
         :data:`SAMPLE_ID_COLUMNS` + :data:`METRIC_COLUMNS` + ``tracker, grid_size, clip_model,
@@ -177,15 +182,18 @@ def evaluate_samples(
             width=int(width),
             metrics_seconds=time.perf_counter() - t0,
         )
+        rec.update(score_sample(frames, row["prompt"], ground_truth) if ground_truth is not None
+                   else dict.fromkeys(GT_COLUMNS, None))
         log.info("%s: CLIP-T %.4f, FC %.4f, IR %s, MD %.5f, MF %.4f", label, rec["clip_t"],
                  rec["frame_consistency"], "-" if ir is None else f"{ir:.4f}",
                  rec["motion_discrepancy"], rec["motion_fidelity"])
         records.append(rec)
     frame = pd.DataFrame.from_records(records, columns=[
         *SAMPLE_ID_COLUMNS, *METRIC_COLUMNS, "tracker", "grid_size", "clip_model", "clip_weights",
-        "n_frames", "height", "width", "metrics_seconds",
+        "n_frames", "height", "width", "metrics_seconds", *GT_COLUMNS,
     ])
-    frame["image_reward"] = frame["image_reward"].astype("float64")  # all-None -> NaN (null in parquet)
+    frame["image_reward"] = frame["image_reward"].astype("float64")
+    frame[list(GT_COLUMNS)] = frame[list(GT_COLUMNS)].astype("float64")  # all-None -> NaN (null in parquet)
     return frame
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 
 from motionmatcher.evaluate import evaluate_samples, load_scorers, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
+from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.models import resolve_device
 from motionmatcher.runtime import code_version, load_tensors, setup_script
 from motionmatcher.tables import METRICS, write_table
@@ -26,9 +27,11 @@ except MetricUnavailable as e:
 
 samples = pd.read_parquet(snakemake.input.samples)
 reference = load_tensors(snakemake.input.reference)["frames"].numpy()
+ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),
     image_reward=image_reward, expected_size=(int(p.height), int(p.width)),
+    ground_truth=ground_truth,
 )
 table["config_hash"] = [metrics_config_hash(p.method_config, p.metrics, p.video, s) for s in table["seed"]]
 table["code_version"] = code_version()

@@ -168,7 +168,7 @@ def train_vae(work: Path, seed: int, steps: int, batch: int = 16, lr: float = 2e
         x, _ = clip_batch(rng, max(1, batch // N_FRAMES))
         x = x.permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)[:batch]
         for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr)
+            g["lr"] = _lr(step, steps, lr, warmup=max(1, steps // 10))
         t0 = time.time()
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
@@ -253,7 +253,7 @@ def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
         zt = sched.add_noise(z0, noise, t)
         for pg in opt.param_groups:
-            pg["lr"] = _lr(step, None, lr)
+            pg["lr"] = _lr(step, None, lr, warmup=50)
         t0 = time.time()
         emb = te(ids)[0]
         pred = unet(zt, t, encoder_hidden_states=emb).sample
