@@ -201,7 +201,7 @@ def _encode_clips(vae, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8, lr: float = 2e-3,
-               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 768):
+               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 384):
     """Stage 2; returns (unet, text_encoder)."""
     from diffusers import DDPMScheduler, UNet3DConditionModel
     from safetensors.torch import load_file, save_file
@@ -306,10 +306,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models/toy_t2v"))
     ap.add_argument("--work", type=Path, default=Path("resources/toy_pretrain"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vae-steps", type=int, default=100)
+    ap.add_argument("--vae-steps", type=int, default=600)
+    ap.add_argument("--vae-batch", type=int, default=32, help="frames per VAE step")
     ap.add_argument("--unet-steps", type=int, default=2500)
-    ap.add_argument("--unet-batch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--unet-batch", type=int, default=16)
+    ap.add_argument("--unet-clips", type=int, default=1024, help="clips encoded once for the UNet")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared CPU more threads spin-wait and waste CPU)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -318,10 +321,11 @@ def main(argv=None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     _write_tokenizer(a.work / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(a.work / "tokenizer")
-    vae = train_vae(a.work, a.seed, a.vae_steps)
+    vae = train_vae(a.work, a.seed, a.vae_steps, batch=a.vae_batch)
     vae.requires_grad_(False)
-    unet, te = train_unet(a.work, vae, tokenizer, a.seed, a.unet_steps, batch=a.unet_batch)
-    stamp = dict(seed=a.seed, vae_steps=a.vae_steps, unet_steps=a.unet_steps, unet_batch=a.unet_batch,
+    unet, te = train_unet(a.work, vae, tokenizer, a.seed, a.unet_steps, batch=a.unet_batch,
+                          n_clips=a.unet_clips)
+    stamp = dict(seed=a.seed, vae_steps=a.vae_steps, vae_batch=a.vae_batch, unet_steps=a.unet_steps, unet_batch=a.unet_batch, unet_clips=a.unet_clips,
                  frames=N_FRAMES, size=SIZE)
     save_model(a.out, unet, vae, te, stamp)
     log.info("wrote %s", a.out)
