@@ -48,11 +48,12 @@ def table(samples: pd.DataFrame) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("samples")
+    ap.add_argument("samples", nargs="+",
+                    help="results/<dir>/tables/samples.parquet, or per-(method, video) metrics tables")
     a = ap.parse_args(argv)
-    samples = pd.read_parquet(a.samples)
+    samples = pd.concat([pd.read_parquet(p) for p in a.samples], ignore_index=True)
     if samples["trajectory_error"].isna().all():
-        sys.exit(f"{a.samples}: no ground-truth metrics (are the references toy clips with .gt.json sidecars?)")
+        sys.exit(f"{' '.join(a.samples)}: no ground-truth metrics (are the references toy clips with .gt.json sidecars?)")
     print(table(samples))
     print()
     base = samples[samples["method"] == "base"]
