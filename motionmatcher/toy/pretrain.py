@@ -311,9 +311,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models/toy_t2v"))
     ap.add_argument("--work", type=Path, default=Path("resources/toy_pretrain"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vae-steps", type=int, default=600)
+    ap.add_argument("--vae-steps", type=int, default=725)
     ap.add_argument("--vae-batch", type=int, default=32, help="frames per VAE step")
-    ap.add_argument("--unet-steps", type=int, default=2500)
+    ap.add_argument("--unet-steps", type=int, default=200)
     ap.add_argument("--unet-batch", type=int, default=16)
     ap.add_argument("--unet-clips", type=int, default=1024, help="clips encoded once for the UNet")
     ap.add_argument("--threads", type=int, default=1,
