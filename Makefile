@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag clean-demo slurm-profile
+.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark
 
 setup: $(STAMP)
 
@@ -19,7 +19,17 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@touch $@
 
 demo-data: setup
-	$(PY) -m motionmatcher.demo_data resources/demo
+	$(PY) -m motionmatcher.toy.clips resources/demo --set demo
+
+# Re-train the committed toy text-to-video model from its seed (CPU: about an hour on 2 cores).
+toy-model: setup
+	$(PY) -m motionmatcher.toy.pretrain --out models/toy_t2v --work resources/toy_pretrain --seed 0
+
+# The efficacy benchmark on the toy model (config/toy_benchmark.yaml) and its table.
+toy-benchmark: setup
+	$(PY) -m motionmatcher.toy.clips resources/toy_benchmark --set benchmark
+	$(SNAKEMAKE) --profile profiles/local --cores $(CORES) --configfile config/toy_benchmark.yaml
+	$(PY) benchmarks/toy_table.py results/toy_benchmark/tables/samples.parquet
 
 demo: demo-data
 	$(SNAKEMAKE) --profile profiles/local --cores $(CORES)

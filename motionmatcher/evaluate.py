@@ -42,6 +42,7 @@ import pandas as pd
 from motionmatcher.metrics import make_tracker, motion_discrepancy, motion_fidelity
 from motionmatcher.metrics.mtbench import mtbench_motion_fidelity, mtbench_variant, normalise_tracks
 from motionmatcher.metrics.provenance import module_sha256
+from motionmatcher.metrics.groundtruth import GT_COLUMNS, score_sample
 from motionmatcher.runtime import config_hash
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def evaluate_samples(
     variants: Mapping[str, str] | None = None,
     mtbench: Mapping[str, Any] | None = None,
     mtbench_reference: np.ndarray | None = None,
+    ground_truth: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score every sample of one (method, reference video); one output row per input row.
 
@@ -198,6 +200,9 @@ def evaluate_samples(
         mtbench_reference: MTBench's stored reference trajectories ``(N, T, 2)`` in normalised
             coordinates (:func:`~motionmatcher.metrics.mtbench.load_mtbench_trajectories`);
             ``None`` -> the reference's own tracks, normalised.
+        ground_truth: the reference's toy-world ground truth
+            (:func:`~motionmatcher.metrics.groundtruth.load_ground_truth`) or ``None`` (-> null
+            :data:`~motionmatcher.metrics.groundtruth.GT_COLUMNS`).
 
     Returns:
         :data:`SAMPLE_ID_COLUMNS` + :data:`METRIC_COLUMNS` + :data:`DEFINITION_COLUMNS` +
@@ -273,15 +278,17 @@ def evaluate_samples(
             width=int(width),
             metrics_seconds=time.perf_counter() - t0,
         )
+        rec.update(score_sample(frames, row["prompt"], ground_truth) if ground_truth is not None
+                   else dict.fromkeys(GT_COLUMNS, None))
         log.info("%s: CLIP-T %.4f, FC %.4f, IR %s, MD %.5f, MF %.4f", label, rec["clip_t"],
                  rec["frame_consistency"], "-" if ir is None else f"{ir:.4f}",
                  rec["motion_discrepancy"], rec["motion_fidelity"])
         records.append(rec)
     frame = pd.DataFrame.from_records(records, columns=[
         *SAMPLE_ID_COLUMNS, *METRIC_COLUMNS, *DEFINITION_COLUMNS,
-        "n_frames", "height", "width", "metrics_seconds",
+        "n_frames", "height", "width", "metrics_seconds", *GT_COLUMNS,
     ])
-    for col in ("image_reward", "mtbench_fidelity"):
+    for col in ("image_reward", "mtbench_fidelity", *GT_COLUMNS):
         frame[col] = frame[col].astype("float64")  # all-None -> NaN (null in parquet)
     return frame
 

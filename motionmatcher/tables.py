@@ -89,6 +89,11 @@ METRICS = pa.schema([
     ("height", pa.int32()),
     ("width", pa.int32()),
     ("metrics_seconds", pa.float64()),
+    # toy-world ground truth (motionmatcher.metrics.groundtruth); null without a sidecar
+    ("trajectory_error", pa.float64()),
+    ("appearance_leakage", pa.float64()),
+    ("text_alignment", pa.float64()),
+    ("shape_alignment", pa.float64()),
     ("model_identity", pa.string()),
     ("config_hash", pa.string()),
     ("code_version", pa.string()),

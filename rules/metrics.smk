@@ -27,6 +27,7 @@ rule metrics:
         metrics=config["metrics"],
         method_config=lambda wc: method_config(config, wc.method),
         video=V,
+        video_path=video_param("video_path"),  # its <stem>.gt.json sidecar: toy ground truth
         height=V["height"],
         width=V["width"],
         device=config["device"],

@@ -17,10 +17,11 @@ SINGLE_THREADED = ["--set-threads"] + [f"{r}=1" for r in (
 
 def write_small_config(path: Path, manifest: Path, *, n_frames: int = 8, steps: int = 4,
                        checkpoint_every: int = 2, grid_size: int | None = None, **overrides) -> Path:
-    """config/config.yaml shrunk for tests: 64x64 frames, `steps` everywhere, rank-4 LoRA."""
+    """config/config.yaml shrunk for tests: the tiny model, 64x64 frames, `steps` everywhere, rank-4 LoRA."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.update(
         manifest=str(manifest),
+        model="tiny",  # the demo default is the toy model; tests run the random tiny one
         video={**cfg["video"], "n_frames": n_frames, "width": 64, "height": 64, "frame_step": 2},
         inversion={"num_steps": steps, "prompt": ""},
         training={**cfg["training"], "steps": steps, "checkpoint_every": checkpoint_every,

@@ -8,6 +8,7 @@ from motionmatcher.evaluate import evaluate_samples, load_scorers, metric_varian
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.metrics.mtbench import load_mtbench_trajectories
 from motionmatcher.mtbench import stored_trajectories
+from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.models import resolve_device
 from motionmatcher.runtime import code_version, load_tensors, setup_script
 from motionmatcher.tables import METRICS, write_table
@@ -39,10 +40,12 @@ if mtbench_cfg.get("enabled"):
 
 samples = pd.read_parquet(snakemake.input.samples)
 reference = load_tensors(snakemake.input.reference)["frames"].numpy()
+ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),
     image_reward=image_reward, expected_size=(int(p.height), int(p.width)),
     variants=metric_variants(p.metrics), mtbench=mtbench_cfg, mtbench_reference=mtbench_reference,
+    ground_truth=ground_truth,
 )
 table["config_hash"] = [metrics_config_hash(p.method_config, p.metrics, p.video, s) for s in table["seed"]]
 table["code_version"] = code_version()
