@@ -56,6 +56,10 @@ METRIC_SPECS: tuple[tuple[str, str, bool], ...] = (
     ("motion_discrepancy", "Motion discrepancy", False),
     ("motion_fidelity", "Motion fidelity", True),
     ("mtbench_fidelity", "MTBench fidelity", True),
+    # toy-world ground truth (motionmatcher.metrics.groundtruth); null without a sidecar
+    ("trajectory_error", "Trajectory error (GT)", False),
+    ("appearance_leakage", "Appearance leakage (GT)", False),
+    ("text_alignment", "Text alignment (GT)", True),
 )
 assert tuple(m for m, _, _ in METRIC_SPECS) == SUMMARY_METRICS
 

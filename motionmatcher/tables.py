@@ -124,7 +124,7 @@ REFERENCE = pa.schema([
 # fewer than 2 values) and M_n (non-null values) over the row's samples (descriptive).
 # reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
 SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity",
-                   "mtbench_fidelity")
+                   "mtbench_fidelity", "trajectory_error", "appearance_leakage", "text_alignment")
 SUMMARY = pa.schema(
     [
         ("level", pa.string()),

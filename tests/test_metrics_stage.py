@@ -198,7 +198,7 @@ def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
     def dry_run(device):
         res = subprocess.run(
             [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1",
-             "--directory", str(tmp_path), "--config", f"manifest={manifest}", f"device={device}",
+             "--directory", str(tmp_path), "--config", f"manifest={manifest}", f"device={device}", "model=tiny",
              "--until", "metrics", "reference_metrics"],
             capture_output=True, text=True, cwd=REPO, timeout=300,
         )
