@@ -53,8 +53,11 @@ if config["model"] == "tiny":
     MODEL_DIR = f"{C}/models/tiny"
     MODEL_TAG = "tiny"
 else:
+    _model = Path(config["model"])
+    if not _model.is_absolute() and not _model.exists() and (Path(workflow.basedir) / _model).exists():
+        _model = Path(workflow.basedir) / _model  # a model shipped in the repository (models/toy_t2v)
     try:
-        MODEL_DIR = str(check_model_dir(config["model"]))
+        MODEL_DIR = str(check_model_dir(_model))
     except FileNotFoundError as e:
         raise WorkflowError(f"config model: {e}") from None
     MODEL_TAG = "".join(c if c.isalnum() or c in "_-" else "_" for c in Path(MODEL_DIR).name)
