@@ -18,15 +18,14 @@ import torch
 import yaml
 
 from motionmatcher import lora as lora_lib
-from motionmatcher.losses import (
-    LOSSES,
+from motionmatcher.methods.motiondirector import (
     appearance_debiased_mse,
-    frame_residual,
-    motion_distillation_residual_loss,
     motiondirector_loss,
     temporal_layer_names,
     temporal_layers_bypassed,
 )
+from motionmatcher.methods.registry import LOSSES
+from motionmatcher.methods.vmc import frame_residual, motion_distillation_residual_loss
 from motionmatcher.methods import MethodError, method_config
 from motionmatcher.training import (
     TrainConfig,
