@@ -1,7 +1,8 @@
 """Precision of one MotionMatcher training step: bf16 / fp16 autocast against fp32.
 
 For each variant and each timestep t, one step of
-:func:`motionmatcher.methods.motionmatcher.motion_matching_loss` (forward + backward) on the same inputs; printed against the fp32 step:
+:func:`motionmatcher.methods.motionmatcher.motion_matching_loss` (forward + backward) on the same
+inputs; printed against the fp32 step:
 
 * ``rel. loss error`` = |L − L_fp32| / |L_fp32|;
 * ``grad cosine`` = cos(∇θ L, ∇θ L_fp32) over all LoRA weights θ (1 = same direction);
