@@ -1,7 +1,8 @@
 """Precision of one MotionMatcher training step: bf16 / fp16 autocast against fp32.
 
-For each variant and each timestep t, one step of :func:`motionmatcher.losses.motion_matching_loss`
-(forward + backward) on the same inputs; printed against the fp32 step:
+For each variant and each timestep t, one step of
+:func:`motionmatcher.methods.motionmatcher.motion_matching_loss` (forward + backward) on the same
+inputs; printed against the fp32 step:
 
 * ``rel. loss error`` = |L − L_fp32| / |L_fp32|;
 * ``grad cosine`` = cos(∇θ L, ∇θ L_fp32) over all LoRA weights θ (1 = same direction);
@@ -74,7 +75,7 @@ def build(arch: str, seed: int, device: torch.device):
 
 
 def step(unet, params, scheduler, batch, variant: str, device: torch.device):
-    from motionmatcher.losses import motion_matching_loss
+    from motionmatcher.methods.motionmatcher import motion_matching_loss
 
     dtype, fp32x = VARIANTS[variant]
     latents, noise, t, emb = batch

@@ -3,7 +3,7 @@
 Variants (each runs in its own fresh subprocess, so allocator caches and peak counters of
 one do not leak into another):
 
-* ``ours``          -- :func:`motionmatcher.losses.motion_matching_loss`: explicit softmax
+* ``ours``          -- :func:`motionmatcher.methods.motionmatcher.motion_matching_loss`: explicit softmax
   only in the captured layers (SDPA everywhere else), extractor stopped after the last
   needed down block, target branch under ``no_grad``, LoRA disabled for the extractor.
 * ``official``      -- a re-creation of the official implementation's step
@@ -13,7 +13,7 @@ one do not leak into another):
   *all* down blocks (``get_features=True``), the target branch records its graph, and the
   LoRA is switched off by setting its scale to 0 (still computed).
 * ``official-full`` -- the same with the extractor running the full UNet (no early stop).
-* ``ddpm``          -- :func:`motionmatcher.losses.noise_prediction_loss` (plain LoRA step).
+* ``ddpm``          -- :func:`motionmatcher.methods.ddpm_lora.noise_prediction_loss` (plain LoRA step).
 
 Memory: on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation before the step
 (peak over all steps). On CPU there is no allocator counter for torch tensors (tracemalloc
@@ -159,7 +159,7 @@ def official_loss(unet, store, scheduler, latents, noise, t, emb, ssf, tsf, full
     import torch.nn.functional as F
 
     from motionmatcher.lora import set_lora_scale
-    from motionmatcher.losses import ddim_step
+    from motionmatcher.diffusion import ddim_step
 
     class _Stop(Exception):
         pass
@@ -205,7 +205,8 @@ def run_child(args) -> dict:
 
     from motionmatcher.checkpointing import enable_gradient_checkpointing
     from motionmatcher.lora import add_lora, lora_config
-    from motionmatcher.losses import motion_matching_loss, noise_prediction_loss
+    from motionmatcher.methods.ddpm_lora import noise_prediction_loss
+    from motionmatcher.methods.motionmatcher import motion_matching_loss
     from motionmatcher.models import ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device, zeroscope_unet_random
 
     if args.threads:

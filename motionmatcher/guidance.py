@@ -217,11 +217,11 @@ class Guidance:
 
 
 def guidance_types() -> dict:
-    """``type`` name of a ``guidance:`` entry → its :class:`Guidance` class."""
-    from .methods.dmt import DMTGuidance
-    from .methods.motionclone import MotionCloneGuidance
+    """``type`` name of a ``guidance:`` entry → its :class:`Guidance` class
+    (:data:`motionmatcher.methods.registry.GUIDANCES`)."""
+    from .methods.registry import GUIDANCES
 
-    return {"dmt": DMTGuidance, "motionclone": MotionCloneGuidance}
+    return dict(GUIDANCES)
 
 
 def make_guidance(spec: dict | None) -> Guidance | None:

@@ -1,6 +1,7 @@
 """The one training loop of every customization method.
 
-A method is a loss from :data:`motionmatcher.losses.LOSSES` plus the parameters it trains and a
+A method is a loss from :data:`motionmatcher.methods.registry.LOSSES` (one module per method
+in :mod:`motionmatcher.methods`) plus the parameters it trains and a
 timestep range; this loop samples timesteps and noise, calls the loss, steps AdamW, logs,
 checkpoints and resumes. What trains is declared (:func:`attach_trainable`):
 
@@ -46,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from motionmatcher import lora as lora_lib
-from motionmatcher.losses import LOSSES
+from motionmatcher.methods.registry import LOSSES
 from motionmatcher.runtime import config_hash, load_tensors, save_tensors, write_json
 from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
 

@@ -14,7 +14,7 @@ from motionmatcher.checkpointing import (
     is_gradient_checkpointing_enabled,
 )
 from motionmatcher.lora import add_lora, lora_config, lora_enabled
-from motionmatcher.losses import LOSSES
+from motionmatcher.methods.registry import LOSSES
 
 
 @pytest.fixture()

@@ -10,8 +10,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
+from motionmatcher.diffusion import ddim_step
 from motionmatcher.lora import add_lora, lora_config, lora_disabled, lora_enabled, set_lora_scale
-from motionmatcher.losses import LOSSES, ddim_step, motion_matching_loss, noise_prediction_loss
+from motionmatcher.methods.ddpm_lora import noise_prediction_loss
+from motionmatcher.methods.motionmatcher import motion_matching_loss
+from motionmatcher.methods.registry import LOSSES
 from motionmatcher.models import ZEROSCOPE_SCHEDULER
 from motionmatcher.motion_features import motion_features
 

@@ -18,15 +18,14 @@ import torch
 import yaml
 
 from motionmatcher import lora as lora_lib
-from motionmatcher.losses import (
-    LOSSES,
+from motionmatcher.methods.motiondirector import (
     appearance_debiased_mse,
-    frame_residual,
-    motion_distillation_residual_loss,
     motiondirector_loss,
     temporal_layer_names,
     temporal_layers_bypassed,
 )
+from motionmatcher.methods.registry import LOSSES
+from motionmatcher.methods.vmc import frame_residual, motion_distillation_residual_loss
 from motionmatcher.methods import MethodError, method_config
 from motionmatcher.training import (
     TrainConfig,
@@ -572,3 +571,49 @@ def test_paper_ships_the_official_per_video_settings(monkeypatch):
         assert mm["train"]["steps"] == 400 and mm["sample"]["noise_prior"] == 0.3
         assert (mm["train"]["loss_kwargs"]["ca_weight"], mm["train"]["loss_kwargs"]["tsa_weight"]) == (2000.0, 2000.0)
         assert mm["train"]["min_timestep"] == 500 and mm["train"]["lr"] == 5e-4
+
+
+# ---- layout: one module per method ---------------------------------------------------------------
+
+
+def test_every_method_hook_lives_in_the_module_named_after_its_method():
+    """Each configured method's loss / guidance is defined in motionmatcher/methods/<module>.py,
+    the module named after the method (an ablation or variant: after the method it extends)."""
+    from motionmatcher.methods import GUIDANCES
+
+    expected = {"motionmatcher": "motionmatcher", "motionmatcher_ca": "motionmatcher",
+                "motionmatcher_tsa": "motionmatcher", "ddpm_lora": "ddpm_lora", "ddpm_lora_t500": "ddpm_lora",
+                "motiondirector": "motiondirector", "vmc": "vmc", "dmt": "dmt", "motionclone": "motionclone"}
+    for name, module in expected.items():
+        cfg = method_config(CONFIG, name)
+        hook = LOSSES[cfg["train"]["loss"]] if cfg["trains"] else GUIDANCES[cfg["guidance"]["type"]]
+        assert hook.__module__ == f"motionmatcher.methods.{module}", (name, hook.__module__)
+    assert not method_config(CONFIG, "base")["trains"] and method_config(CONFIG, "base")["guidance"] is None
+
+
+def test_old_losses_module_reexports_the_same_objects():
+    import motionmatcher.losses as old
+    from motionmatcher import diffusion
+    from motionmatcher.methods import ddpm_lora, motiondirector, motionmatcher, registry, vmc
+
+    assert old.LOSSES is registry.LOSSES
+    assert old.motion_matching_loss is motionmatcher.motion_matching_loss
+    assert old.noise_prediction_loss is ddpm_lora.noise_prediction_loss
+    assert old.motiondirector_loss is motiondirector.motiondirector_loss
+    assert old.motion_distillation_loss is vmc.motion_distillation_loss
+    assert old.ddim_step is diffusion.ddim_step
+    assert old.base_dropout_disabled is diffusion.base_dropout_disabled
+    assert set(old.__all__) <= set(dir(old))
+
+
+def test_methods_package_imports_without_torch():
+    """rules/common.smk imports motionmatcher.methods when the Snakefile is parsed: the method
+    configuration must not pull in torch and every method (the registries load on first use)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; import motionmatcher.methods as m; m.method_entry; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -1,0 +1,155 @@
+"""MotionMatcher: motion feature matching (Wu et al. 2025, Sec. 3) -- the ``motion_matching``
+loss of the ``motionmatcher`` method and its ablations (``motionmatcher_ca``, ...).
+
+Notation: :mod:`motionmatcher.diffusion`. Instead of matching the noise, match *motion
+features* -- the attention maps CA (cross-attention, where each word is) and TSA (temporal
+self-attention, frame-to-frame correspondence) that the frozen pre-trained UNet ``ε_φ``
+produces on a slightly denoised latent:
+
+1. one deterministic DDIM step (η = 0) from ``t`` to ``t' = t − k`` (``k`` =
+   ``num_denoise_steps``), once with the predicted noise and once with the true one::
+
+       x̂_0 = (z_t − √(1−ᾱ_t) ε̂) / √ᾱ_t,       ẑ_{t'} = √ᾱ_{t'} x̂_0 + √(1−ᾱ_{t'}) ε̂
+       x_0  = (z_t − √(1−ᾱ_t) ε ) / √ᾱ_t,       z*_{t'} = √ᾱ_{t'} x_0 + √(1−ᾱ_{t'}) ε
+
+2. motion features of both with the *base* model (LoRA off) at ``t'``:
+   ``F(z) = (CA_φ(z, t', c), TSA_φ(z, t', c))`` (:func:`~motionmatcher.motion_features.motion_features`);
+
+3. ``L = λ_CA · MSE(CA(ẑ), CA(z*)) + λ_TSA · MSE(TSA(ẑ), TSA(z*))``.
+
+All three forwards run without the base model's dropout
+(:func:`~motionmatcher.diffusion.base_dropout_disabled`; the official UNet is built with dropout
+0, stock diffusers' ``TemporalConvLayer`` with 0.1); the LoRA's own dropout stays. MotionDirector
+and VMC keep the dropout as built, as their official code (``unet.train()`` on a UNet whose
+temporal convs have dropout 0.1).
+
+The gradient reaches the LoRA weights only through ``ε̂`` (the extractor runs with the
+adapter disabled); the target branch ``z*`` does not depend on θ, so it runs under
+``torch.no_grad`` -- the same gradient, without storing its graph.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..diffusion import alphas_cumprod, base_dropout_disabled, ddim_step, noisy_prediction
+from ..lora import lora_disabled
+from ..motion_features import motion_features
+
+__all__ = ["motion_matching_loss"]
+
+
+@contextmanager
+def _restore_requires_grad(module: torch.nn.Module):
+    """peft's ``enable_adapters(True)`` (used to switch the adapter back on) marks the active
+    adapter trainable; put every parameter's ``requires_grad`` back as it was."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+
+
+def motion_matching_loss(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    *,
+    spatial_scale_factor: int = 4,
+    temporal_scale_factor: int = 4,
+    ca_weight: float = 2000.0,
+    tsa_weight: float = 2000.0,
+    num_denoise_steps: int = 1,
+    temporal_attn_layers: Sequence[str] = ("attn1", "attn2"),
+    target_no_grad: bool = True,
+    base_dropout: bool = False,
+    fp32_extractor: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Motion feature matching loss ``λ_CA·MSE(CA(ẑ), CA(z*)) + λ_TSA·MSE(TSA(ẑ), TSA(z*))``.
+
+    Args:
+        unet: ``UNet3DConditionModel`` with the LoRA being trained, adapter enabled.
+        scheduler: a diffusers ``DDIMScheduler`` or ``DDPMScheduler`` (only ``add_noise`` and
+            ``alphas_cumprod`` are used).
+        latents: clean latent video ``z_0``, (B, C, F, h, w).
+        noise: ε, same shape.
+        timesteps: (B,) integer timesteps ``t`` (per sample).
+        text_embeddings: (B, 77, D).
+        spatial_scale_factor, temporal_scale_factor: resolution of CA / TSA as a fraction of
+            the latent size (see :func:`~motionmatcher.motion_features.motion_features`).
+        ca_weight, tsa_weight: λ_CA, λ_TSA (the official configs use 2000 and 2000). A term
+            with weight 0 is not computed (its layers are not captured, the forward may stop
+            earlier) and is reported as NaN.
+        num_denoise_steps: ``k``, the DDIM stride: features are read at ``t' = max(t − k, 0)``.
+        temporal_attn_layers: which temporal self-attentions make TSA (default both, as the
+            official code).
+        target_no_grad: run the target branch ``z*`` under ``torch.no_grad`` (default). False
+            records its graph as the official code does -- the gradient is the same (the
+            target does not depend on the trained weights); only for tests and benchmarks.
+        base_dropout: keep the base model's dropout layers active in train mode. Default False
+            (:func:`~motionmatcher.diffusion.base_dropout_disabled` around all three forwards),
+            as the official UNet, built with dropout 0: the matched signal ``ẑ − z* = c·(ε̂ − ε)``
+            with ``|c| ≈ 0.003–0.006`` for t ∈ [500, 1000) is far below dropout's noise.
+        fp32_extractor: run both feature-extractor passes in float32 (autocast off) while the
+            ``ε̂`` forward stays under the caller's autocast (the DDIM step and the MSE are
+            float32 always); see README "Precision".
+
+    Returns:
+        ``{"loss": weighted total, "ca": MSE of CA, "tsa": MSE of TSA}`` -- scalar float32
+        tensors; ``loss`` carries the graph to the LoRA weights, ``ca``/``tsa`` are detached
+        (NaN when not computed).
+
+    The model is left as found: attention processors, adapter enabled/disabled state,
+    ``requires_grad`` flags and train/eval mode (never changed).
+    """
+    if num_denoise_steps < 1:
+        raise ValueError(f"num_denoise_steps must be >= 1, got {num_denoise_steps}")
+    if ca_weight < 0 or tsa_weight < 0:
+        raise ValueError("loss weights must be non-negative")
+    do_ca, do_tsa = ca_weight > 0, tsa_weight > 0
+    if not (do_ca or do_tsa):
+        raise ValueError("ca_weight and tsa_weight are both 0: the loss would be constant")
+    ac = alphas_cumprod(scheduler, latents.device)
+    feature_kwargs = dict(spatial_scale_factor=spatial_scale_factor,
+                          temporal_scale_factor=temporal_scale_factor,
+                          temporal_attn_layers=temporal_attn_layers,
+                          return_ca=do_ca, return_tsa=do_tsa)
+
+    with base_dropout_disabled(unet, not base_dropout):
+        timesteps, noisy, noise_pred = noisy_prediction(unet, scheduler, latents, noise, timesteps,
+                                                        text_embeddings)
+        prev_t = (timesteps - num_denoise_steps).clamp(min=0)
+        z_pred = ddim_step(noisy, noise_pred, timesteps, prev_t, ac)
+
+        fp32 = torch.autocast(latents.device.type, enabled=False) if fp32_extractor else nullcontext()
+        with _restore_requires_grad(unet), lora_disabled(unet), fp32:
+            with torch.no_grad() if target_no_grad else nullcontext():
+                z_target = ddim_step(noisy, noise, timesteps, prev_t, ac)
+                ca_tgt, tsa_tgt = motion_features(unet, z_target, prev_t, text_embeddings, **feature_kwargs)
+            ca_pred, tsa_pred = motion_features(unet, z_pred, prev_t, text_embeddings, **feature_kwargs)
+
+    nan = torch.full((), float("nan"), device=latents.device)
+    loss = torch.zeros((), device=latents.device)
+    out = {}
+    if do_ca:
+        l_ca = F.mse_loss(ca_pred.float(), ca_tgt.float())
+        loss = loss + ca_weight * l_ca
+        out["ca"] = l_ca.detach()
+    else:
+        out["ca"] = nan
+    if do_tsa:
+        l_tsa = F.mse_loss(tsa_pred.float(), tsa_tgt.float())
+        loss = loss + tsa_weight * l_tsa
+        out["tsa"] = l_tsa.detach()
+    else:
+        out["tsa"] = nan
+    return {"loss": loss, **out}

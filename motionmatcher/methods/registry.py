@@ -1,0 +1,50 @@
+"""The registries of the methods: a trained method's ``train.loss`` names a key of
+:data:`LOSSES`, a training-free method's ``guidance.type`` a key of :data:`GUIDANCES`.
+
+The one training loop (:func:`motionmatcher.training.train`) calls
+``LOSSES[name](unet, scheduler, latents, noise, timesteps, text_embeddings, **loss_kwargs)``
+(plus ``generator=`` when the loss takes one) and backpropagates ``out["loss"]``; the one
+sampler (:func:`motionmatcher.sampler.sample_latents`) calls the hooks of the
+:class:`motionmatcher.guidance.Guidance` that ``GUIDANCES[type](**options)`` builds.
+
+=================  ==========================  ===========================================
+method             hook                        module
+=================  ==========================  ===========================================
+motionmatcher      ``motion_matching``         :mod:`motionmatcher.methods.motionmatcher`
+ddpm_lora          ``noise_prediction``        :mod:`motionmatcher.methods.ddpm_lora`
+motiondirector     ``motiondirector``          :mod:`motionmatcher.methods.motiondirector`
+vmc                ``motion_distillation``     :mod:`motionmatcher.methods.vmc`
+dmt                guidance ``dmt``            :mod:`motionmatcher.methods.dmt`
+motionclone        guidance ``motionclone``    :mod:`motionmatcher.methods.motionclone`
+=================  ==========================  ===========================================
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .ddpm_lora import noise_prediction_loss
+from .dmt import DMTGuidance
+from .motionclone import MotionCloneGuidance
+from .motiondirector import motiondirector_loss
+from .motionmatcher import motion_matching_loss
+from .vmc import motion_distillation_loss
+
+__all__ = ["GUIDANCES", "LOSSES"]
+
+#: Registry used by the training loop: ``LOSSES[name](unet, scheduler, latents, noise,
+#: timesteps, text_embeddings, **loss_kwargs)`` → dict of scalar tensors with ``loss``.
+LOSSES: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
+    "motion_matching": motion_matching_loss,
+    "noise_prediction": noise_prediction_loss,
+    "motiondirector": motiondirector_loss,
+    "motion_distillation": motion_distillation_loss,
+}
+
+#: ``type`` of a ``guidance:`` entry → its :class:`~motionmatcher.guidance.Guidance` class.
+GUIDANCES: dict[str, type] = {
+    "dmt": DMTGuidance,
+    "motionclone": MotionCloneGuidance,
+}
