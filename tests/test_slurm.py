@@ -288,9 +288,16 @@ def test_every_non_local_job_went_through_slurm(runs):
 
 def test_gpu_rules_requested_a_gpu(runs):
     jobs = runs["jobs"]
-    gpu = jobs["Comment"].str.contains("|".join(("video_cache", "rule_customize_", "rule_sample_")))
-    # customize + sample + cache group per good video, and circle's cache group (2 attempts)
-    assert gpu.sum() == 3 * len(GOOD) + 2
+    # the cache group, customize, the method's inversion, sample, and (CLIP on the configured
+    # device) metrics and reference_metrics; preprocess, build and the tables need no GPU
+    gpu_rules = ("video_cache", "rule_customize_", "rule_method_inversion_", "rule_sample_", "rule_metrics_",
+                 "rule_reference_metrics_")
+    gpu = jobs["Comment"].str.contains("|".join(gpu_rules))
+    assert jobs.loc[gpu, "Comment"].str.contains("video_cache").any()
+    for video in GOOD:
+        for rule in gpu_rules[1:]:
+            assert jobs.loc[gpu, "Comment"].str.contains(f"{rule}.*{video}").any(), (rule, video)
+    assert (~gpu).sum() > 0  # preprocess and build_tiny_model jobs exist and request none
     for col in ("ReqTRES", "AllocTRES"):
         assert jobs.loc[gpu, col].str.contains("gres/gpu=1").all(), jobs.loc[gpu, [col, "Comment"]]
         assert not jobs.loc[~gpu, col].str.contains("gres/gpu").any(), jobs.loc[~gpu, [col, "Comment"]]
