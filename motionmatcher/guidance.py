@@ -44,6 +44,7 @@ import torch
 from .checkpointing import (checkpointed_module_names, enable_gradient_checkpointing,
                             is_gradient_checkpointing_enabled)
 from .inversion import ddim_inversion
+from .motion_features import forward_until
 
 __all__ = ["Guidance", "OutputStore", "Reference", "forward_until", "guided_forward",
            "guidance_types", "make_guidance", "guided_window"]
@@ -62,34 +63,6 @@ class Reference:
     latents: torch.Tensor
     text_embeddings: torch.Tensor
     inversion_embeddings: torch.Tensor
-
-
-class _Stop(Exception):
-    pass
-
-
-def forward_until(unet, latents: torch.Tensor, t, text_embeddings: torch.Tensor,
-                  last: str | None) -> None:
-    """Run ``unet`` on (``latents``, ``t``, ``text_embeddings``) and stop right after the module
-    named ``last`` (e.g. ``up_blocks.1``); the rest of the UNet (later up blocks, output conv)
-    never runs. ``last=None`` runs the whole UNet. Returns nothing: read what hooks captured.
-    """
-    handle = None
-    if last is not None:
-        def stop(module, args, output):
-            raise _Stop
-
-        handle = unet.get_submodule(last).register_forward_hook(stop)
-    t = torch.as_tensor(t, device=latents.device)
-    if t.ndim == 0:
-        t = t.expand(latents.shape[0])
-    try:
-        unet(latents, t, encoder_hidden_states=text_embeddings, return_dict=False)
-    except _Stop:
-        pass
-    finally:
-        if handle is not None:
-            handle.remove()
 
 
 class OutputStore:

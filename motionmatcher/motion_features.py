@@ -200,21 +200,36 @@ def motion_features(
     if timesteps.ndim == 0:
         timesteps = timesteps.expand(bsz)
 
-    def stop(module, args, output):
-        raise _StopForward
-
     with capture_attention(unet, capture) as store:
-        handle = unet.down_blocks[last_block].register_forward_hook(stop) if early_stop else None
-        try:
-            unet(latents, timesteps, encoder_hidden_states=text_embeddings, return_dict=False)
-        except _StopForward:
-            pass
-        finally:
-            if handle is not None:
-                handle.remove()
+        forward_until(unet, latents, timesteps, text_embeddings,
+                      f"down_blocks.{last_block}" if early_stop else None)
         ca = _aggregate_ca(store, bsz, frames, layers.ca_hw) if return_ca else None
         tsa = _aggregate_tsa(store, bsz, frames, layers.tsa_hw) if return_tsa else None
     return ca, tsa
+
+
+def forward_until(unet, latents: torch.Tensor, t, text_embeddings: torch.Tensor,
+                  last: str | None) -> None:
+    """Run ``unet`` on (``latents``, ``t``, ``text_embeddings``) and stop right after the module
+    named ``last`` (e.g. ``up_blocks.1``); the rest of the UNet (later up blocks, output conv)
+    never runs. ``last=None`` runs the whole UNet. Returns nothing: read what hooks captured.
+    """
+    handle = None
+    if last is not None:
+        def stop(module, args, output):
+            raise _StopForward
+
+        handle = unet.get_submodule(last).register_forward_hook(stop)
+    t = torch.as_tensor(t, device=latents.device)
+    if t.ndim == 0:
+        t = t.expand(latents.shape[0])
+    try:
+        unet(latents, t, encoder_hidden_states=text_embeddings, return_dict=False)
+    except _StopForward:
+        pass
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def _aggregate_ca(store: AttentionStore, bsz: int, frames: int, hw: tuple[int, int]) -> torch.Tensor:
