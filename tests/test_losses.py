@@ -148,10 +148,10 @@ def test_gradients_only_on_lora_and_model_left_as_found(base):
     assert all(v is not None for v in norms.values()), [n for n, v in norms.items() if v is None]
     live = [v for n, v in norms.items() if n not in dead]
     assert min(live) > 0, min(norms, key=lambda n: norms[n] if n not in dead else float("inf"))
-    # mathematically zero; rounding in the softmax backward may leave ~1e-16
+    # mathematically zero; float32 rounding in the softmax backward leaves ~1e-8 of the live scale
     scale = sorted(live)[len(live) // 2]
     for n in dead & norms.keys():
-        assert norms[n] <= 1e-8 * scale, (n, norms[n], scale)
+        assert norms[n] <= 1e-5 * scale, (n, norms[n], scale)
     for n, p in unet.named_parameters():
         if not p.requires_grad:
             assert p.grad is None, n
