@@ -167,7 +167,7 @@ class Checkpointer:
         return None
 
     def save(self, step: int, params: dict[str, torch.Tensor], opt, generator: torch.Generator,
-             rows: list[dict]) -> Path:
+             rows: list[dict], scaler=None) -> Path:
         final = self.folder / f"step-{step:06d}"
         tmp = self.folder / f".tmp-step-{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -180,7 +180,8 @@ class Checkpointer:
         if torch.cuda.is_available():
             rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
         write_checked(tmp / "rng.safetensors", rng, rebuild=rebuild)
-        state = {"step": step, "fingerprint": self.fingerprint, "optimizer": opt_meta, "log": rows}
+        state = {"step": step, "fingerprint": self.fingerprint, "optimizer": opt_meta, "log": rows,
+                 "grad_scaler": scaler.state_dict() if scaler is not None else None}
         write_json(tmp / "state.json", {**state, "content_sha256": config_hash(state, full=True)})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -189,8 +190,10 @@ class Checkpointer:
         return final
 
     @staticmethod
-    def restore(ck: dict, named_params: dict[str, torch.nn.Parameter], opt, generator: torch.Generator) -> tuple[int, list[dict]]:
-        """Put a verified checkpoint (:meth:`latest`) back into params, optimizer and RNGs."""
+    def restore(ck: dict, named_params: dict[str, torch.nn.Parameter], opt, generator: torch.Generator,
+                scaler=None) -> tuple[int, list[dict]]:
+        """Put a verified checkpoint (:meth:`latest`) back into params, optimizer, RNGs and the
+        fp16 loss scaler (when both the run and the checkpoint have one)."""
         meta, values = ck["meta"], ck["trainable"]
         missing = [n for n in named_params if n not in values]
         if missing:
@@ -206,6 +209,8 @@ class Checkpointer:
             states = [rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng]
             if len(states) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(states)
+        if scaler is not None and meta.get("grad_scaler"):
+            scaler.load_state_dict(meta["grad_scaler"])
         return meta["step"], meta["log"]
 
 
@@ -450,10 +455,13 @@ def train(
     fp_cfg = {k: v for k, v in cfg.__dict__.items()
               if not (k == "trainable" and v is None) and k != "gradient_checkpointing"}
     fingerprint = config_hash({"cfg": fp_cfg, "seed": seed, "caption": caption, "shape": list(latents.shape)})
+    # fp16 autocast: scale the loss (as the official code's accelerate fp16), else the small
+    # MotionMatcher gradients underflow to zero (benchmarks/precision.py)
+    scaler = torch.amp.GradScaler(device.type) if _autocast_dtype(device, dtype) == torch.float16 else None
     ckpt = Checkpointer(checkpoint_dir, fingerprint)
     start, rows = 0, []
     if (last := ckpt.latest()) is not None:
-        start, rows = Checkpointer.restore(last, named, opt, generator)
+        start, rows = Checkpointer.restore(last, named, opt, generator, scaler)
         log.info("%s: resumed from %s (step %d)", label, last["path"], start)
     elif ckpt.skipped:
         log.warning("%s: no usable resume checkpoint in %s; training starts over", label, checkpoint_dir)
@@ -462,9 +470,6 @@ def train(
         record["resumed_at_step"] = start
         record["skipped_checkpoints"] = list(ckpt.skipped)
 
-    # fp16 autocast: scale the loss (as the official code's accelerate fp16), else the small
-    # MotionMatcher gradients underflow to zero (benchmarks/precision.py)
-    scaler = torch.amp.GradScaler(device.type) if _autocast_dtype(device, dtype) == torch.float16 else None
     unet.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {label}",
                disable=not progress, mininterval=1.0)
@@ -496,11 +501,13 @@ def train(
         opt.zero_grad(set_to_none=True)
         row = {"step": step + 1, "timestep": int(timesteps[0]), "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0}
+        if scaler is not None:  # the scale of the next step (it backs off on overflow)
+            row["loss_scale"] = float(scaler.get_scale())
         row.update({k: float(v.detach()) for k, v in out.items()})
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4g}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            ckpt.save(step + 1, {n: p.detach() for n, p in named.items()}, opt, generator, rows)
+            ckpt.save(step + 1, {n: p.detach() for n, p in named.items()}, opt, generator, rows, scaler)
         if on_step is not None:
             on_step(step + 1, out)
     bar.close()

@@ -183,3 +183,36 @@ def test_no_good_checkpoint_starts_over(tiny_model_dir, latents, tmp_path, caplo
     assert "starts over" in caplog.text
     assert record["resumed_from"] is None and len(record["skipped_checkpoints"]) == 2
     assert list(log["step"]) == list(range(1, 7))
+
+
+def test_resume_keeps_the_fp16_loss_scale(tiny_model_dir, latents, tmp_path, monkeypatch):
+    """fp16 training scales the loss with a GradScaler whose scale grows and backs off during
+    the run; a resumed run must continue with the scale it had, not restart at 2^16 (a run that
+    had backed off after overflows would overflow again at every resume). The CPU has no fp16
+    autocast: the loop is made to treat it as fp16 (the scaler is device-agnostic), and the
+    scaler's growth interval is 1 so that its scale changes at every step."""
+    import motionmatcher.training as training
+    from motionmatcher.models import load_t2v_model
+
+    monkeypatch.setattr(training, "_autocast_dtype", lambda device, dtype: dtype if dtype == torch.float16 else None)
+    monkeypatch.setattr(training, "_autocast", lambda device, dtype: __import__("contextlib").nullcontext())
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **kw: real(*a, **{**kw, "growth_interval": 1}))
+    cfg = small_cfg()
+
+    def run(ckdir, on_step=None):
+        m = load_t2v_model(tiny_model_dir)
+        return train(m, latents, "a ball rolls", cfg, seed=3, checkpoint_dir=ckdir, dtype=torch.float16,
+                     progress=False, on_step=on_step)[1]
+
+    ref = run(tmp_path / "a")
+    assert list(ref["loss_scale"]) == [2.0 ** (16 + k) for k in range(1, 7)]
+
+    def crash_at_5(step, out):
+        if step == 5:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        run(tmp_path / "b", crash_at_5)
+    got = run(tmp_path / "b")
+    assert list(got["loss_scale"]) == list(ref["loss_scale"])

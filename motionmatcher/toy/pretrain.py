@@ -137,6 +137,20 @@ def _lr(step: int, total: int | None, base: float, warmup: int = 100) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def _lr_tail(step: int, total: int, base: float, warmup: int = 50, decay: int = 0) -> float:
+    """Linear warmup, constant, then a cosine decay to 0 over the last ``decay`` steps.
+
+    Constant up to ``total - decay``, so a run resumed from a checkpoint before that point and
+    trained on to ``total`` is the same run as one trained to ``total`` in one go.
+    """
+    if step < warmup:
+        return base * (step + 1) / warmup
+    start = total - decay
+    if decay <= 0 or step < start:
+        return base
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / decay)))
+
+
 class _Log:
     def __init__(self, path: Path):
         self.f = open(path, "a")
@@ -206,7 +220,7 @@ def _encode_clips(vae, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8, lr: float = 2e-3,
-               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 384):
+               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 384, decay: int = 0):
     """Stage 2; returns (unet, text_encoder)."""
     from diffusers import DDPMScheduler, UNet3DConditionModel
     from safetensors.torch import load_file, save_file
@@ -258,7 +272,7 @@ def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
         zt = sched.add_noise(z0, noise, t)
         for pg in opt.param_groups:
-            pg["lr"] = _lr(step, None, lr, warmup=50)
+            pg["lr"] = _lr_tail(step, steps, lr, warmup=50, decay=decay)
         t0 = time.time()
         emb = te(ids)[0]
         pred = unet(zt, t, encoder_hidden_states=emb).sample
@@ -315,6 +329,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-batch", type=int, default=32, help="frames per VAE step")
     ap.add_argument("--unet-steps", type=int, default=200)
     ap.add_argument("--unet-batch", type=int, default=16)
+    ap.add_argument("--unet-decay", type=int, default=0,
+                    help="cosine learning-rate decay to 0 over the last N UNet steps (0: constant)")
     ap.add_argument("--unet-clips", type=int, default=1024, help="clips encoded once for the UNet")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared CPU more threads spin-wait and waste CPU)")
@@ -329,8 +345,8 @@ def main(argv=None) -> int:
     vae = train_vae(a.work, a.seed, a.vae_steps, batch=a.vae_batch)
     vae.requires_grad_(False)
     unet, te = train_unet(a.work, vae, tokenizer, a.seed, a.unet_steps, batch=a.unet_batch,
-                          n_clips=a.unet_clips)
-    stamp = dict(seed=a.seed, vae_steps=a.vae_steps, vae_batch=a.vae_batch, unet_steps=a.unet_steps, unet_batch=a.unet_batch, unet_clips=a.unet_clips,
+                          n_clips=a.unet_clips, decay=a.unet_decay)
+    stamp = dict(seed=a.seed, vae_steps=a.vae_steps, vae_batch=a.vae_batch, unet_steps=a.unet_steps, unet_batch=a.unet_batch, unet_clips=a.unet_clips, unet_decay=a.unet_decay,
                  frames=N_FRAMES, size=SIZE)
     save_model(a.out, unet, vae, te, stamp)
     log.info("wrote %s", a.out)
