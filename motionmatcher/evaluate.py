@@ -32,6 +32,7 @@ Both videos are tracked by the same tracker at the same resolution (the configur
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = [
     "SAMPLE_ID_COLUMNS",
     "METRIC_COLUMNS",
     "load_scorers",
+    "load_frames_file",
     "load_sample_frames",
     "evaluate_samples",
     "evaluate_reference",
@@ -134,11 +136,18 @@ def load_scorers(metrics_cfg: Mapping[str, Any], device: str = "cpu", need_track
     return scorer, image_reward, tracker
 
 
+def load_frames_file(path: str | os.PathLike) -> np.ndarray:
+    """uint8 ``(F, H, W, 3)`` frames of a cached frames file (a sample's or a reference's),
+    verified (content hash, shape) by :func:`motionmatcher.tensor_files.read_checked`: a damaged
+    file raises ``CorruptFileError`` naming it and its rebuild command instead of being scored."""
+    from motionmatcher.tensor_files import read_checked
+
+    return read_checked(path, shapes={"frames": [None, None, None, 3]})[0]["frames"].numpy()
+
+
 def load_sample_frames(row: Mapping[str, Any]) -> np.ndarray:
     """uint8 ``(F, H, W, 3)`` frames of a sample, from its ``frames_path`` safetensors."""
-    from motionmatcher.runtime import load_tensors
-
-    return load_tensors(row["frames_path"])["frames"].numpy()
+    return load_frames_file(row["frames_path"])
 
 
 def _check_video(frames: np.ndarray, what: str) -> np.ndarray:

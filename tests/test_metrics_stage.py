@@ -23,7 +23,7 @@ from motionmatcher.evaluate import (
     metrics_config_hash,
 )
 from motionmatcher.metrics import ClipScorer, MetricUnavailable, make_tracker
-from motionmatcher.runtime import save_tensors
+from motionmatcher.tensor_files import write_checked
 from motionmatcher.tables import METRICS, REFERENCE, write_table
 
 GRID = 10
@@ -49,7 +49,7 @@ def sample_rows(tmp_path, videos: dict[str, np.ndarray]) -> pd.DataFrame:
     rows = []
     for i, (name, frames) in enumerate(videos.items()):
         path = tmp_path / f"{name}.safetensors"
-        save_tensors({"frames": torch.from_numpy(np.ascontiguousarray(frames))}, path)
+        write_checked(path, {"frames": torch.from_numpy(np.ascontiguousarray(frames))})
         rows.append({"video_id": "left_to_right", "method": name, "prompt_id": f"p{i}", "prompt": PROMPT,
                      "manifest_row": i, "seed": 0, "video_path": str(path.with_suffix(".mp4")),
                      "frames_path": str(path), "model_identity": "test", "seconds": 0.0})

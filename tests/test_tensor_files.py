@@ -101,3 +101,21 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_tensors({"a": torch.ones(2)}, tmp_path / "y.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_refuse_a_damaged_frames_file(tmp_path):
+    """The metrics stage reads sample and reference frames through the checked reader: a frames
+    file altered after it was written is named, not scored."""
+    from motionmatcher.evaluate import load_frames_file, load_sample_frames
+
+    path = tmp_path / "seed0.safetensors"
+    frames = torch.randint(0, 255, (4, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    write_checked(path, {"frames": frames})
+    assert (load_sample_frames({"frames_path": str(path)}) == frames.numpy()).all()
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x10
+    path.write_bytes(bytes(raw))
+    for read in (load_frames_file, lambda p: load_sample_frames({"frames_path": p})):
+        with pytest.raises(CorruptFileError, match="sha256") as e:
+            read(str(path))
+        assert str(path) in str(e.value)

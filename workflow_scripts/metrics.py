@@ -4,21 +4,23 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.evaluate import evaluate_samples, load_scorers, metric_variants, metrics_config_hash
+from motionmatcher.evaluate import evaluate_samples, load_frames_file, load_scorers, metric_variants, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.metrics.mtbench import load_mtbench_trajectories
 from motionmatcher.mtbench import stored_trajectories
 from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.models import resolve_device
-from motionmatcher.runtime import code_version, load_tensors, setup_script
+from motionmatcher.runtime import code_version, setup_script
 from motionmatcher.tables import METRICS, write_table
 
 log = setup_script(snakemake)
 p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
+reference = load_frames_file(snakemake.input.reference)
 
-# Models first, so that missing weights fail before any tracking, with the how-to message
+# The cached frames first (cheap, verified: a damaged file is named with its rebuild command),
+# then the models, so that missing weights fail before any tracking, with the how-to message
 # (also on the console: stderr goes to the log file).
 try:
     scorer, image_reward, tracker = load_scorers(p.metrics, device)
@@ -39,7 +41,6 @@ if mtbench_cfg.get("enabled"):
         log.info("MTBench: no stored trajectories for %s; the reference is tracked", wc.video)
 
 samples = pd.read_parquet(snakemake.input.samples)
-reference = load_tensors(snakemake.input.reference)["frames"].numpy()
 ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),

@@ -3,16 +3,17 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.evaluate import evaluate_reference, load_scorers, metrics_config_hash
+from motionmatcher.evaluate import evaluate_reference, load_frames_file, load_scorers, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.models import resolve_device
-from motionmatcher.runtime import code_version, load_tensors, setup_script
+from motionmatcher.runtime import code_version, setup_script
 from motionmatcher.tables import REFERENCE, write_table
 
 log = setup_script(snakemake)
 p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
+frames = load_frames_file(snakemake.input.frames)  # verified before the models load
 
 try:
     scorer, image_reward, _ = load_scorers(p.metrics, device, need_tracker=False)
@@ -21,7 +22,6 @@ except MetricUnavailable as e:
     print(f"rule reference_metrics ({wc.video}): {e}", file=sys.__stderr__, flush=True)
     raise
 
-frames = load_tensors(snakemake.input.frames)["frames"].numpy()
 if frames.shape[1:3] != (int(p.height), int(p.width)):
     raise ValueError(f"{snakemake.input.frames}: frames are {frames.shape[1]}x{frames.shape[2]} (HxW), "
                      f"the configured video size is {p.height}x{p.width}; re-run preprocess")
