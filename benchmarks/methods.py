@@ -77,7 +77,7 @@ def load_config(path: Path) -> dict:
     """The config as Snakemake would merge it: config/config.yaml, then ``path`` over it."""
     import yaml
 
-    from motionmatcher.methods import _merge
+    from motionmatcher.methods.config import _merge
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     if path.resolve() != (REPO / "config" / "config.yaml").resolve():
