@@ -25,8 +25,8 @@ rule sample:
     threads: 2
     retries: 2  # after a CUDA out-of-memory: the next memory level (motionmatcher/memory_levels.py)
     resources:
-        mem_mb=24000,
-        runtime=120,
+        mem_mb=lambda wc: method_config(config, wc.method, wc.video)["sample_resources"]["mem_mb"],
+        runtime=lambda wc: method_config(config, wc.method, wc.video)["sample_resources"]["runtime"],
         gpu=1,
         attempt=lambda wc, attempt: attempt,
     script:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from motionmatcher.methods.motiondirector import (
 from motionmatcher.methods.registry import LOSSES
 from motionmatcher.methods.vmc import frame_residual, motion_distillation_residual_loss
 from motionmatcher.methods import MethodError, method_config
+from motionmatcher.methods.config import _merge
 from motionmatcher.training import (
     TrainConfig,
     TrainingError,
@@ -617,3 +620,46 @@ def test_methods_package_imports_without_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_sample_job_resources_per_method(tmp_path):
+    """The guided (training-free) methods sample for many times longer than plain sampling: a
+    method's `sample_resources` (over the top-level `sample_resources`, over the defaults) are
+    what its `sample` jobs request."""
+    import re
+
+    from motionmatcher.methods.config import DEFAULT_SAMPLE_RESOURCES
+
+    cfg = copy.deepcopy(CONFIG)
+    assert method_config(cfg, "base")["sample_resources"] == DEFAULT_SAMPLE_RESOURCES
+    cfg["sample_resources"] = {"runtime": 200}
+    cfg["methods"]["dmt"]["sample_resources"] = {"mem_mb": 5000}
+    assert method_config(cfg, "dmt")["sample_resources"] == {"mem_mb": 5000, "runtime": 200}
+    assert method_config(cfg, "base")["sample_resources"] == {**DEFAULT_SAMPLE_RESOURCES, "runtime": 200}
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    paper = _merge(CONFIG, paper)
+    base_rt = method_config(paper, "base")["sample_resources"]["runtime"]
+    for m in ("dmt", "motionclone"):
+        assert method_config(paper, m)["sample_resources"]["runtime"] > base_rt, m
+
+    # the rule requests them (dry run on the tiny model)
+    from motionmatcher.video import write_mp4
+    from motionmatcher.demo_data import render_clip
+
+    write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video_id,video_path,caption,prompt\na,{tmp_path / 'a.mp4'},A ball.,A dog.\n")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("sample_resources: {runtime: 77}\nmethods:\n  dmt:\n    sample_resources: {runtime: 333, mem_mb: 4321}\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1",
+         "--directory", str(tmp_path), "--configfile", str(REPO / "config" / "config.yaml"), str(extra),
+         "--config", f"manifest={manifest}", "model=tiny", "run_methods=[base,dmt]", "--until", "sample"],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    jobs = {}
+    for block in res.stdout.split("\nrule sample:")[1:]:
+        method = re.search(r"method=(\w+)", block).group(1)
+        jobs[method] = re.search(r"resources: (.*)", block).group(1)
+    assert re.search(r"\bmem_mb=4321\b", jobs["dmt"]) and re.search(r"\bruntime=333\b", jobs["dmt"]), jobs
+    assert re.search(r"\bruntime=77\b", jobs["base"]), jobs

@@ -22,6 +22,7 @@ An entry::
           noise_prior: 0.0
           lora_min_timestep: 0
         resources: {mem_mb: 32000, runtime: 60}   # the customize job (over customize_resources)
+        sample_resources: {runtime: 120}          # its sample jobs (over sample_resources)
       motionmatcher_ca:
         extends: motionmatcher      # a variant: the parent's entry, then these keys over it
         train: {loss_kwargs: {tsa_weight: 0.0}}
@@ -46,12 +47,15 @@ import functools
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_RESOURCES", "MethodError", "load_video_overrides", "method_config", "method_entry",
+__all__ = ["DEFAULT_RESOURCES", "DEFAULT_SAMPLE_RESOURCES", "MethodError", "load_video_overrides", "method_config", "method_entry",
            "video_override"]
 
 #: Resources of a method's customize job when neither the method nor `customize_resources` set
 #: them (host memory in MB, wall time in minutes; the paper protocol on one 40-80 GB GPU).
 DEFAULT_RESOURCES = {"mem_mb": 40000, "runtime": 120}
+#: Resources of a method's sample job (all prompts x seeds of one video) when neither the method's
+#: `sample_resources` nor the top-level `sample_resources` set them: plain sampling on one GPU.
+DEFAULT_SAMPLE_RESOURCES = {"mem_mb": 24000, "runtime": 120}
 
 
 class MethodError(KeyError):
@@ -216,7 +220,7 @@ def _check(name: str, train: dict | None, sample: dict, guidance: dict | None = 
 
 def method_config(config: dict, name: str, video: str | None = None) -> dict:
     """``{"name", "description", "trains", "train": {...} | None, "sample": {...},
-    "resources": {...}, "guidance": {...} | None}`` for method ``name`` (``extends`` resolved,
+    "resources": {...}, "sample_resources": {...}, "guidance": {...} | None}`` for method ``name`` (``extends`` resolved,
     defaults merged), on ``video`` with its per-video overrides (None: none).
 
     Raises :class:`MethodError` (a ``KeyError``) for an undefined or malformed method.
@@ -229,6 +233,8 @@ def method_config(config: dict, name: str, video: str | None = None) -> dict:
     _check(name, train, sample, guidance)
     resources = _merge(_merge(DEFAULT_RESOURCES, config.get("customize_resources", {})),
                        entry.get("resources", {}))
+    sample_resources = _merge(_merge(DEFAULT_SAMPLE_RESOURCES, config.get("sample_resources", {})),
+                              entry.get("sample_resources", {}))
     return {
         "name": name,
         "description": entry.get("description", ""),
@@ -236,5 +242,6 @@ def method_config(config: dict, name: str, video: str | None = None) -> dict:
         "train": train,
         "sample": sample,
         "resources": resources,
+        "sample_resources": sample_resources,
         "guidance": guidance,
     }
