@@ -92,8 +92,8 @@ def test_masks_of_a_hand_made_map_match_a_hand_computation():
     cy = sum(p // 4 for p in on) / len(on)  # 23 / 11
     cx = sum(p % 4 for p in on) / len(on)  # 18 / 11
     assert (cy, cx) == (23 / 11, 18 / 11)
-    gauss = [math.exp(-((p // 4 - cy) ** 2) / (2 * sigma ** 2)) * math.exp(-((p % 4 - cx) ** 2) / (2 * sigma ** 2))
-             for p in range(16)]
+    gauss = [math.exp(-((p // 4 - cy) ** 2) / (2 * sigma ** 2))
+             * math.exp(-((p % 4 - cx) ** 2) / (2 * sigma ** 2)) for p in range(16)]
     exp_fg = torch.tensor([g * b for g, b in zip(gauss, binary)])
     exp_bg = torch.tensor([(1 - g) * (1 - b) for g, b in zip(gauss, binary)])
     torch.testing.assert_close(fg[0, 0], exp_fg, rtol=1e-6, atol=1e-7)

@@ -350,6 +350,7 @@ class MotionCloneGuidance(Guidance):
         """Per sample: its object words (``caption_object`` in the reference caption,
         ``prompt_object`` in its prompt) → their token indices; no words: the global form."""
         self.objects = []
+        self._ref_maps, self._ref_ca = {}, {}
         for i, prompt in enumerate(prompts):
             spec = (inputs[i] if inputs is not None else None) or {}
             words = [spec.get(k) for k in ("caption_object", "prompt_object")]
@@ -407,9 +408,9 @@ class MotionCloneGuidance(Guidance):
         maps of Zeroscope at 384² are ~50 MB each; the fixed ``reference_timestep`` is one).
         When a sample of the job has object words the same forward keeps the reference's
         cross-attention of ``mask_block`` (:meth:`reference_cross_attention`)."""
-        if t not in self._ref_maps:
+        cross = bool(self.sem_layers) and any(o is not None for o in self.objects)
+        if t not in self._ref_maps or (cross and t not in self._ref_ca):
             z = self.reference_latents[t]
-            cross = bool(self.sem_layers) and any(o is not None for o in self.objects)
             with torch.no_grad():
                 maps, _, ca = self._maps(unet, z, t, self.reference.text_embeddings, cross=cross)
             self._ref_maps = {t: {k: v.detach() for k, v in maps.items()}}
