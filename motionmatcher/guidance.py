@@ -57,12 +57,14 @@ class Reference:
     ``latents``: clean scaled VAE latents z_0 (1, 4, F, h, w) (the ``cache_latents`` output);
     ``text_embeddings``: its caption's embeddings (1, 77, D) (the prompt of the reference
     branch); ``inversion_embeddings``: the inversion prompt's (1, 77, D) (``inversion.prompt``,
-    as the ``cache_inversion`` rule uses).
+    as the ``cache_inversion`` rule uses); ``caption``: the caption's text (MotionClone looks
+    its object word up in it).
     """
 
     latents: torch.Tensor
     text_embeddings: torch.Tensor
     inversion_embeddings: torch.Tensor
+    caption: str | None = None
 
 
 class OutputStore:
@@ -151,7 +153,8 @@ class Guidance:
     """Base class of a training-free method's guidance (every hook a no-op).
 
     Subclasses set ``name`` and override what they use. The sampler guarantees the call order
-    ``setup`` → (per batch) ``initial_latents`` → per step ``before_step``, UNet, ``score``.
+    ``setup`` → ``prepare_samples`` → (per batch) ``start_batch``, ``initial_latents`` → per
+    step ``before_step``, UNet, ``score``.
     """
 
     name = "none"
@@ -178,7 +181,19 @@ class Guidance:
         self.reference_latents = {t: traj[k + 1].clone().to(param.device)
                                   for k, t in enumerate(self.timesteps)}
 
+    def prepare_samples(self, tokenizer, prompts: list[str], inputs: list[dict | None] | None
+                        ) -> None:
+        """Per-sample inputs of the job (``inputs[i]`` for ``prompts[i]``, e.g. MotionClone's
+        ``caption_object``/``prompt_object``); checked here, before any step. Default: ignored."""
+
+    def sample_record(self, sample: int) -> dict:
+        """What to record about sample ``sample`` of the job (its row of the samples table)."""
+        return {}
+
     # -- per batch / per step -------------------------------------------------------------
+    def start_batch(self, samples: list[int]) -> None:
+        """The job's sample indices of the batch about to be sampled (in batch order)."""
+
     def initial_latents(self, latents: torch.Tensor) -> torch.Tensor:
         return latents
 

@@ -8,6 +8,7 @@ job of the workflow runs.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from jsonschema import Draft202012Validator
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schemas" / "manifest.schema.yaml"
 REQUIRED = ("video_id", "video_path", "caption", "prompt")
 OVERRIDES = ("start_frame", "frame_step")
+#: optional object words of a row, MotionClone's location-aware masks (official ``obj_pairs``):
+#: column -> the column it must be a word of
+OBJECT_COLUMNS = {"caption_object": "caption", "prompt_object": "prompt"}
 
 
 class ManifestError(ValueError):
@@ -74,8 +78,10 @@ def load_manifest(
     Checks: no column outside the schema (a misspelt override), no exact duplicate rows, the
     JSON schema (required columns, id characters, non-empty caption and prompt, integer
     overrides), ids unique ignoring case, one file / caption / override set per
-    ``video_id``, and, when
-    ``check_videos``, that each file exists, decodes and has enough frames.
+    ``video_id``, the optional object words (``caption_object`` and ``prompt_object``: both or
+    neither per row, each one word of the row's caption / prompt, ignoring case) and, when
+    ``check_videos``, that each file exists, decodes and has enough frames. Empty object cells
+    are absent (NaN in the returned frame); the columns are only there when the file has them.
     """
     path = Path(path)
     if not path.is_file():
@@ -106,9 +112,15 @@ def load_manifest(
     records = []
     for i, raw in enumerate(df.to_dict("records")):
         rec = {k: _coerce(v) if k in OVERRIDES else v for k, v in raw.items() if not (k in OVERRIDES and v == "")}
+        for k in OBJECT_COLUMNS:
+            if k in rec:
+                rec[k] = str(rec[k]).strip()
+                if not rec[k]:
+                    del rec[k]
         for err in validator.iter_errors(rec):
             col = err.path[0] if err.path else (err.validator_value[0] if err.validator == "required" else "?")
             problems.append(f"row {i + 1} (line {i + 2}), column {col}: {_describe(err)}")
+        problems += _check_object_words(rec, i + 1)
         rec.setdefault("start_frame", start_frame)
         rec.setdefault("frame_step", frame_step)
         vp = str(rec.get("video_path", ""))
@@ -144,6 +156,39 @@ def load_manifest(
     out["prompt_idx"] = out.groupby("video_id", sort=False).cumcount()
     out["prompt_id"] = [f"p{i:02d}" for i in out["prompt_idx"]]
     return out
+
+
+def _check_object_words(rec: dict, row: int) -> list[str]:
+    """Both object words or neither; each one word of its text column (case-insensitive)."""
+    where = f"row {row} (line {row + 1})"
+    given = [k for k in OBJECT_COLUMNS if k in rec]
+    if len(given) == 1:
+        other = next(k for k in OBJECT_COLUMNS if k not in rec)
+        return [f"{where}, column {other}: missing value ({given[0]} is {rec[given[0]]!r}; "
+                "give both object words or neither)"]
+    problems = []
+    for k in given:
+        word, text_col = rec[k], OBJECT_COLUMNS[k]
+        text = rec.get(text_col)
+        if not isinstance(word, str):
+            continue  # the schema reported it
+        if re.search(r"\s", word):
+            problems.append(f"{where}, column {k}: {word!r} must be one word (the mask follows "
+                            "its first token)")
+        elif isinstance(text, str) and not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text,
+                                                     re.IGNORECASE):
+            problems.append(f"{where}, column {k}: {word!r} is not a word of the {text_col} "
+                            f"{text!r}")
+    return problems
+
+
+def object_words(row) -> dict:
+    """A manifest row's object words as the sampler takes them: ``{"caption_object": …,
+    "prompt_object": …}`` when the row has both, else ``{}``."""
+    out = {k: row.get(k) for k in OBJECT_COLUMNS}
+    if all(isinstance(v, str) and v.strip() for v in out.values()):
+        return {k: v.strip() for k, v in out.items()}
+    return {}
 
 
 def _describe(err) -> str:

@@ -242,7 +242,8 @@ def _renoise(scheduler, z, t_from: int, noise):
 def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int, height: int,
                   width: int, cfg: SamplingConfig, inversion_latents: torch.Tensor | None = None,
                   has_adapter: bool = False, row_labels: list[str] | None = None,
-                  progress: bool = True, guidance=None, reference=None) -> list[dict]:
+                  progress: bool = True, guidance=None, reference=None,
+                  guidance_inputs: list[dict | None] | None = None) -> list[dict]:
     """Sample one video per pair (``prompts[i]``, ``seeds[i]``) (equal lengths; repeat a prompt
     to sample it with several seeds).
 
@@ -253,12 +254,15 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
     with a warning naming ``row_labels[i]``. ``inversion_latents`` ``(1, 4, F, h, w)`` is needed
     when ``cfg.noise_prior > 0``. ``guidance`` (a :class:`motionmatcher.guidance.Guidance`, set up
     here once with ``reference``, a :class:`motionmatcher.guidance.Reference`) guides every batch
-    and transforms its initial latents.
+    and transforms its initial latents; ``guidance_inputs[i]`` are sample i's own inputs to it
+    (MotionClone's object words; :meth:`~motionmatcher.guidance.Guidance.prepare_samples`).
     """
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: pass one seed per prompt")
     if row_labels is not None and len(row_labels) != len(prompts):
         raise ValueError(f"{len(row_labels)} row labels for {len(prompts)} prompts")
+    if guidance_inputs is not None and len(guidance_inputs) != len(prompts):
+        raise ValueError(f"{len(guidance_inputs)} guidance inputs for {len(prompts)} prompts")
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     s = model.vae_scale_factor
@@ -285,6 +289,7 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
 
     if guidance is not None:
         guidance.setup(model.unet, model.scheduler_config, cfg.num_steps, reference)
+        guidance.prepare_samples(model.tokenizer, list(prompts), guidance_inputs)
 
     jobs = list(enumerate(seeds))
     results = []
@@ -296,6 +301,7 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
             gens = [torch.Generator("cpu").manual_seed(int(seed)) for _, seed in batch]
             z0 = initial_latents((len(batch), *latent_shape), gens, inversion_latents, cfg.noise_prior)
             if guidance is not None:
+                guidance.start_batch([i for i, _ in batch])
                 z0 = guidance.initial_latents(z0)
             emb = torch.cat([embeddings[i] for i, _ in batch])
             z = sample_latents(

@@ -49,6 +49,11 @@ SAMPLES = pa.schema([
     ("frames_path", pa.string()),
     ("seconds", pa.float64()),
     ("model_identity", pa.string()),
+    # the manifest row's object words (null without them) and whether MotionClone guided the
+    # sample with its location-aware masks (False: any other method, or MotionClone's global form)
+    ("caption_object", pa.string()),
+    ("prompt_object", pa.string()),
+    ("semantic_masks", pa.bool_()),
 ])
 
 

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from motionmatcher.manifest import ManifestError, load_manifest, videos
+from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
 from motionmatcher.methods import load_video_overrides, method_config, video_override
 from motionmatcher.models import check_model_dir
 from motionmatcher.runtime import code_version
@@ -105,8 +105,14 @@ def sample_inputs(wc):
 
 
 def video_prompts(wc):
+    """The video's manifest rows for the sampler; a row's `caption_object`/`prompt_object`
+    (MotionClone's masks) only where it has them, so a manifest without them gives the same
+    params as before the columns existed."""
     rows = MANIFEST[MANIFEST["video_id"] == wc.video]
-    return rows[["row", "prompt_id", "prompt"]].to_dict("records")
+    out = rows[["row", "prompt_id", "prompt"]].to_dict("records")
+    for rec, (_, row) in zip(out, rows.iterrows()):
+        rec.update(object_words(row))
+    return out
 
 
 def all_outputs():

@@ -156,3 +156,47 @@ bear,b.mp4,A ball circles.,A cat.
 """)
     problems = problems_of(m)
     assert any("'Bear'" in p and "'bear'" in p and "case" in p and "rows 1, 2" in p for p in problems), problems
+
+
+def test_object_words_are_optional_and_checked_against_caption_and_prompt(clips):
+    from motionmatcher.manifest import object_words
+
+    m = write_csv(clips / "objects.csv", """
+video_id,video_path,caption,prompt,caption_object,prompt_object
+a,a.mp4,"Fox, moves its head.",A cat moves its head in the bedroom.,fox,Cat
+a,a.mp4,"Fox, moves its head.",A camera pans right.,,
+b,b.mp4,An armadillo circles.,A dog circles.,  Armadillo ,dog
+""")
+    df = load_manifest(m, n_frames=8)
+    assert [object_words(r) for _, r in df.iterrows()] == [
+        {"caption_object": "fox", "prompt_object": "Cat"}, {},
+        {"caption_object": "Armadillo", "prompt_object": "dog"}]  # stripped; case kept
+    # without the columns the frame has none (the sample rule's params stay as they were)
+    plain = load_manifest(write_csv(clips / "noobj.csv", """
+video_id,video_path,caption,prompt
+a,a.mp4,A ball.,A dog.
+"""), n_frames=8)
+    assert "caption_object" not in plain and object_words(plain.iloc[0]) == {}
+
+
+def test_bad_object_words_name_file_row_and_column(clips):
+    m = write_csv(clips / "badobj.csv", """
+video_id,video_path,caption,prompt,caption_object,prompt_object
+a,a.mp4,A fox moves.,A cat moves.,fox,
+a,a.mp4,A fox moves.,A dog moves.,,dog
+a,a.mp4,A fox moves.,A bird flies.,wolf,bird
+a,a.mp4,A fox moves.,Two cats play.,fox,cat
+a,a.mp4,A fox moves.,A red panda sits.,fox,red panda
+""")
+    with pytest.raises(ManifestError) as err:
+        load_manifest(m, n_frames=8)
+    assert str(m) in str(err.value)
+    problems = err.value.problems
+    text = "\n".join(problems)
+    assert "row 1 (line 2), column prompt_object: missing value (caption_object is 'fox'" in text
+    assert "row 2 (line 3), column caption_object: missing value (prompt_object is 'dog'" in text
+    assert "row 3 (line 4), column caption_object: 'wolf' is not a word of the caption 'A fox moves.'" in text
+    # a word inside another word ('cats') is not the word
+    assert "row 4 (line 5), column prompt_object: 'cat' is not a word of the prompt 'Two cats play.'" in text
+    assert "row 5 (line 6), column prompt_object: 'red panda' must be one word" in text
+    assert len(problems) == 5, problems

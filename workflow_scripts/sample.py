@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 from motionmatcher.guidance import Reference, make_guidance
+from motionmatcher.manifest import OBJECT_COLUMNS
 from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
 from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
@@ -40,7 +41,7 @@ if guidance is not None:
                                shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"]
     with torch.no_grad():
         guide_ref = Reference(ref_latents.float(), model.encode_prompt([p.caption]),
-                              model.encode_prompt([p.inversion_prompt]))
+                              model.encode_prompt([p.inversion_prompt]), caption=p.caption)
     log.info("guidance %s: %s", guidance.name, p.guidance)
 
 rows = list(p.prompts)
@@ -53,13 +54,17 @@ with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {w
         inversion_latents=inversion, has_adapter=bool(loaded["lora"]),
         row_labels=[f"manifest row {r['row']} ({wc.video})" for r in rows for _ in s["seeds"]],
         guidance=guidance, reference=guide_ref,
+        # per row: MotionClone's object words (manifest caption_object/prompt_object), if any
+        guidance_inputs=[{k: r[k] for k in OBJECT_COLUMNS if r.get(k)} or None
+                         for r in rows for _ in s["seeds"]],
     )
 
 out_dir = Path(snakemake.output.videos)
 out_dir.mkdir(parents=True, exist_ok=True)
 records, sheet_rows = [], [("reference", reference["frames"].numpy())]
 meta = [(r, seed) for r in rows for seed in s["seeds"]]
-for (row, seed), smp in zip(meta, samples):
+for k, ((row, seed), smp) in enumerate(zip(meta, samples)):
+    guided = guidance.sample_record(k) if guidance is not None else {}
     stem = f"{row['prompt_id']}_s{seed}"
     mp4, tensors = out_dir / f"{stem}.mp4", out_dir / f"{stem}.safetensors"
     write_mp4(smp["frames"], mp4, fps=p.fps)
@@ -75,6 +80,9 @@ for (row, seed), smp in zip(meta, samples):
         "adapter_path": str(Path(adapter).parent) if adapter else None,
         "video_path": str(mp4), "frames_path": str(tensors), "seconds": smp["seconds"],
         "model_identity": model.identity,
+        "caption_object": row.get("caption_object"), "prompt_object": row.get("prompt_object"),
+        # MotionClone: location-aware semantic masks (True) or the global form
+        "semantic_masks": bool(guided.get("semantic_masks", False)),
     })
 save_png(contact_sheet(sheet_rows, n_cols=int(s.get("contact_sheet_frames", 4))), snakemake.output.sheet)
 write_table(pd.DataFrame(records), SAMPLES, snakemake.output.table)
@@ -82,6 +90,7 @@ write_json(snakemake.output.record, {
     "video_id": wc.video, "method": wc.method, "sample": s, "loaded_parts": loaded,
     "memory": {"attempt": attempt, "level": level, "changed": memory_changes},
     "model_identity": model.identity, "n_samples": len(records),
+    "semantic_masks": {f"{r['prompt_id']}_s{r['seed']}": r["semantic_masks"] for r in records},
     "code_version": code_version(), "libraries": library_versions(),
 })
 log.info("%d samples -> %s", len(records), out_dir)
