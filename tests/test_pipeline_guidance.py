@@ -17,7 +17,9 @@ pytestmark = pytest.mark.pipeline
 def test_dmt_and_motionclone_rows_sheets_and_report(tmp_path):
     write_demo_dataset(tmp_path / "demo", n_frames=20, size=(80, 64))
     manifest = pd.read_csv(tmp_path / "demo" / "manifest.csv")
-    one = manifest[manifest["video_id"] == "zoom"].head(1)
+    one = manifest[manifest["video_id"] == "zoom"].head(1).copy()
+    assert "lighthouse" in one["prompt"].iloc[0]
+    one["caption_object"], one["prompt_object"] = "ball", "lighthouse"  # MotionClone's location-aware masks
     one.to_csv(tmp_path / "demo" / "one.csv", index=False)
     methods = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["methods"]
     methods["dmt"]["guidance"]["optimization_steps"] = 2  # the demo's entries, fewer Adam steps
@@ -37,6 +39,8 @@ def test_dmt_and_motionclone_rows_sheets_and_report(tmp_path):
         assert (r / "report" / "contact_sheets" / method / "zoom.png").exists()
         log = (r / "logs" / "sample" / method / "zoom.log").read_text()
         assert f"guidance {method}" in log
+    mc = pd.read_parquet(r / "samples" / "motionclone" / "zoom" / "samples.parquet")
+    assert bool(mc["semantic_masks"].iloc[0]) and mc["prompt_object"].iloc[0] == "lighthouse"
     summary = pd.read_parquet(r / "tables" / "summary.parquet")
     assert sorted(summary[summary["level"] == "method"]["method"]) == ["dmt", "motionclone"]
     md = (r / "tables" / "summary.md").read_text()
