@@ -83,3 +83,19 @@ def test_detector_primary_over_a_second_object_and_absent_colour():
     assert det.area.sum() == 0 and np.isnan(det.centroid).all()
     blank = np.full((8, 32, 32, 3), 115, np.uint8)
     assert detector.dominant_colour(blank) is None
+
+
+def test_unet_learning_rate_tail():
+    """Warm-up, constant, then a cosine to 0 over the last `decay` steps: the schedule before
+    the tail does not depend on the run's length, so a run resumed from a checkpoint of a
+    constant-rate run and trained on to `total` is the run trained to `total` in one go."""
+    import math
+
+    from motionmatcher.toy.pretrain import _lr_tail
+
+    assert _lr_tail(0, 8000, 2e-3, warmup=50, decay=2000) == 2e-3 / 50
+    assert _lr_tail(49, 8000, 2e-3, warmup=50, decay=2000) == 2e-3
+    for step in (50, 1375, 5999):
+        assert _lr_tail(step, 8000, 2e-3, warmup=50, decay=2000) == 2e-3 == _lr_tail(step, 10**6, 2e-3, 50, 0)
+    assert math.isclose(_lr_tail(7000, 8000, 2e-3, warmup=50, decay=2000), 1e-3)
+    assert _lr_tail(8000, 8000, 2e-3, warmup=50, decay=2000) == 0.0
