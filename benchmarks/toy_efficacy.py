@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", default="motion_matching")
     ap.add_argument("--steps", type=int, default=efficacy.DEFAULT_STEPS)
     ap.add_argument("--lr", type=float, default=efficacy.DEFAULT_LR)
+    ap.add_argument("--base-inversion", action="store_true",
+                    help="customized samples from the base model's inversion (default: the customized UNet's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", type=Path, help="contact sheet of the first reference")
     ap.add_argument("--json", type=Path)
@@ -47,8 +49,10 @@ def main(argv=None) -> int:
         model = load_t2v_model(a.model)  # fresh: the UNet is customized in place
         cfg = efficacy.default_train_config(loss=a.loss, steps=a.steps, lr=a.lr)
         t0 = time.time()
-        r = efficacy.run(model, index=index, seeds=tuple(a.seeds), train_cfg=cfg)
+        r = efficacy.run(model, index=index, seeds=tuple(a.seeds), train_cfg=cfg,
+                         invert_with_method=not a.base_inversion)
         rec = dict(index=index, loss=a.loss, steps=a.steps, lr=a.lr, seeds=a.seeds,
+                   inversion="base" if a.base_inversion else "method",
                    base=[x["trajectory_error"] for x in r.base],
                    customized=[x["trajectory_error"] for x in r.customized],
                    base_mean=r.base_error, customized_mean=r.customized_error,

@@ -12,13 +12,15 @@ TOY = Path(__file__).resolve().parents[1] / "models" / "toy_t2v"
 
 
 @pytest.mark.skipif(not (TOY / "unet").is_dir(), reason="the toy model is not committed")
-# A known failure, kept strict so that the day it passes the marker must go: with the official
-# LoRA targets, no base dropout and the fp32 extractor (issue 10), 40 MotionMatcher steps leave the
-# trajectory where base puts it (base 0.163, motionmatcher 0.164 on this reference; README "Toy
-# world"). Issue 13 stays open on it.
-@pytest.mark.xfail(strict=True, reason="customization does not yet move the toy model's trajectory")
 def test_motionmatcher_moves_trajectory_toward_reference():
+    """Reference 1 (clockwise circle), a target prompt of another colour and shape, 4 seeds;
+    the toy benchmark's budget (400 MotionMatcher steps, lr 5e-3). Measured: README "Toy world",
+    efficacy (``benchmarks/toy_efficacy.py --index 1``); the bound leaves room for platform
+    rounding, not for customization that stops working."""
     model = load_t2v_model(TOY)
-    r = efficacy.run(model, index=0, seeds=(0, 1))
-    assert r.customized_error < 0.9 * r.base_error, (
+    r = efficacy.run(model, index=1, seeds=(0, 1, 2, 3))
+    assert r.customized_error < 0.8 * r.base_error, (
         f"trajectory error: base {r.base_error:.3f}, motionmatcher {r.customized_error:.3f}")
+    # the target prompt's appearance is kept (customization moves the object, it does not
+    # copy the reference's colour)
+    assert sum(row["text_alignment"] for row in r.customized) >= 3

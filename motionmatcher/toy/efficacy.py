@@ -75,8 +75,14 @@ def default_train_config(loss: str = "motion_matching", steps: int = DEFAULT_STE
 
 
 def run(model, *, index: int = 0, seeds=(0, 1), train_cfg: TrainConfig | None = None,
-        sampling: SamplingConfig | None = None, inversion_steps: int = 20, seed: int = 0) -> EfficacyResult:
-    """Base vs customized samples of one reference; the model's UNet is customized in place."""
+        sampling: SamplingConfig | None = None, inversion_steps: int = 20, seed: int = 0,
+        invert_with_method: bool = True) -> EfficacyResult:
+    """Base vs customized samples of one reference; the model's UNet is customized in place.
+
+    ``invert_with_method``: the customized samples' noise prior is the reference inverted with
+    the customized UNet (adapter at every timestep, as the pipeline's default
+    ``inversion.with_method``); False: the base model's inversion, as for the base samples.
+    """
     frames, gt, caption, prompt = reference_clip(index)
     train_cfg = train_cfg or default_train_config()
     sampling = sampling or SamplingConfig(num_steps=20, guidance_scale=7.5, noise_prior=0.3, batch_size=2)
@@ -90,6 +96,9 @@ def run(model, *, index: int = 0, seeds=(0, 1), train_cfg: TrainConfig | None = 
     base = sample_videos(model, [prompt] * len(seeds), seeds, **kw)
     with tempfile.TemporaryDirectory() as ck:
         train(model, latents, caption, train_cfg, seed=seed, checkpoint_dir=ck, progress=False)
+    if invert_with_method:
+        kw["inversion_latents"] = ddim_inversion(model.unet, model.scheduler_config, latents, empty,
+                                                 inversion_steps, progress=False)["latents"].float()
     cust = sample_videos(model, [prompt] * len(seeds), seeds, has_adapter=True, **kw)
     return EfficacyResult(
         base=[score_sample(r["frames"], prompt, gt) for r in base],

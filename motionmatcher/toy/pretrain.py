@@ -18,7 +18,7 @@ scheduler/``, fp16 safetensors) that :func:`motionmatcher.models.load_t2v_model`
 CLI (``make toy-model``)::
 
     python -m motionmatcher.toy.pretrain --out models/toy_t2v --work resources/toy_pretrain \
-        --seed 0 --unet-steps 8000 --unet-decay 2000 [--vae-steps N] [--threads 1]
+        --seed 0 --unet-steps 4475 [--unet-decay N] [--vae-steps N] [--threads 1]
 """
 
 from __future__ import annotations
@@ -327,9 +327,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=725)
     ap.add_argument("--vae-batch", type=int, default=32, help="frames per VAE step")
-    ap.add_argument("--unet-steps", type=int, default=8000)
+    ap.add_argument("--unet-steps", type=int, default=4475)
     ap.add_argument("--unet-batch", type=int, default=16)
-    ap.add_argument("--unet-decay", type=int, default=2000,
+    ap.add_argument("--unet-decay", type=int, default=0,
                     help="cosine learning-rate decay to 0 over the last N UNet steps (0: constant)")
     ap.add_argument("--unet-clips", type=int, default=1024, help="clips encoded once for the UNet")
     ap.add_argument("--threads", type=int, default=1,
