@@ -44,9 +44,10 @@ job_pids() {
     for dir in /proc/[0-9]*; do
         pid=${dir#/proc/}
         [ "$pid" = "$$" ] && continue
-        env=$(tr '\0' '\n' <"$dir/environ" 2>/dev/null) || continue
+        # (braces: a process gone since the glob fails the redirection itself, quietly)
+        env=$({ tr '\0' '\n' <"$dir/environ"; } 2>/dev/null) || continue
         grep -qxF "SLURM_CONF=$SLURM_CONF" <<<"$env" || continue
-        cmd=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null)
+        cmd=$({ tr '\0' ' ' <"$dir/cmdline"; } 2>/dev/null)
         if grep -q '^SLURM_JOB_ID=' <<<"$env" || [[ $cmd == slurmstepd* ]]; then
             echo "$pid"
         fi
