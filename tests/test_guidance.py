@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from motionmatcher.guidance import Reference, guided_forward, guided_window, mak
 from motionmatcher.methods.dmt import DMTGuidance, dmt_loss, low_frequency_init
 from motionmatcher.methods.motionclone import MotionCloneGuidance, sparse_mask
 from motionmatcher.sampler import SamplingConfig, sample_videos
+from workflow_helpers import with_perturbed_temporal_convs
 
 SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8)
 
@@ -20,14 +20,7 @@ SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8)
 def model(base):
     """The tiny model with its zero-initialised temporal conv outputs perturbed (otherwise every
     ``temp_convs`` is the identity and DMT's temporal-conv feature is its input)."""
-    m = copy.copy(base)
-    m.unet = copy.deepcopy(base.unet)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in m.unet.named_parameters():
-            if ".conv4.3." in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return m
+    return with_perturbed_temporal_convs(base)
 
 
 @pytest.fixture(scope="module")

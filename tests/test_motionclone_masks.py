@@ -4,7 +4,6 @@ global form left as it was."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -16,6 +15,7 @@ from motionmatcher.methods.motionclone import (EPS, block_grid, gaussian_at_cent
                                                object_masks, object_token_index, resize_masks,
                                                semantic_loss_global, semantic_loss_masked)
 from motionmatcher.sampler import SamplingConfig, sample_videos
+from workflow_helpers import with_perturbed_temporal_convs
 
 SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8): up_blocks.1 grid 2x2
 CAPTION = "A bear walking on rocks, the bear is brown"
@@ -25,14 +25,7 @@ WORDS = [{"caption_object": "Bear", "prompt_object": "fox"}, None]
 
 @pytest.fixture(scope="module")
 def model(base):
-    m = copy.copy(base)
-    m.unet = copy.deepcopy(base.unet)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in m.unet.named_parameters():
-            if ".conv4.3." in name:  # zero-initialised temporal conv outputs: perturb them
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return m
+    return with_perturbed_temporal_convs(base)
 
 
 @pytest.fixture(scope="module")

@@ -41,3 +41,21 @@ def run_snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 30
          "--configfile", str(configfile), "--cores", "2", *SINGLE_THREADED, *args],
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def with_perturbed_temporal_convs(base, seed: int = 0, scale: float = 0.05):
+    """A copy of a loaded model whose zero-initialised temporal conv outputs (``conv4``) are
+    random: on a fresh UNet every ``temp_convs`` is the identity, which hides what the temporal
+    path does (dropout, gating, DMT's temporal-conv feature)."""
+    import copy
+
+    import torch
+
+    m = copy.copy(base)
+    m.unet = copy.deepcopy(base.unet)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.unet.named_parameters():
+            if ".conv4.3." in name:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return m
