@@ -5,16 +5,15 @@ from pathlib import Path
 import pandas as pd
 
 from motionmatcher.runtime import setup_script
-from motionmatcher.summary import concat_metric_tables, statistics_markdown, summarize, summary_markdown
+from motionmatcher.summary import aggregate_metric_tables, statistics_markdown, summarize, summary_markdown
 from motionmatcher.tables import METRICS, SUMMARY, write_table
 
 log = setup_script(snakemake)
 inp, out = snakemake.input, snakemake.output
 
 if snakemake.rule == "aggregate_samples":
-    table = concat_metric_tables((pd.read_parquet(path) for path in inp.tables), METRICS.names)
-    write_table(table, METRICS, out.table)
-    log.info("%d samples from %d tables -> %s", len(table), len(inp.tables), out.table)
+    n = aggregate_metric_tables(inp.tables, out.table, METRICS)  # streaming: memory bounded
+    log.info("%d samples from %d tables -> %s", n, len(inp.tables), out.table)
 
 elif snakemake.rule == "summary":
     samples = pd.read_parquet(inp.samples)
