@@ -86,6 +86,11 @@ def test_frames_are_aligned_like_mtbench():
     assert a.shape == (2, 3, 2) and list(a[0, :, 0]) == [0, 2, 4] and b is short
     ids = np.linspace(0, 15, 8).astype(np.int32)  # 16 -> 8 frames: truncation, not rounding
     assert list(ids) == [0, 2, 4, 6, 8, 10, 12, 15]
+    # 12 -> 8 frames (linspace 0, 1.57, 3.14, 4.71, ...): truncated, whichever set is longer
+    long, short = np.zeros((1, 12, 2)), np.zeros((1, 8, 2))
+    long[..., 0] = np.arange(12)
+    for a, b in (align_frames(long, short), align_frames(short, long)[::-1]):
+        assert list(a[0, :, 0]) == [0, 1, 3, 4, 6, 7, 9, 11] and b.shape == (1, 8, 2)
 
 
 # ---- the official computation, re-implemented from reading -----------------------------------
@@ -305,6 +310,9 @@ def test_box_and_grid_placement_known_answers():
     assert rows == [5, 6, 7, 8, 9]  # y = 45.6 .. 75.6; 83.1 is out
     kept = grid_points(50, box)
     np.testing.assert_allclose(kept, [[x[j], y[i]] for i in rows for j in cols], rtol=0, atol=1e-4)
+    # a point is inside when round(y), not floor(y), is: y_5 = 45.55 is kept by a box from row 46
+    mask[40:46] = False
+    assert grid_points(50, box_mask(mask))[:, 1].min() == pytest.approx(y[5], abs=1e-4)
     # at another size the box is nearest-resized to 384x512: a box of the left half keeps the left 25 columns
     half = np.zeros((48, 72), np.float32)
     half[:, :36] = 1
