@@ -590,3 +590,37 @@ def test_summary_breaks_mtbench_down_by_difficulty():
     text = difficulty_markdown(samples, {"v1": "hard", "v2": "easy", "v3": "easy"})
     assert "| a | hard | 1 | 2 | 0.3000 \u00b1 0.1414 |" in text and "| b | hard | 1 | 1 | 0.1000 |" in text
     assert difficulty_markdown(samples, {}) == ""
+
+
+def test_the_workflow_refuses_the_mtbench_variant_without_cotracker_before_any_job(mtbench_root, tmp_path):
+    from workflow_helpers import run_snakemake, write_small_config
+
+    root, _ = mtbench_root
+    import_mtbench(root, tmp_path / "manifest.csv")
+    lk = write_small_config(tmp_path / "lk.yaml", tmp_path / "manifest.csv", n_frames=4, results_dir=str(tmp_path / "results"),
+                            run_methods=["motionmatcher"])
+    cfg = yaml_load(lk)
+    cfg["metrics"]["mtbench"] = {"enabled": True, "reference": "mtbench", "root": str(root)}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_dump(cfg))
+    res = run_snakemake(tmp_path, bad, "-n", timeout=300)
+    assert res.returncode != 0 and "metrics.tracker: cotracker" in res.stderr + res.stdout
+    assert not (tmp_path / "results").exists()
+    cfg["metrics"]["mtbench"]["reference"] = "clip"  # any tracker may track the clip as sampled
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml_dump(cfg))
+    res = run_snakemake(tmp_path, good, "-n", timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "rule metrics:" in res.stdout + res.stderr
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def yaml_dump(cfg):
+    import yaml
+
+    return yaml.safe_dump(cfg)
