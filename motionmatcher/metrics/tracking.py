@@ -60,6 +60,12 @@ class Tracker(Protocol):
         """Track a ``grid_size**2`` grid from frame 0; return ``(tracks, visible)``."""
         ...
 
+    def track_points(self, frames: np.ndarray, queries: np.ndarray,
+                     support_grid: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Track ``(N, 2)`` pixel queries from frame 0 (MTBench's masked grid; ``support_grid``:
+        CoTracker's 6x6 support points tracked alongside, as for a masked grid)."""
+        ...
+
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
