@@ -252,13 +252,13 @@ def evaluate_samples(
              "seed": int(mt.get("seed", 0))}
     if mt_on and mtbench_setup is None:
         if str(mt.get("reference", "clip")) != "clip":
-            raise ValueError("metrics.mtbench.reference: mtbench needs the video's MTBench setup (original clip and "
-                             "first-frame mask; motionmatcher.mtbench.mtbench_setup)")
+            raise ValueError("metrics.mtbench.reference: mtbench needs the video's MTBench setup (original "
+                             "clip and first-frame mask; motionmatcher.mtbench.mtbench_setup)")
         g = int(mt.get("grid_size", 50))
         mtbench_setup = MTBenchSetup("clip", grid_points(g), False, g)
     if mt_on and mtbench_setup.reference == "mtbench" and tracker.name != "cotracker3_offline":
-        raise ValueError(f"metrics.mtbench.reference: mtbench needs CoTracker3 offline (MTBench's tracker); the "
-                         f"tracker is {tracker.name!r}")
+        raise ValueError("metrics.mtbench.reference: mtbench needs CoTracker3 offline (MTBench's tracker); "
+                         f"the tracker is {tracker.name!r}")
     definition = {
         "discrepancy_variant": variants["discrepancy"],
         "fidelity_variant": variants["fidelity"],
@@ -267,9 +267,10 @@ def evaluate_samples(
         "tracker_weights_sha256": str(getattr(tracker, "weights_sha256", "none")),
         **_clip_fields(scorer),
         "image_reward_weights_sha256": _image_reward_sha256(image_reward),
-        "mtbench_variant": (mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"], mtbench_setup.reference)
-                            if mt_on else None),
-        "mtbench_reference_tracks": reference_tracks_label(mtbench_setup, str(tracker.name)) if mt_on else None,
+        "mtbench_variant": (None if not mt_on else
+                            mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"], mtbench_setup.reference)),
+        "mtbench_reference_tracks": (None if not mt_on else
+                                     reference_tracks_label(mtbench_setup, str(tracker.name))),
     }
     t0 = time.perf_counter()
     ref_tracks, _ = tracker.track(ref, int(grid_size))
@@ -302,7 +303,8 @@ def evaluate_samples(
             motion_discrepancy=motion_discrepancy(ref_tracks, tracks, height, width,
                                                   variant=variants["discrepancy"]),
             motion_fidelity=motion_fidelity(ref_tracks, tracks, variant=variants["fidelity"]),
-            mtbench_fidelity=_mtbench_score(mt_ref, frames, tracker, mtbench_setup, mt_kw, label) if mt_on else None,
+            mtbench_fidelity=(_mtbench_score(mt_ref, frames, tracker, mtbench_setup, mt_kw, label)
+                              if mt_on else None),
             **definition,
             n_frames=int(n_frames),
             height=int(height),
@@ -329,9 +331,10 @@ def _mtbench_score(reference: np.ndarray, frames: np.ndarray, tracker, setup: MT
     generated = track_mtbench(tracker, frames, setup)
     score = mtbench_motion_fidelity(reference, generated, **kw)
     if np.isnan(score):
-        log.warning("%s: mtbench_fidelity is NaN, as MTBench's formula gives for a zero vector (a point that does "
-                    "not move between two frames): %d in the reference's tracks, %d in the sample's (%s)", label,
-                    count_zero_steps(reference), count_zero_steps(generated), tracker.name)
+        log.warning("%s: mtbench_fidelity is NaN, as MTBench's formula gives for a zero vector (a point "
+                    "that does not move between two frames): %d in the reference's tracks, %d in the "
+                    "sample's (%s)", label, count_zero_steps(reference), count_zero_steps(generated),
+                    tracker.name)
     return score
 
 

@@ -80,7 +80,8 @@ def _video_file(folder: Path) -> Path:
 
 
 def split_difficulty(name: str) -> str | None:
-    """``easy`` / ``medium`` / ``hard`` when a folder name is one (``MTBench_hard``, ``hard``), else ``None``."""
+    """``easy`` / ``medium`` / ``hard`` when a folder name is one (``MTBench_hard``, ``hard``),
+    else ``None``."""
     m = _SPLIT.fullmatch(name)
     return m.group(1).lower() if m else None
 
@@ -97,13 +98,15 @@ def _splits(root: Path) -> list[tuple[str | None, Path]]:
     """``[(difficulty, split folder)]``: the root's split children, or the root itself as one split."""
     children = _children(root)
     splits = [(split_difficulty(c.name), c) for c in children
-              if not _is_video_folder(c) and split_difficulty(c.name) and any(map(_is_video_folder, _children(c)))]
+              if not _is_video_folder(c) and split_difficulty(c.name)
+              and any(map(_is_video_folder, _children(c)))]
     if not splits:
         return [(split_difficulty(root.name), root)]
     loose = [c.name for c in children if _is_video_folder(c)]
     if loose:
-        raise MTBenchError(f"MTBench root {str(root)!r} holds both splits ({', '.join(p.name for _, p in splits)}) "
-                           f"and video folders ({', '.join(loose[:5])}); give one split or the folder of the splits")
+        names = ", ".join(p.name for _, p in splits)
+        raise MTBenchError(f"MTBench root {str(root)!r} holds both splits ({names}) and video folders "
+                           f"({', '.join(loose[:5])}); give one split or the folder of the splits")
     order = {d: i for i, d in enumerate(DIFFICULTIES)}
     return sorted(splits, key=lambda s: (order[s[0]], s[1].name))
 
@@ -144,12 +147,12 @@ def mtbench_rows(root: str | Path) -> list[dict]:
         for r in _split_rows(split, difficulty):
             first = seen.setdefault(r["video_id"], split)
             if first != split:
-                raise MTBenchError(f"video_id {r['video_id']!r} is in two splits: {first / r['video_id']} and "
-                                   f"{split / r['video_id']}")
+                raise MTBenchError(f"video_id {r['video_id']!r} is in two splits: "
+                                   f"{first / r['video_id']} and {split / r['video_id']}")
             rows.append(r)
     if not rows:
-        raise MTBenchError(f"MTBench root {str(root)!r} holds no video folder (<video>/videos/<video>.mp4, or "
-                           "easy/medium/hard splits of them)")
+        raise MTBenchError(f"MTBench root {str(root)!r} holds no video folder (<video>/videos/<video>.mp4, "
+                           "or easy/medium/hard splits of them)")
     return rows
 
 
@@ -217,22 +220,23 @@ def mtbench_setup(cfg: Mapping[str, Any], video_id: str, video_path: str | Path,
     """
     reference = str(cfg.get("reference", "clip"))
     if reference not in MTBENCH_REFERENCES:
-        raise MTBenchError(f"metrics.mtbench.reference must be one of {MTBENCH_REFERENCES}, got {reference!r}")
+        raise MTBenchError(f"metrics.mtbench.reference must be one of {MTBENCH_REFERENCES}, "
+                           f"got {reference!r}")
     grid = int(cfg.get("grid_size", 50))
     mask_path = first_frame_mask(cfg.get("root"), video_id)
     if mask_path is None:
         if reference == "mtbench":
             raise MTBenchError(f"metrics.mtbench.reference: mtbench: no first-frame mask of {video_id!r} "
                                f"(masks/{video_id}/00000.png) under metrics.mtbench.root {cfg.get('root')!r}")
-        log.warning("MTBench: no first-frame mask of %s under metrics.mtbench.root %r: the whole %dx%d grid is "
-                    "tracked (as evaluation.py without a mask file)", video_id, cfg.get("root"), grid, grid)
+        log.warning("MTBench: no first-frame mask of %s under metrics.mtbench.root %r: the whole %dx%d grid "
+                    "is tracked (as evaluation.py without a mask file)", video_id, cfg.get("root"), grid, grid)
         return MTBenchSetup(reference, grid_points(grid), False, grid)
     mask = read_first_frame_mask(mask_path)
     frames = None
     if reference == "clip":
         if int(start_frame) != 0:
-            log.warning("MTBench: %s starts at frame %d but MTBench's masks are of frame 0 (masks/ is indexed by "
-                        "the source dataset's frames): the box is of frame 0", video_id, start_frame)
+            log.warning("MTBench: %s starts at frame %d but MTBench's masks are of frame 0 (masks/ is "
+                        "indexed by the source dataset's frames): the box is of frame 0", video_id, start_frame)
         mask = crop_mask(mask, width=int(size[1]), height=int(size[0]))
         if not mask.any():
             raise MTBenchError(f"{mask_path}: the mask lies outside the centre crop to {size[1]}x{size[0]}")
@@ -241,8 +245,8 @@ def mtbench_setup(cfg: Mapping[str, Any], video_id: str, video_path: str | Path,
 
         frames = read_mp4(video_path)
         if frames.shape[1:3] != mask.shape:
-            log.warning("MTBench: %s is %dx%d, its mask %s is %dx%d (the box is placed in CoTracker's resolution, "
-                        "as evaluation.py does)", video_path, frames.shape[2], frames.shape[1], mask_path,
+            log.warning("MTBench: %s is %dx%d, its mask %s is %dx%d (the box is placed in CoTracker's "
+                        "resolution, as evaluation.py does)", video_path, frames.shape[2], frames.shape[1], mask_path,
                         mask.shape[1], mask.shape[0])
     points = grid_points(grid, box_mask(mask))
     if len(points) == 0:
@@ -254,8 +258,8 @@ def mtbench_setup(cfg: Mapping[str, Any], video_id: str, video_path: str | Path,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", help="MTBench folder: one split (one sub-folder per video) or the folder of the "
-                                     "easy/medium/hard splits")
+    parser.add_argument("root", help="MTBench folder: one split (one sub-folder per video) or the folder "
+                                     "of the easy/medium/hard splits")
     parser.add_argument("manifest", help="manifest CSV to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

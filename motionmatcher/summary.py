@@ -537,7 +537,8 @@ def difficulty_breakdown(samples: pd.DataFrame, difficulty: dict, metrics: Seque
     return pd.DataFrame.from_records(out, columns=columns)
 
 
-def difficulty_markdown(samples: pd.DataFrame, difficulty: dict, method_order: Sequence[str] | None = None) -> str:
+def difficulty_markdown(samples: pd.DataFrame, difficulty: dict,
+                        method_order: Sequence[str] | None = None) -> str:
     """Markdown of :func:`difficulty_breakdown` (``""`` when no video has a difficulty or no
     MTBench number was computed)."""
     table = difficulty_breakdown(samples, difficulty, DIFFICULTY_METRICS, method_order)
@@ -550,7 +551,8 @@ def difficulty_markdown(samples: pd.DataFrame, difficulty: dict, method_order: S
     lines += _table(
         ["Method", "Difficulty", "Videos", "Samples", *[f"{labels[m]} {UP}" for m in DIFFICULTY_METRICS]],
         [[r["method"], r["difficulty"], str(int(r["n_videos"])), str(int(r["n_samples"])),
-          *[format_stat(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], r["n_samples"]) for m in DIFFICULTY_METRICS]]
+          *[format_stat(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], r["n_samples"])
+            for m in DIFFICULTY_METRICS]]
          for _, r in table.iterrows()],
     )
     return "\n".join(lines) + "\n"

@@ -33,7 +33,8 @@ except MetricUnavailable as e:
 mtbench_cfg = dict(p.metrics.get("mtbench") or {})
 setup = None
 if mtbench_cfg.get("enabled"):
-    setup = mtbench_setup(mtbench_cfg, wc.video, p.video_path, (int(p.height), int(p.width)), int(p.start_frame))
+    setup = mtbench_setup(mtbench_cfg, wc.video, p.video_path, (int(p.height), int(p.width)),
+                          int(p.start_frame))
 
 samples = pd.read_parquet(snakemake.input.samples)
 ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))

@@ -113,8 +113,9 @@ def read_first_frame_mask(path: str | Path) -> np.ndarray:
     except Exception as exc:
         raise ValueError(f"{path}: cannot be read as an image: {exc}") from exc
     if arr.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel mask (H, W) as MTBench's masks/<video>/00000.png, "
-                         f"got shape {arr.shape} (the official code unpacks `height, width = mask.shape`)")
+        raise ValueError(f"{path}: expected a single-channel mask (H, W) as MTBench's "
+                         f"masks/<video>/00000.png, got shape {arr.shape} (the official code unpacks "
+                         "`height, width = mask.shape`)")
     if not arr.any():
         raise ValueError(f"{path}: the mask is empty (no pixel set); MTBench takes the box of its set pixels")
     return arr != 0
@@ -144,7 +145,8 @@ def crop_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     scale = max(width / w, height / h)
     new_w, new_h = max(width, int(round(w * scale))), max(height, int(round(h * scale)))
     x0, y0 = (new_w - width) // 2, (new_h - height) // 2
-    scaled = mask if (new_w, new_h) == (w, h) else cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    scaled = (mask if (new_w, new_h) == (w, h)
+              else cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST))
     return scaled[y0:y0 + height, x0:x0 + width] != 0
 
 
@@ -255,14 +257,15 @@ def check_mtbench_config(metrics_cfg: Mapping[str, Any]) -> None:
     if reference != "mtbench":
         return
     if not root:
-        raise ValueError("metrics.mtbench.reference: mtbench needs metrics.mtbench.root (the MTBench folder with "
-                         "masks/<video>/00000.png): MTBench tracks the box of the first-frame mask")
+        raise ValueError("metrics.mtbench.reference: mtbench needs metrics.mtbench.root (the MTBench folder "
+                         "with masks/<video>/00000.png): MTBench tracks the box of the first-frame mask")
     tracker = str(metrics_cfg.get("tracker", "lk")).strip().lower()
     if tracker not in ("cotracker", "co-tracker"):
-        raise ValueError(f"metrics.mtbench.reference: mtbench needs metrics.tracker: cotracker (CoTracker3 offline, "
-                         f"MTBench's tracker), got {tracker!r}; use reference: clip for other trackers")
+        raise ValueError("metrics.mtbench.reference: mtbench needs metrics.tracker: cotracker (CoTracker3 "
+                         f"offline, MTBench's tracker), got {tracker!r}; use reference: clip for other trackers")
     if str(metrics_cfg.get("cotracker_version", "auto")) == "2":
-        raise ValueError("metrics.mtbench.reference: mtbench needs CoTracker3 offline; metrics.cotracker_version is 2")
+        raise ValueError("metrics.mtbench.reference: mtbench needs CoTracker3 offline; "
+                         "metrics.cotracker_version is 2")
     from .tracking import TrackerUnavailable, cotracker_checkpoint_kind, load_cotracker_state_dict
 
     checkpoint = metrics_cfg.get("cotracker_checkpoint")

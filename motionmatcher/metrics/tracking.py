@@ -372,7 +372,8 @@ class CoTrackerTracker:
         q = torch.from_numpy(np.concatenate([np.zeros((len(q), 1), np.float32), q], axis=1))[None]
         video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None].float().to(self.device)
         with torch.inference_mode():
-            tracks, visible = _cotracker_track_points(self.model, video, q.to(self.device), bool(support_grid))
+            tracks, visible = _cotracker_track_points(self.model, video, q.to(self.device),
+                                                      bool(support_grid))
         tracks_np = tracks[0].permute(1, 0, 2).float().cpu().numpy().astype(np.float32)  # (N, T, 2)
         visible_np = visible[0].permute(1, 0).cpu().numpy()
         if visible_np.dtype != bool:
