@@ -100,13 +100,25 @@ def test_dmt_initial_noise_keeps_the_references_low_frequencies():
 
 
 @pytest.mark.parametrize("kind", ["dmt", "motionclone"])
-def test_guidance_gradient_reaches_the_latent_and_no_weight(model, reference, kind):
-    g = make_guidance({"type": kind})
+def test_guidance_gradient_is_the_losss_gradient_and_reaches_no_weight(model, reference, kind):
+    """The gradient the guidance uses is ∇_z L: its component along a direction v matches the
+    central difference (L(z + hv) − L(z − hv)) / 2h of the loss it reports."""
+    spec = {"type": kind} if kind == "dmt" else {"type": kind, "semantic_weights": {}}
+    g = make_guidance(spec)
     g.setup(model.unet, model.scheduler_config, 5, reference)
     z = torch.randn(2, 4, 8, 8, 8, generator=torch.Generator().manual_seed(2))
     cond = torch.cat([model.encode_prompt(["a fox"])] * 2).detach()
     t = g.timesteps[-1]
     flags = [p.requires_grad for p in model.unet.parameters()]
+    ctx = {"cond": cond, "neg": None, "guided": False, "guidance_scale": 1.0}
+
+    def loss(x):
+        if kind == "dmt":
+            with torch.no_grad():
+                return float(g.loss(model.unet, x, t, cond))
+        g.score(model.unet, x, 0, t, ctx)
+        return float(g.last_loss.sum())
+
     if kind == "dmt":
         x = z.clone().requires_grad_(True)
         with guided_forward(model.unet):
@@ -114,9 +126,12 @@ def test_guidance_gradient_reaches_the_latent_and_no_weight(model, reference, ki
         grad = x.grad
     else:
         g.initial_latents(z)
-        grad = g.score(model.unet, z, 0, t, {"cond": cond, "neg": None, "guided": False,
-                                              "guidance_scale": 1.0})
-    assert grad is not None and grad.shape == z.shape and grad.abs().sum() > 0
+        grad = g.score(model.unet, z, 0, t, ctx)
+    assert grad is not None and grad.shape == z.shape
+    v = grad / grad.norm()
+    h = 1e-2
+    slope = (loss(z + h * v) - loss(z - h * v)) / (2 * h)
+    assert slope == pytest.approx(float(grad.norm()), rel=0.05)
     assert all(p.grad is None for p in model.unet.parameters())
     assert [p.requires_grad for p in model.unet.parameters()] == flags  # restored
     assert all(not m.training for m in model.unet.modules())  # nothing left in training mode
