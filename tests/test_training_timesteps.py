@@ -10,7 +10,7 @@ from motionmatcher.methods.registry import LOSSES
 from motionmatcher.training import TrainConfig, train
 
 
-@pytest.mark.parametrize("lo, hi", [(500, None), (200, 700)])
+@pytest.mark.parametrize("lo, hi", [(500, None), (200, 700), (997, None)])
 def test_timesteps_are_uniform_on_the_configured_range(tiny_model, tmp_path, monkeypatch, lo, hi):
     seen = []
 
@@ -32,3 +32,5 @@ def test_timesteps_are_uniform_on_the_configured_range(tiny_model, tmp_path, mon
     assert int(t.min()) < lo + 15 and int(t.max()) >= top - 15
     assert abs(float(t.float().mean()) - (lo + top - 1) / 2) < 0.1 * (top - lo)
     assert log["timestep"].tolist() == t[:, 0].tolist()
+    if top - lo <= 5:  # a short range: every timestep of it, the last one (T − 1) included
+        assert sorted(set(t.flatten().tolist())) == list(range(lo, top))
