@@ -76,9 +76,12 @@ class CentroidModel(torch.nn.Module):
 
 
 class StandInPredictor(torch.nn.Module):
-    """The official ``CoTrackerPredictor`` interface and grid path around :class:`CentroidModel`."""
+    """The official ``CoTrackerPredictor`` interface, ``forward`` and ``_compute_sparse_tracks``
+    (grid and query paths, support grid; no segmentation mask, no backward tracking) around
+    :class:`CentroidModel`."""
 
     instances: list["StandInPredictor"] = []
+    support_grid_size = 6
 
     def __init__(self, checkpoint="./checkpoints/scaled_offline.pth", offline=True, v2=False,
                  window_len=60):
@@ -91,19 +94,41 @@ class StandInPredictor(torch.nn.Module):
     @torch.no_grad()
     def forward(self, video, queries=None, segm_mask=None, grid_size=0, grid_query_frame=0,
                 backward_tracking=False):
-        assert queries is None and segm_mask is None and grid_size > 0 and not backward_tracking
+        assert not (queries is None and grid_size == 0), "dense tracking is not used"
+        return self._compute_sparse_tracks(video, queries, segm_mask, grid_size,
+                                           add_support_grid=(grid_size == 0 or segm_mask is not None),
+                                           grid_query_frame=grid_query_frame,
+                                           backward_tracking=backward_tracking)
+
+    def _compute_sparse_tracks(self, video, queries, segm_mask=None, grid_size=0,
+                               add_support_grid=False, grid_query_frame=0, backward_tracking=False):
+        assert segm_mask is None and not backward_tracking
         B, T, C, H, W = video.shape
         video = F.interpolate(video.reshape(B * T, C, H, W), tuple(self.interp_shape),
                               mode="bilinear", align_corners=True)
         video = video.reshape(B, T, 3, *self.interp_shape)
-        grid = official_grid(grid_size, self.interp_shape)
-        queries = torch.cat([torch.ones_like(grid[:, :, :1]) * grid_query_frame, grid], dim=2).repeat(B, 1, 1)
+        if queries is not None:
+            assert queries.shape[-1] == 3
+            queries = queries.clone()
+            queries[:, :, 1:] *= queries.new_tensor([(self.interp_shape[1] - 1) / (W - 1),
+                                                     (self.interp_shape[0] - 1) / (H - 1)])
+        else:
+            grid = official_grid(grid_size, self.interp_shape)
+            queries = torch.cat([torch.ones_like(grid[:, :, :1]) * grid_query_frame, grid],
+                                dim=2).repeat(B, 1, 1)
+        if add_support_grid:
+            grid = official_grid(self.support_grid_size, self.interp_shape)
+            grid = torch.cat([torch.zeros_like(grid[:, :, :1]), grid], dim=2).repeat(B, 1, 1)
+            queries = torch.cat([queries, grid], dim=1)
         tracks, vis, *_ = self.model.forward(video=video, queries=queries, iters=6)
+        if add_support_grid:
+            tracks = tracks[:, :, : -self.support_grid_size ** 2]
+            vis = vis[:, :, : -self.support_grid_size ** 2]
         vis = vis > 0.9
         for i in range(len(queries)):
-            qt = queries[i, :, 0].to(torch.int64)
+            qt = queries[i, : tracks.size(2), 0].to(torch.int64)
             ar = torch.arange(len(qt))
-            tracks[i, qt, ar] = queries[i, :, 1:]
+            tracks[i, qt, ar] = queries[i, : tracks.size(2), 1:]
             vis[i, qt, ar] = True
         tracks *= tracks.new_tensor([(W - 1) / (self.interp_shape[1] - 1),
                                      (H - 1) / (self.interp_shape[0] - 1)])
@@ -156,3 +181,21 @@ def test_cotracker_track_follows_the_official_predictor_conventions(stand_in, tm
     np.testing.assert_allclose(tracks, expected, atol=0.3)
     # visibility: point 0 lost (p = 0.5 ≤ 0.9) in the last frame only
     assert not visible[0, -1] and visible.sum() == g * g * T - 1
+
+
+@pytest.mark.parametrize("support_grid", [False, True])
+def test_cotracker_track_points_follows_the_official_query_layout(stand_in, tmp_path, support_grid):
+    """``track_points``: (x, y) pixel queries on frame 0 go in as (t = 0, x, y) and come back
+    where the content moved, with or without CoTracker's 6x6 support grid."""
+    from test_metrics_tracking import _fake_state
+
+    torch.save(_fake_state("v3_offline"), tmp_path / "scaled_offline.pth")
+    tracker = make_tracker("cotracker", checkpoint=str(tmp_path / "scaled_offline.pth"))
+    velocity, T = (-1.5, 2.0), 4
+    queries = np.array([[10.0, 12.0], [30.5, 20.0], [50.0, 40.0]], dtype=np.float32)
+    tracks, visible = tracker.track_points(blob_video(velocity, T), queries, support_grid=support_grid)
+    assert tracks.shape == (3, T, 2) and visible.shape == (3, T) and visible.dtype == bool
+    expected = queries[:, None, :] + np.arange(T)[None, :, None] * np.array(velocity)[None, None, :]
+    np.testing.assert_allclose(tracks[:, 0], queries, atol=1e-4)
+    np.testing.assert_allclose(tracks, expected, atol=0.3)
+    assert not visible[0, -1] and visible.sum() == 3 * T - 1
