@@ -137,6 +137,25 @@ def test_guidance_gradient_is_the_losss_gradient_and_reaches_no_weight(model, re
     assert all(not m.training for m in model.unet.modules())  # nothing left in training mode
 
 
+def test_motionclone_warm_up_ramp_scales_the_score(model, reference):
+    """ρ_k = (k + 1)/K_w on the first K_w guided steps (official warm-up): with K_w = 2 of 5
+    steps the score at step 0 is half the unramped one, at step 1 the whole."""
+    z = torch.randn(1, 4, 8, 8, 8, generator=torch.Generator().manual_seed(5))
+    cond = model.encode_prompt(["a fox"]).detach()
+    ctx = {"cond": cond, "neg": None, "guided": False, "guidance_scale": 1.0}
+    scores = {}
+    for frac in (0.0, 0.4):
+        g = make_guidance({"type": "motionclone", "semantic_weights": {}, "warm_up_fraction": frac})
+        g.setup(model.unet, model.scheduler_config, 5, reference)
+        g.initial_latents(z)
+        t = sorted(g.timesteps, reverse=True)
+        scores[frac] = [g.score(model.unet, z, k, t[k], ctx) for k in (0, 1)]
+    assert g.n_warm == 2
+    torch.testing.assert_close(scores[0.4][0], 0.5 * scores[0.0][0], rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(scores[0.4][1], scores[0.0][1], rtol=1e-5, atol=1e-9)
+    assert scores[0.0][0].abs().max() > 0
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_sparse_mask_keeps_exactly_k_per_query(k):
     ref = torch.rand(2, 6, 4, 8, 8, generator=torch.Generator().manual_seed(k))
