@@ -61,7 +61,7 @@ any other backend (flash, sage, ...) is refused with an error naming the layer.
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -297,6 +297,13 @@ def cogvideox_rotary_emb(transformer, latents: torch.Tensor):
 # Maps from q, k (per head chunk)
 
 
+def _no_autocast(device: torch.device):
+    """fp32 maps even under autocast (which would run the matmuls in half precision)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
+
+
 def _heads_per_chunk(bytes_per_head: int, heads: int, chunk_bytes: int) -> int:
     return max(1, min(heads, chunk_bytes // max(1, bytes_per_head)))
 
@@ -330,7 +337,7 @@ def ca_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, text_mask: torch.
         neg = torch.zeros(bsz, 1, 1, t_len, device=q.device)
         neg = neg.masked_fill(~text_mask.bool().to(q.device)[:, None, None, :], float("-inf"))
     hc = _heads_per_chunk(3 * 4 * bsz * s_len * t_len, heads, chunk_bytes)
-    with torch.autocast(q.device.type, enabled=False):
+    with _no_autocast(q.device):
         out = sum(_maybe_checkpoint(_ca_chunk, q[:, h:h + hc], k[:, h:h + hc], scale, neg)
                   for h in range(0, heads, hc))
     return out / heads
@@ -353,7 +360,7 @@ def tsa_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, frames: int,
     q = q.reshape(bsz, heads, frames, pos, d)
     k = k.reshape(bsz, heads, frames, pos, d)
     hc = _heads_per_chunk(3 * 4 * bsz * pos * frames * frames, heads, chunk_bytes)
-    with torch.autocast(q.device.type, enabled=False):
+    with _no_autocast(q.device):
         out = sum(_maybe_checkpoint(_tsa_chunk, q[:, h:h + hc], k[:, h:h + hc], scale)
                   for h in range(0, heads, hc))
     return out / heads
@@ -380,7 +387,7 @@ def flow_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, grid: tuple[int
     yy, xx = torch.meshgrid(torch.arange(h, device=q.device), torch.arange(w, device=q.device), indexing="ij")
     xx, yy = xx.flatten().float(), yy.flatten().float()
     rel = torch.stack([xx[None, :] - xx[:, None], yy[None, :] - yy[:, None]], -1)  # (P query, P key, 2)
-    with torch.autocast(q.device.type, enabled=False):
+    with _no_autocast(q.device):
         per_frame = [_maybe_checkpoint(_flow_frame, qc[:, f], kc, scale / heads, temperature, rel)
                      for f in range(frames)]
     return torch.stack(per_frame, 2)  # (B, P, F, F, 2)
