@@ -190,9 +190,10 @@ def run_case(case, ca_blocks=(1,), tsa_blocks=(0, 1), early_stop=True, chunk_byt
 
 # --- tests --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("blocks", [((1,), (0, 1)), ((0, 1), (1, 2))], ids=["ca1-tsa01", "ca01-tsa12"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_features_equal_renormalised_blocks_of_full_attention(case):
-    r = run_case(case)
+def test_features_equal_renormalised_blocks_of_full_attention(case, blocks):
+    r = run_case(case, ca_blocks=blocks[0], tsa_blocks=blocks[1])
     frames, h, w = r.grid
     assert r.ca.shape == (2, frames, h, w, 6) and r.tsa.shape == (2, h * w, frames, frames)
     assert r.ca.dtype == torch.float32 and r.tsa.dtype == torch.float32
