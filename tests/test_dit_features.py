@@ -354,6 +354,8 @@ def test_same_position_share_equals_naive_sum():
     text = a[:, :, t:, :t].sum(-1)
     assert abs(share[1]["share"] - same.mean().item()) <= 1e-6
     assert abs(share[1]["text_share"] - text.mean().item()) <= 1e-6
+    of_video = same / (1 - text.reshape(2, 3, frames, p).permute(3, 0, 1, 2))  # per query (P, B, H, F)
+    assert abs(share[1]["share_of_video"] - of_video.mean().item()) <= 1e-6
     assert share[1]["uniform"] == pytest.approx(frames / (t + frames * p))
 
 

@@ -349,7 +349,7 @@ def _head_slices(heads: int, hc: int) -> list:
 
 def _ca_chunk(q, k, scale, neg_mask):
     # q (B,h,S,d), k (B,h,T,d) -> sum over heads of softmax over T: (B,S,T)
-    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    s = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))
     if neg_mask is not None:
         s = s + neg_mask
     return s.softmax(-1).sum(1)
@@ -375,7 +375,7 @@ def ca_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, text_mask: torch.
 
 def _tsa_chunk(q, k, scale):
     # q, k (B,h,F,P,d) -> sum over heads of softmax over key frames: (B,P,F,F)
-    s = torch.einsum("bhfpd,bhgpd->bhpfg", q.float(), k.float()) * scale
+    s = torch.einsum("bhfpd,bhgpd->bhpfg", q.float() * scale, k.float())
     return s.softmax(-1).sum(1)
 
 
@@ -569,12 +569,11 @@ def same_position_share(
                             - lse).exp()
                     tot["text_share"] += text.sum().item()
                     tot["share_of_video"] += (share / (1 - text)).sum().item()
-                else:
-                    tot["share_of_video"] += share.sum().item()
             n = bsz * heads * s_len
-            res = {key: v / n for key, v in tot.items()}
-            res["uniform"] = frames / k.shape[2]
-            res["uniform_of_video"] = 1 / pos
+            res = {"share": tot["share"] / n, "uniform": frames / k.shape[2]}
+            if off:
+                res.update(text_share=tot["text_share"] / n, share_of_video=tot["share_of_video"] / n,
+                           uniform_of_video=1 / pos)
             out[int(i)] = res
         return cb
 
