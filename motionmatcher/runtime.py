@@ -37,7 +37,10 @@ def setup_script(smk) -> logging.Logger:
         sys.stderr = open(target, "w", buffering=1)
         if attempt is not None:  # the rule's log: the same file under its declared name
             Path(smk.log[0]).unlink(missing_ok=True)
-            os.link(target, smk.log[0])
+            try:
+                os.link(target, smk.log[0])
+            except OSError:  # a file system without hard links
+                os.symlink(Path(target).name, smk.log[0])
         # file descriptor 2 too: what child processes (ffmpeg) and C libraries print on an
         # error goes to the rule's log, not to Snakemake's console
         os.dup2(sys.stderr.fileno(), 2)
