@@ -78,27 +78,26 @@ def lora_config(rank: int = 32, dropout: float = 0.1, targets: str = "motionmatc
     )
 
 
-class _OutputDropout:
-    """Forward hook on ``lora_B``: dropout on the up projection's output (training mode only)."""
-
-    def __init__(self, p: float) -> None:
-        self.p = float(p)
-
-    def __call__(self, module, args, output):
-        return torch.nn.functional.dropout(output, self.p, module.training)
+def _dropout_on_output(module, args, output):
+    """Forward hook on ``lora_B``: its child dropout on the up projection's output."""
+    return module.lora_dropout(output)
 
 
 def dropout_after_up(unet: torch.nn.Module, adapter_name: str) -> None:
     """Move adapter ``adapter_name``'s dropout from the input (peft: ``B A dropout(x)``) to the
     output of the up projection, as the official LoRA: ``dropout(lora_up(lora_down(x))) · s``
     (MotionMatcher / MotionDirector ``utils/lora.py``, ``LoraInjectedLinear.forward``). The
-    state dict keys stay peft's (the dropout has no weights: a forward hook on ``lora_B``)."""
+    ``nn.Dropout`` becomes a child ``lora_dropout`` of ``lora_B[adapter_name]``, applied by a
+    forward hook: no weights, so the state dict keys stay peft's; still a module named
+    ``*.lora_dropout*`` (train/eval mode, ``p``, checkpointing snapshots and
+    :func:`motionmatcher.diffusion.base_dropout_disabled`'s exception all see it)."""
     for layer in tuner_layers(unet):
         drops = getattr(layer, "lora_dropout", {})
         if adapter_name in drops and isinstance(drops[adapter_name], torch.nn.Dropout):
-            p = drops[adapter_name].p
+            up = layer.lora_B[adapter_name]
+            up.add_module("lora_dropout", drops[adapter_name])
             drops[adapter_name] = torch.nn.Identity()
-            layer.lora_B[adapter_name].register_forward_hook(_OutputDropout(p))
+            up.register_forward_hook(_dropout_on_output)
 
 
 def add_lora(unet: torch.nn.Module, config: LoraConfig, adapter_name: str = DEFAULT_ADAPTER):
