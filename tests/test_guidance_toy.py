@@ -65,8 +65,8 @@ class RecordedMotionClone(MotionCloneGuidance):
 
 
 def test_motionclone_lowers_its_motion_energy_along_the_trajectory(toy):
-    base = run(toy, RecordedMotionClone(weight=0.0, semantic_weights={}))
-    guided = run(toy, RecordedMotionClone(weight=1.0, semantic_weights={}))
+    base = run(toy, RecordedMotionClone(weight=0.0, semantic_weights={}, inversion_steps=None))
+    guided = run(toy, RecordedMotionClone(weight=1.0, semantic_weights={}, inversion_steps=None))
     assert len(base.energy) == len(guided.energy) == round(0.6 * STEPS) >= 3
     assert guided.energy[0] == pytest.approx(base.energy[0], rel=1e-6)  # the same initial noise
     # after the first guided update, the energy summed over the later guided steps is lower
@@ -81,7 +81,7 @@ def test_dmt_lowers_its_feature_loss_along_the_trajectory(toy):
     # 2 Adam steps at a larger lr than the official 10 at 0.007 → 0.004 (CPU time); restart
     # sampling off: its re-noising (checked by value in test_sampler_math) undoes part of the
     # optimisation at toy scale (measured: the third step's incoming loss is then above base's)
-    spec = dict(optimization_steps=2, restart_sampling=False)
+    spec = dict(optimization_steps=2, restart_sampling=False, inversion_steps=None)
     base = run(toy, DMTGuidance(lr=(0.0, 0.0), **spec))
     guided = run(toy, DMTGuidance(lr=(0.02, 0.01), **spec))
     b, g = incoming(base), incoming(guided)
