@@ -1,0 +1,210 @@
+"""Fault injection, second pass (issue 22): a damaged adapter, NaN values, misspelt config keys,
+a replaced reference video, wrong-typed manifest cells, rebuild hints, damaged Parquet tables
+and the permissions of adapter files. Each test injects the fault and checks it is named."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+
+import pytest
+import torch
+
+from motionmatcher.lora import add_lora, load_adapter, lora_config, save_adapter
+import motionmatcher.tensor_files as tf
+from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
+
+
+@pytest.fixture()
+def unet(base):
+    return copy.deepcopy(base.unet)
+
+
+def _flip_exponent_bit(path, tensor_name=None):
+    """Flip the top exponent bit of one fp32 value in the data section (the issue's fault):
+    the header stays valid, the value becomes huge or tiny."""
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    import json
+
+    header = json.loads(raw[8:8 + n])
+    name = tensor_name or next(k for k in header if k != "__metadata__")
+    start = 8 + n + header[name]["data_offsets"][0]
+    raw[start + 3] ^= 0x40  # little-endian fp32: byte 3 holds the sign and the top exponent bits
+    path.write_bytes(bytes(raw))
+
+
+def _trained_adapter(unet, tmp_path):
+    cfg = lora_config(rank=4, dropout=0.0, targets="all_transformer_linears")
+    add_lora(unet, cfg)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return save_adapter(unet, tmp_path / "adapter", cfg)
+
+
+# ---- 1. adapters carry a content hash; no NaN is written or decoded -------------------------
+
+
+def test_flipped_bit_in_an_adapter_is_refused_before_use(unet, base, tmp_path):
+    from motionmatcher.training import load_trained
+
+    out = _trained_adapter(unet, tmp_path)
+    weights = out / "adapter_model.safetensors"
+    _flip_exponent_bit(weights)
+    for load in (lambda u: load_adapter(u, out), lambda u: load_trained(u, out)):
+        with pytest.raises(CorruptFileError, match="sha256") as e:
+            load(copy.deepcopy(base.unet))
+        assert str(weights) in str(e.value) and f"snakemake --force {weights}" in str(e.value)
+
+
+def test_flipped_bit_in_a_trained_part_is_refused(base, tmp_path):
+    """The `trainable:` parts format (MotionDirector, VMC) goes through the same check."""
+    from motionmatcher.training import TrainConfig, attach_trainable, load_trained, save_trained
+
+    unet = copy.deepcopy(base.unet)
+    cfg = TrainConfig.from_dict({"loss": "noise_prediction", "trainable": {
+        "spatial": {"type": "lora", "targets": "spatial_self_attn_ff", "rank": 2},
+        "qkv": {"type": "full", "targets": "temporal_attn_qkv"}}})
+    _, spec = attach_trainable(unet, cfg)
+    out = save_trained(unet, tmp_path / "adapter", spec)
+    load_trained(copy.deepcopy(base.unet), out)  # intact: loads
+    import json
+
+    index = json.loads((out / "adapter_config.json").read_text())
+    _flip_exponent_bit(out / "adapter_model.safetensors", "qkv/" + index["parts"]["qkv"]["tensors"][0])
+    with pytest.raises(CorruptFileError, match="sha256"):
+        load_trained(copy.deepcopy(base.unet), out, ["qkv"])
+
+
+def test_non_finite_adapter_weights_are_not_saved(unet, tmp_path):
+    cfg = lora_config(rank=4, dropout=0.0, targets="all_transformer_linears")
+    add_lora(unet, cfg)
+    with torch.no_grad():
+        next(p for n, p in unet.named_parameters() if "lora_B" in n)[0, 0] = float("nan")
+    with pytest.raises(tf.NonFiniteError, match=r"training of adapter 'motion' produced non-finite values "
+                                             r"\(tensor '.*lora_B.*': 1 NaN and 0 Inf of \d+ values\)"):
+        save_adapter(unet, tmp_path / "adapter", cfg)
+    assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_nan_tensor_is_not_written_and_names_step_and_inputs(tmp_path):
+    path = tmp_path / "inversion" / "m" / "v.safetensors"
+    x = torch.zeros(1, 4, 2, 2, 2)
+    x[0, 1, 0, 0, 0] = float("inf")
+    x[0, 2, 1, 1, 1] = float("nan")
+    adapter = tmp_path / "customize" / "adapter_model.safetensors"
+    with pytest.raises(tf.NonFiniteError) as e:
+        write_checked(path, {"inversion": x}, step="DDIM inversion (2 steps)", inputs=[adapter])
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: DDIM inversion (2 steps) produced non-finite values (tensor 'inversion': "
+                          "1 NaN and 1 Inf of 32 values)")
+    assert f"snakemake --force {adapter}" in msg
+    assert not path.exists()
+
+
+def test_reader_refuses_a_file_holding_nan(tmp_path):
+    """A NaN file written by an older version (or another program) is not used either."""
+    from motionmatcher.tensor_files import content_hash, serialize, write_bytes_atomic
+
+    t = {"latents": torch.tensor([1.0, float("nan")])}
+    path = tmp_path / "old.safetensors"
+    write_bytes_atomic(path, serialize(t, {"content_sha256": content_hash(t), "shapes": {"latents": [2]}}))
+    with pytest.raises(CorruptFileError, match=r"non-finite values \(tensor 'latents': 1 NaN"):
+        read_checked(path)
+
+
+def test_nan_latents_are_never_decoded_to_black_frames(base):
+    """The issue's fault: a NaN inversion gave all-black samples that were scored. The sampler
+    stops at the NaN latents, naming the manifest row and the step."""
+    from motionmatcher.sampler import SamplingConfig, sample_videos
+
+    inversion = torch.full((1, 4, 2, 4, 4), float("nan"))
+    cfg = SamplingConfig(num_steps=2, noise_prior=1.0, guidance_scale=1.0)
+    with pytest.raises(tf.NonFiniteError, match=r"sampling \(manifest row 3 \(zoom\), 2 denoising steps\) produced "
+                                             r"non-finite values \(tensor 'latents': 128 NaN"):
+        sample_videos(base, ["a ball"], [0], n_frames=2, height=32, width=32, cfg=cfg, inversion_latents=inversion,
+                      row_labels=["manifest row 3 (zoom)"], progress=False)
+
+
+def test_vae_decode_refuses_non_finite_frames(base):
+    from motionmatcher.latents import decode_latents
+
+    z = torch.zeros(1, 4, 2, 4, 4)
+    z[0, 0, 1] = float("inf")
+    with pytest.raises(tf.NonFiniteError, match=r"VAE decode \(frames 0-1\)"):
+        decode_latents(base.vae, z)
+    assert decode_latents(base.vae, torch.zeros(1, 4, 2, 4, 4)).shape == (1, 2, 32, 32, 3)
+
+
+def test_output_naming_wraps_the_step_error(tmp_path):
+    with pytest.raises(tf.NonFiniteError) as e:
+        with tf.NonFiniteError.naming("results/samples/m/v/samples.parquet", ["a.safetensors", None]):
+            raise tf.NonFiniteError(None, "sampling (row 1)", "tensor 'latents': 1 NaN and 0 Inf of 4 values")
+    assert str(e.value).startswith("results/samples/m/v/samples.parquet: sampling (row 1) produced")
+    assert "snakemake --force a.safetensors`" in str(e.value)
+
+
+# ---- 5. rebuild hints: a target that rebuilds, relative to where the file is now -------------
+
+
+def test_hint_names_the_rule_output_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """A sample's frames file lies in the rule's `videos/` folder: the hint names the rule's
+    table. In a copied results folder it names the copy, relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "exp1" / "results" / "samples" / "m" / "v"
+    frames = first / "videos" / "p00_s0.safetensors"
+    write_checked(frames, {"frames": torch.zeros(2, 4, 4, 3, dtype=torch.uint8)},
+                  rebuild_target=first / "samples.parquet")
+    shutil.copytree(tmp_path / "exp1", tmp_path / "exp2")
+    copy_ = tmp_path / "exp2" / "results" / "samples" / "m" / "v" / "videos" / "p00_s0.safetensors"
+    raw = bytearray(copy_.read_bytes())
+    raw[-1] ^= 0x01
+    copy_.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError) as e:
+        read_checked(copy_)
+    assert e.value.rebuild.startswith("snakemake --force exp2/results/samples/m/v/samples.parquet ")
+    monkeypatch.chdir(tmp_path / "exp2")
+    with pytest.raises(CorruptFileError) as e:
+        read_checked("results/samples/m/v/videos/p00_s0.safetensors")
+    assert e.value.rebuild.startswith("snakemake --force results/samples/m/v/samples.parquet ")
+
+
+def test_hint_of_an_older_file_uses_where_it_is_now(tmp_path, monkeypatch):
+    """Files written before `rebuild_target` recorded the absolute path they were first
+    written at; the hint is computed from the path read instead."""
+    from motionmatcher.tensor_files import content_hash, serialize, write_bytes_atomic
+
+    monkeypatch.chdir(tmp_path)
+    t = {"x": torch.ones(2)}
+    (tmp_path / "r").mkdir()
+    write_bytes_atomic(tmp_path / "r" / "x.safetensors", serialize(t, {
+        "content_sha256": "0" * 64, "shapes": {"x": [2]},
+        "rebuild": "snakemake --force /elsewhere/r/x.safetensors   (then rerun your snakemake command)"}))
+    with pytest.raises(CorruptFileError) as e:
+        read_checked(tmp_path / "r" / "x.safetensors")
+    assert e.value.rebuild.startswith("snakemake --force r/x.safetensors ")
+    assert content_hash(t)  # (the recorded hash above is wrong on purpose)
+
+
+# ---- 7. adapter files get the umask's permissions ------------------------------------------
+
+
+def test_adapter_files_respect_the_umask(unet, base, tmp_path):
+    from motionmatcher.training import TrainConfig, attach_trainable, save_trained
+
+    old = os.umask(0o022)
+    try:
+        out = _trained_adapter(unet, tmp_path)
+        u2 = copy.deepcopy(base.unet)
+        _, spec = attach_trainable(u2, TrainConfig.from_dict({"loss": "noise_prediction", "trainable": {
+            "temporal": {"type": "lora", "targets": "temporal_attn_ff", "rank": 2}}}))
+        parts = save_trained(u2, tmp_path / "parts", spec)
+    finally:
+        os.umask(old)
+    for folder in (out, parts):
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            assert oct((folder / name).stat().st_mode & 0o777) == oct(0o644), (folder, name)
