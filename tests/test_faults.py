@@ -208,3 +208,28 @@ def test_adapter_files_respect_the_umask(unet, base, tmp_path):
     for folder in (out, parts):
         for name in ("adapter_model.safetensors", "adapter_config.json"):
             assert oct((folder / name).stat().st_mode & 0o777) == oct(0o644), (folder, name)
+
+
+# ---- 4. manifest cells of the wrong type join the row-by-row report ------------------------
+
+
+def test_wrong_typed_manifest_cells_are_reported_with_row_and_column(tmp_path):
+    from motionmatcher.demo_data import render_clip
+    from motionmatcher.manifest import ManifestError, load_manifest
+    from motionmatcher.video import write_mp4
+
+    write_mp4(render_clip("zoom", n_frames=12, size=(32, 32)), tmp_path / "a.mp4", fps=8)
+    write_mp4(render_clip("circle", n_frames=12, size=(32, 32)), tmp_path / "b.mp4", fps=8)
+    csv = tmp_path / "m.csv"
+    csv.write_text("video_id,video_path,caption,prompt,start_frame,frame_step\n"
+                   "a,a.mp4,a ball,a car,abc,1\n"
+                   "b,b.mp4,a ball,a car,0,1.5\n"
+                   "c,missing.mp4,a ball,,0,1\n")
+    with pytest.raises(ManifestError) as e:
+        load_manifest(csv, n_frames=4)
+    assert e.value.problems == [
+        "row 1 (line 2), column start_frame: 'abc' is not a whole number",
+        "row 2 (line 3), column frame_step: '1.5' is not a whole number",
+        "row 3 (line 4), column prompt: must not be empty",
+        f"row 3 (line 4), column video_path: file does not exist: {tmp_path / 'missing.mp4'}",
+    ]
