@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from motionmatcher.config_keys import ConfigKeyError, check_config_keys
 from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
 from motionmatcher.methods import load_video_overrides, method_config, video_override
 from motionmatcher.models import check_model_dir
@@ -14,6 +15,10 @@ from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
 
 
+try:  # misspelt keys and numbers YAML reads as text, with the nearest known key (before `validate`)
+    check_config_keys(config)
+except ConfigKeyError as e:
+    raise WorkflowError(str(e)) from None
 validate(config, schema="../config/schemas/config.schema.yaml")
 
 R = config["results_dir"]

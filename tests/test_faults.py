@@ -233,3 +233,117 @@ def test_wrong_typed_manifest_cells_are_reported_with_row_and_column(tmp_path):
         "row 3 (line 4), column prompt: must not be empty",
         f"row 3 (line 4), column video_path: file does not exist: {tmp_path / 'missing.mp4'}",
     ]
+
+
+# ---- 2. unknown config keys are rejected at every level, with the nearest known key ----------
+
+
+def _demo_config():
+    import yaml
+
+    from workflow_helpers import REPO
+
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.__setitem__("trainig", {"steps": 2}),
+     "trainig: unknown key (did you mean 'training'?"),
+    (lambda c: c["training"].__setitem__("stpes", 2),
+     "training.stpes: unknown key (did you mean 'steps'?"),
+    (lambda c: c["methods"]["motionmatcher"]["train"].__setitem__("stpes", 2),
+     "methods.motionmatcher.train.stpes: unknown key (did you mean 'steps'?"),
+    (lambda c: c["sampling"].__setitem__("num_step", 2),
+     "sampling.num_step: unknown key (did you mean 'num_steps'?"),
+    (lambda c: c["methods"]["vmc"]["sample"].__setitem__("noise_prio", 0.5),
+     "methods.vmc.sample.noise_prio: unknown key (did you mean 'noise_prior'?"),
+    (lambda c: c["methods"]["motiondirector"].__setitem__("sampel", {}),
+     "methods.motiondirector.sampel: unknown key (did you mean 'sample'?"),
+    (lambda c: c["methods"]["dmt"]["guidance"].__setitem__("optimisation_steps", 3),
+     "methods.dmt.guidance.optimisation_steps: unknown key (did you mean 'optimization_steps'?"),
+    (lambda c: c["methods"]["motionclone"]["guidance"].__setitem__("rank", 3),
+     "methods.motionclone.guidance.rank: unknown key (did you mean 'rank_k'?"),
+    (lambda c: c["methods"]["motiondirector"]["train"]["trainable"]["temporal"].__setitem__("rnak", 3),
+     "methods.motiondirector.train.trainable.temporal.rnak: unknown key (did you mean 'rank'?"),
+    (lambda c: c["methods"]["motionmatcher"]["train"]["loss_kwargs"].__setitem__("tsa_wieght", 1.0),
+     "methods.motionmatcher.train.loss_kwargs.tsa_wieght: loss 'motion_matching' (method motionmatcher) takes no "
+     "such option (did you mean 'tsa_weight'?"),
+    (lambda c: c["methods"]["ddpm_lora"]["train"].__setitem__("loss", "noise_predictoin"),
+     "methods.ddpm_lora.train.loss: unknown loss 'noise_predictoin' (did you mean 'noise_prediction'?"),
+    (lambda c: c["metrics"]["clip"].__setitem__("modle", "x"),
+     "metrics.clip.modle: unknown key (did you mean 'model'?"),
+])
+def test_misspelt_key_is_named_with_the_nearest_known_one(edit, message):
+    from motionmatcher.config_keys import config_key_problems
+
+    cfg = _demo_config()
+    assert config_key_problems(cfg) == []
+    edit(cfg)
+    problems = config_key_problems(cfg)
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+
+
+def test_number_yaml_reads_as_text_shows_the_spelling_that_is_a_number():
+    import yaml
+
+    from motionmatcher.config_keys import config_key_problems, yaml_number
+
+    cfg = _demo_config()
+    cfg["methods"]["vmc"]["train"].update(yaml.safe_load("lr: 1e-4\nsteps: '30'"))
+    cfg["sampling"].update(yaml.safe_load("guidance_scale: 2e+1"))
+    assert cfg["methods"]["vmc"]["train"]["lr"] == "1e-4"  # PyYAML: no dot -> text
+    problems = config_key_problems(cfg)
+    assert sorted(problems) == sorted([
+        "methods.vmc.train.lr: '1e-4' is a string to YAML, not a number (YAML reads a number with an exponent "
+        "only with a dot and a signed exponent); write 1.0e-4",
+        "methods.vmc.train.steps: '30' is a string to YAML, not a number (YAML reads a number with an exponent "
+        "only with a dot and a signed exponent); write 30",
+        "sampling.guidance_scale: '2e+1' is a string to YAML, not a number (YAML reads a number with an exponent "
+        "only with a dot and a signed exponent); write 20.0",
+    ])
+    for x in (1e-4, 5e-4, 2.5e5, 0.01, 7.0):  # each suggestion reads back as the same float
+        assert yaml.safe_load(f"v: {yaml_number(x)}")["v"] == x
+
+
+def test_loss_keywords_read_from_source_match_the_functions():
+    import inspect
+
+    from motionmatcher.config_keys import LOOP_KEYWORDS, loss_keywords
+    from motionmatcher.methods.registry import LOSSES
+
+    assert set(loss_keywords()) == set(LOSSES)
+    for name, fn in LOSSES.items():
+        assert loss_keywords()[name] == [p.name for p in inspect.signature(fn).parameters.values()
+                                         if p.kind is p.KEYWORD_ONLY and p.name not in LOOP_KEYWORDS]
+
+
+@pytest.fixture(scope="module")
+def one_video(tmp_path_factory):
+    """A one-video manifest (a 20-frame toy clip, 32 px)."""
+    from motionmatcher.demo_data import render_clip
+    from motionmatcher.video import write_mp4
+
+    d = tmp_path_factory.mktemp("one_video")
+    write_mp4(render_clip("zoom", n_frames=20, size=(32, 32)), d / "zoom.mp4", fps=8)
+    (d / "m.csv").write_text("video_id,video_path,caption,prompt\nzoom,zoom.mp4,a ball,a car\n")
+    return d
+
+
+def test_dry_run_refuses_misspelt_keys_before_any_job(one_video, tmp_path):
+    import yaml
+
+    from workflow_helpers import run_snakemake, write_small_config
+
+    cfg = write_small_config(tmp_path / "c.yaml", one_video / "m.csv", run_methods=["base"])
+    data = yaml.safe_load(cfg.read_text())
+    data["trainig"] = {"steps": 2}
+    data["sampling"]["num_step"] = 2
+    data["methods"]["motionmatcher"]["train"]["stpes"] = 2
+    cfg.write_text(yaml.safe_dump(data))
+    res = run_snakemake(tmp_path, cfg, "-n")
+    assert res.returncode != 0
+    out = res.stderr + res.stdout
+    assert "3 problem(s)" in out
+    for line in ("trainig: unknown key (did you mean 'training'?", "sampling.num_step: unknown key (did you mean "
+                 "'num_steps'?", "methods.motionmatcher.train.stpes: unknown key (did you mean 'steps'?"):
+        assert line in out, out[-3000:]
