@@ -13,6 +13,7 @@ from motionmatcher.methods import load_video_overrides, method_config, video_ove
 from motionmatcher.models import check_model_dir
 from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
+from motionmatcher.video_identity import record_video_identity
 
 
 try:  # misspelt keys and numbers YAML reads as text, with the nearest known key (before `validate`)
@@ -76,6 +77,15 @@ wildcard_constraints:
 def video_param(field):
     """A per-video value of the manifest (row overrides already applied)."""
     return lambda wc: VIDEOS.loc[wc.video, field]
+
+
+def video_identity(wc):
+    """The reference's identity record (size + sha256, motionmatcher.video_identity), brought up
+    to date here: rewritten, and so newer than the preprocess outputs, when the file was replaced
+    -- even by an older file of the same name."""
+    record = f"{R}/video_identity/{wc.video}.json"
+    record_video_identity(VIDEOS.loc[wc.video, "video_path"], record)
+    return record
 
 
 def trained(method):

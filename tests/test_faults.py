@@ -347,3 +347,58 @@ def test_dry_run_refuses_misspelt_keys_before_any_job(one_video, tmp_path):
     for line in ("trainig: unknown key (did you mean 'training'?", "sampling.num_step: unknown key (did you mean "
                  "'num_steps'?", "methods.motionmatcher.train.stpes: unknown key (did you mean 'steps'?"):
         assert line in out, out[-3000:]
+
+
+# ---- 3. a replaced reference video is noticed, even when older --------------------------------
+
+
+def test_identity_record_changes_time_only_when_the_content_changes(tmp_path, monkeypatch):
+    import hashlib
+
+    from motionmatcher import video_identity as vi
+
+    video, record = tmp_path / "ref.mp4", tmp_path / "id" / "ref.json"
+    video.write_bytes(b"first clip")
+    os.utime(video, ns=(1_000_000_000_000, 1_000_000_000_000))
+    rec = vi.record_video_identity(video, record)
+    assert rec["sha256"] == hashlib.sha256(b"first clip").hexdigest() and rec["size"] == 10
+    assert record.stat().st_mtime_ns == 1_000_000_000_000  # first record: the video's time
+
+    def no_hashing(path, chunk=0):
+        raise AssertionError("hashed although path, size and time are unchanged")
+
+    with monkeypatch.context() as m:  # cached by path / size / mtime
+        m.setattr(vi, "file_sha256", no_hashing)
+        assert vi.record_video_identity(video, record) == rec
+
+    os.utime(video, ns=(2_000_000_000_000, 2_000_000_000_000))  # touched: same content
+    assert vi.record_video_identity(video, record)["mtime_ns"] == 2_000_000_000_000
+    assert record.stat().st_mtime_ns == 1_000_000_000_000
+
+    video.write_bytes(b"other clip")  # replaced, same size, an older time (cp -p)
+    os.utime(video, ns=(500_000_000_000, 500_000_000_000))
+    rec = vi.record_video_identity(video, record)
+    assert rec["sha256"] == hashlib.sha256(b"other clip").hexdigest()
+    assert record.stat().st_mtime_ns > 2_000_000_000_000  # rewritten now: newer than any output
+
+
+def test_replaced_older_reference_reruns_preprocess(one_video, tmp_path):
+    """The issue's fault: `cp -p other.mp4 ref.mp4` (older timestamp, same name) said
+    "Nothing to be done"."""
+    from motionmatcher.demo_data import render_clip
+    from motionmatcher.video import write_mp4
+    from workflow_helpers import run_snakemake, write_small_config
+
+    shutil.copy(one_video / "zoom.mp4", tmp_path / "zoom.mp4")
+    (tmp_path / "m.csv").write_text((one_video / "m.csv").read_text())
+    write_mp4(render_clip("circle", n_frames=20, size=(32, 32)), tmp_path / "other.mp4", fps=8)
+    os.utime(tmp_path / "other.mp4", (1_000_000_000, 1_000_000_000))  # 2001: older than anything
+    cfg = write_small_config(tmp_path / "c.yaml", tmp_path / "m.csv", run_methods=["base"])
+    target = "results/preprocess/zoom/frames.safetensors"
+    res = run_snakemake(tmp_path, cfg, "--keep-going", target)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Nothing to be done" in (r := run_snakemake(tmp_path, cfg, "-n", target)).stdout + r.stderr
+    shutil.copy2(tmp_path / "other.mp4", tmp_path / "zoom.mp4")  # cp -p
+    res = run_snakemake(tmp_path, cfg, "-n", target)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "preprocess" in res.stdout and "Nothing to be done" not in res.stdout + res.stderr, res.stdout[-3000:]
