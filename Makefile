@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark
+.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark verify
 
 setup: $(STAMP)
 
@@ -38,6 +38,15 @@ demo: demo-data
 
 test: setup
 	$(PY) -m pytest tests
+
+# Find damaged outputs (truncated tables, altered tensor files: docs/troubleshooting.md), delete
+# the outputs that rebuild them, and rerun the workflow. Another run: make verify
+# VERIFY_DIRS="results/x resources" SNAKEMAKE_ARGS="--configfile my.yaml"
+VERIFY_DIRS ?= results resources
+SNAKEMAKE_ARGS ?=
+verify: setup
+	$(PY) -m motionmatcher.verify --delete $(VERIFY_DIRS)
+	$(SNAKEMAKE) --profile profiles/local --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 dag: setup demo-data
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > rulegraph.svg

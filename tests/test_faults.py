@@ -402,3 +402,74 @@ def test_replaced_older_reference_reruns_preprocess(one_video, tmp_path):
     res = run_snakemake(tmp_path, cfg, "-n", target)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "preprocess" in res.stdout and "Nothing to be done" not in res.stdout + res.stderr, res.stdout[-3000:]
+
+
+# ---- 6. damaged Parquet tables: named with a rebuild hint, and repaired by a rerun ----------
+
+
+def _write_samples_table(path):
+    import pandas as pd
+
+    from motionmatcher.tables import SAMPLES, write_table
+
+    row = {n: None for n in SAMPLES.names}
+    row.update(video_id="zoom", method="base", prompt_id="p00", prompt="a car", manifest_row=1, seed=0)
+    write_table(pd.DataFrame([row]), SAMPLES, path)
+
+
+def test_truncated_table_is_named_with_its_rebuild_command(tmp_path, monkeypatch):
+    from motionmatcher.tables import SAMPLES, read_table
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "results" / "samples" / "base" / "zoom" / "samples.parquet"
+    _write_samples_table(path)
+    assert list(read_table(path, SAMPLES)["prompt_id"]) == ["p00"]
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(CorruptFileError) as e:
+        read_table(path, SAMPLES)
+    assert str(e.value).startswith(f"{path}: not a readable Parquet table")
+    assert e.value.rebuild.startswith("snakemake --force results/samples/base/zoom/samples.parquet ")
+    path.unlink()
+    with pytest.raises(CorruptFileError, match="file is missing"):
+        read_table(path)
+
+
+def test_workflow_scripts_read_tables_through_the_checked_reader():
+    """A rule script reading Parquet with pandas directly would fail with pyarrow's "magic bytes
+    not found" and no hint (the issue's fault)."""
+    from workflow_helpers import REPO
+
+    direct = [f.name for f in (REPO / "workflow_scripts").glob("*.py")
+              if "read_parquet(" in f.read_text() or "pq.read_table(" in f.read_text()]
+    assert direct == []
+
+
+def test_verify_finds_damage_and_deletes_the_outputs_that_rebuild_it(tmp_path, monkeypatch, capsys):
+    from motionmatcher.runtime import save_tensors
+    from motionmatcher.verify import main
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "samples" / "base" / "zoom"
+    _write_samples_table(run / "samples.parquet")
+    frames = run / "videos" / "p00_s0.safetensors"
+    write_checked(frames, {"frames": torch.zeros(2, 4, 4, 3, dtype=torch.uint8)}, rebuild_target=run / "samples.parquet")
+    table = tmp_path / "results" / "metrics" / "base" / "zoom.parquet"
+    _write_samples_table(table)
+    lat = tmp_path / "resources" / "latents" / "tiny" / "zoom.safetensors"
+    write_checked(lat, {"latents": torch.ones(1, 4, 2, 2, 2)})
+    save_tensors({"w": torch.ones(2)}, tmp_path / "resources" / "other" / "weights.safetensors")  # not ours
+    assert main(["results", "resources"]) == 0
+
+    raw = bytearray(frames.read_bytes())
+    raw[-1] ^= 0x01
+    frames.write_bytes(bytes(raw))  # a sample's frames: rebuilt by rule sample's table
+    table.write_bytes(table.read_bytes()[:100])  # truncated table
+    lat.write_bytes(lat.read_bytes()[:-8])  # truncated latents
+    assert main(["results", "resources"]) == 1
+    out = capsys.readouterr().out
+    for damaged, target in ((frames, run / "samples.parquet"), (table, table), (lat, lat)):
+        assert f"damaged: {damaged.relative_to(tmp_path)}" in out and f"rebuilt by: {target.relative_to(tmp_path)}" in out
+    assert out.count("damaged:") == 3
+    assert main(["--delete", "results", "resources"]) == 0
+    assert not (run / "samples.parquet").exists() and not table.exists() and not lat.exists()
+    assert (tmp_path / "resources" / "other" / "weights.safetensors").exists()

@@ -11,7 +11,7 @@ from motionmatcher.mtbench import stored_trajectories
 from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.models import resolve_device
 from motionmatcher.runtime import code_version, setup_script
-from motionmatcher.tables import METRICS, write_table
+from motionmatcher.tables import METRICS, write_table, read_table
 
 log = setup_script(snakemake)
 p = snakemake.params
@@ -40,7 +40,7 @@ if mtbench_cfg.get("enabled"):
     else:
         log.info("MTBench: no stored trajectories for %s; the reference is tracked", wc.video)
 
-samples = pd.read_parquet(snakemake.input.samples)
+samples = read_table(snakemake.input.samples)
 ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),
