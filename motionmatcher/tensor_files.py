@@ -184,10 +184,11 @@ def write_checked(path: str | os.PathLike, tensors: dict[str, torch.Tensor], *,
     meta.update({
         "content_sha256": content_hash(tensors),
         "shapes": {k: list(v.shape) for k, v in tensors.items()},
-        "rebuild_target": os.path.relpath(os.path.abspath(target), os.path.abspath(Path(path).parent)),
     })
     if rebuild:
         meta["rebuild"] = rebuild
+    else:
+        meta["rebuild_target"] = os.path.relpath(os.path.abspath(target), os.path.abspath(Path(path).parent))
     if model_identity is not None:
         meta["model_identity"] = model_identity
     write_bytes_atomic(path, serialize(tensors, meta))
@@ -200,12 +201,12 @@ def _metadata(path: Path, raw: bytes) -> dict:
 
 
 def _recorded_hint(path: Path, meta: dict) -> str | None:
-    target = meta.get("rebuild_target")
-    if target:
-        return rebuild_command(os.path.normpath(path.parent / target))
     recorded = meta.get("rebuild")
     if recorded and not recorded.startswith("snakemake --force"):
         return recorded  # an instruction of its own (training checkpoints)
+    target = meta.get("rebuild_target")
+    if target:
+        return rebuild_command(os.path.normpath(path.parent / target))
     return None  # older files recorded the absolute path they were first written at
 
 

@@ -382,28 +382,6 @@ def test_identity_record_changes_time_only_when_the_content_changes(tmp_path, mo
     assert record.stat().st_mtime_ns > 2_000_000_000_000  # rewritten now: newer than any output
 
 
-def test_replaced_older_reference_reruns_preprocess(one_video, tmp_path):
-    """The issue's fault: `cp -p other.mp4 ref.mp4` (older timestamp, same name) said
-    "Nothing to be done"."""
-    from motionmatcher.demo_data import render_clip
-    from motionmatcher.video import write_mp4
-    from workflow_helpers import run_snakemake, write_small_config
-
-    shutil.copy(one_video / "zoom.mp4", tmp_path / "zoom.mp4")
-    (tmp_path / "m.csv").write_text((one_video / "m.csv").read_text())
-    write_mp4(render_clip("circle", n_frames=20, size=(32, 32)), tmp_path / "other.mp4", fps=8)
-    os.utime(tmp_path / "other.mp4", (1_000_000_000, 1_000_000_000))  # 2001: older than anything
-    cfg = write_small_config(tmp_path / "c.yaml", tmp_path / "m.csv", run_methods=["base"])
-    target = "results/preprocess/zoom/frames.safetensors"
-    res = run_snakemake(tmp_path, cfg, "--keep-going", target)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "Nothing to be done" in (r := run_snakemake(tmp_path, cfg, "-n", target)).stdout + r.stderr
-    shutil.copy2(tmp_path / "other.mp4", tmp_path / "zoom.mp4")  # cp -p
-    res = run_snakemake(tmp_path, cfg, "-n", target)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "preprocess" in res.stdout and "Nothing to be done" not in res.stdout + res.stderr, res.stdout[-3000:]
-
-
 # ---- 6. damaged Parquet tables: named with a rebuild hint, and repaired by a rerun ----------
 
 
@@ -473,3 +451,16 @@ def test_verify_finds_damage_and_deletes_the_outputs_that_rebuild_it(tmp_path, m
     assert main(["--delete", "results", "resources"]) == 0
     assert not (run / "samples.parquet").exists() and not table.exists() and not lat.exists()
     assert (tmp_path / "resources" / "other" / "weights.safetensors").exists()
+
+
+
+def test_an_instruction_of_its_own_is_kept(tmp_path):
+    """Training checkpoints are not rule outputs: their hint stays the writer's instruction."""
+    path = tmp_path / "step-000002" / "trainable.safetensors"
+    write_checked(path, {"w": torch.ones(2)}, rebuild="delete resources/checkpoints/x to start training over")
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError) as e:
+        read_checked(path)
+    assert e.value.rebuild == "delete resources/checkpoints/x to start training over"
