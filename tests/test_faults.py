@@ -375,11 +375,39 @@ def test_identity_record_changes_time_only_when_the_content_changes(tmp_path, mo
     assert vi.record_video_identity(video, record)["mtime_ns"] == 2_000_000_000_000
     assert record.stat().st_mtime_ns == 1_000_000_000_000
 
+    moved = tmp_path / "moved" / "ref.mp4"  # a moved project folder: same content and time
+    moved.parent.mkdir()
+    shutil.copy2(video, moved)
+    assert vi.record_video_identity(moved, record)["video_path"] == str(moved)
+    assert record.stat().st_mtime_ns == 1_000_000_000_000
+
     video.write_bytes(b"other clip")  # replaced, same size, an older time (cp -p)
     os.utime(video, ns=(500_000_000_000, 500_000_000_000))
     rec = vi.record_video_identity(video, record)
     assert rec["sha256"] == hashlib.sha256(b"other clip").hexdigest()
     assert record.stat().st_mtime_ns > 2_000_000_000_000  # rewritten now: newer than any output
+
+
+def test_replaced_older_reference_reruns_preprocess(one_video, tmp_path):
+    """The issue's fault: `cp -p other.mp4 ref.mp4` (older timestamp, same name) said
+    "Nothing to be done"."""
+    from motionmatcher.demo_data import render_clip
+    from motionmatcher.video import write_mp4
+    from workflow_helpers import run_snakemake, write_small_config
+
+    shutil.copy(one_video / "zoom.mp4", tmp_path / "zoom.mp4")
+    (tmp_path / "m.csv").write_text((one_video / "m.csv").read_text())
+    write_mp4(render_clip("circle", n_frames=20, size=(32, 32)), tmp_path / "other.mp4", fps=8)
+    os.utime(tmp_path / "other.mp4", (1_000_000_000, 1_000_000_000))  # 2001: older than anything
+    cfg = write_small_config(tmp_path / "c.yaml", tmp_path / "m.csv", run_methods=["base"])
+    target = "results/preprocess/zoom/frames.safetensors"
+    res = run_snakemake(tmp_path, cfg, "--keep-going", target)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Nothing to be done" in (r := run_snakemake(tmp_path, cfg, "-n", target)).stdout + r.stderr
+    shutil.copy2(tmp_path / "other.mp4", tmp_path / "zoom.mp4")  # cp -p
+    res = run_snakemake(tmp_path, cfg, "-n", target)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "preprocess" in res.stdout and "Nothing to be done" not in res.stdout + res.stderr, res.stdout[-3000:]
 
 
 # ---- 6. damaged Parquet tables: named with a rebuild hint, and repaired by a rerun ----------
