@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from motionmatcher.config_keys import ConfigKeyError, check_config_keys
 from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
+from motionmatcher.metrics.mtbench import check_mtbench_config
 from motionmatcher.methods import load_video_overrides, method_config, video_override
 from motionmatcher.models import check_model_dir
 from motionmatcher.runtime import code_version
@@ -21,6 +22,10 @@ try:  # misspelt keys and numbers YAML reads as text, with the nearest known key
 except ConfigKeyError as e:
     raise WorkflowError(str(e)) from None
 validate(config, schema="../config/schemas/config.schema.yaml")
+try:  # MTBench's variant needs CoTracker3 offline: an error here, not an LK number later
+    check_mtbench_config(config["metrics"])
+except ValueError as e:
+    raise WorkflowError(f"config {e}") from None
 
 R = config["results_dir"]
 C = config["resources_dir"]

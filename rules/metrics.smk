@@ -25,9 +25,10 @@ rule metrics:
         table=f"{R}/metrics/{{method}}/{{video}}.parquet",
     params:
         metrics=config["metrics"],
-        method_config=lambda wc: method_config(config, wc.method),
+        method_config=lambda wc: method_config(config, wc.method, wc.video),  # with its per-video overrides
         video=V,
         video_path=video_param("video_path"),  # its <stem>.gt.json sidecar: toy ground truth
+        start_frame=video_param("start_frame"),
         height=V["height"],
         width=V["width"],
         device=config["device"],
@@ -98,6 +99,8 @@ rule summary:
         markdown=f"{R}/tables/summary.md",
     params:
         methods=config["run_methods"],
+        # MTBench's split per video (manifest column `difficulty`): summary.md breaks mtbench_fidelity down by it
+        difficulty={v: d for v, d in VIDEOS.get("difficulty", {}).items() if isinstance(d, str) and d},
     log:
         f"{R}/logs/tables/summary.log",
     conda:

@@ -5,8 +5,9 @@ from pathlib import Path
 import pandas as pd
 
 from motionmatcher.runtime import setup_script
-from motionmatcher.summary import concat_metric_tables, statistics_markdown, summarize, summary_markdown
-from motionmatcher.tables import METRICS, SUMMARY, write_table, read_table
+from motionmatcher.summary import (concat_metric_tables, difficulty_markdown, statistics_markdown, summarize,
+                                   summary_markdown)
+from motionmatcher.tables import METRICS, SUMMARY, read_table, write_table
 
 log = setup_script(snakemake)
 inp, out = snakemake.input, snakemake.output
@@ -26,8 +27,10 @@ elif snakemake.rule == "summary":
     write_table(summary, SUMMARY, out.table)
     markdown = Path(out.markdown)
     tmp = markdown.with_name(markdown.name + ".tmp")
-    tmp.write_text(summary_markdown(summary, reference, samples) + "\n" + statistics_markdown(summary),
-                   encoding="utf-8")
+    by_difficulty = difficulty_markdown(samples, dict(snakemake.params.difficulty),
+                                        method_order=list(snakemake.params.methods))
+    tmp.write_text(summary_markdown(summary, reference, samples) + "\n" + statistics_markdown(summary)
+                   + ("\n" + by_difficulty if by_difficulty else ""), encoding="utf-8")
     tmp.replace(markdown)
     log.info("%d method rows, %d video rows -> %s, %s", (summary["level"] == "method").sum(),
              (summary["level"] == "video").sum(), out.table, out.markdown)
