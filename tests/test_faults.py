@@ -471,11 +471,15 @@ def test_verify_finds_damage_and_deletes_the_outputs_that_rebuild_it(tmp_path, m
     frames.write_bytes(bytes(raw))  # a sample's frames: rebuilt by rule sample's table
     table.write_bytes(table.read_bytes()[:100])  # truncated table
     lat.write_bytes(lat.read_bytes()[:-8])  # truncated latents
+    frames2 = run / "videos" / "p00_s1.safetensors"  # unreadable: no recorded target
+    frames2.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     assert main(["results", "resources"]) == 1
     out = capsys.readouterr().out
-    for damaged, target in ((frames, run / "samples.parquet"), (table, table), (lat, lat)):
-        assert f"damaged: {damaged.relative_to(tmp_path)}" in out and f"rebuilt by: {target.relative_to(tmp_path)}" in out
-    assert out.count("damaged:") == 3
+    lines = out.splitlines()
+    pairs = {lines[i].split(": ")[1]: lines[i + 1].split("rebuilt by: ")[1]
+             for i in range(len(lines) - 1) if lines[i].startswith("damaged: ")}
+    assert pairs == {str(d.relative_to(tmp_path)): str(t.relative_to(tmp_path)) for d, t in (
+        (frames, run / "samples.parquet"), (frames2, run / "samples.parquet"), (table, table), (lat, lat))}
     assert main(["--delete", "results", "resources"]) == 0
     assert not (run / "samples.parquet").exists() and not table.exists() and not lat.exists()
     assert (tmp_path / "resources" / "other" / "weights.safetensors").exists()
