@@ -8,6 +8,7 @@ job of the workflow runs.
 from __future__ import annotations
 
 import json
+import numbers as numbers_
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -157,7 +158,8 @@ def load_manifest(
                     f"rows {rows}, column {col}: video_id {vid!r} points at {len(values)} different "
                     f"{what}: {', '.join(values)}"
                 )
-        if check_videos and first["video_path"]:
+        ints = all(isinstance(first[c], numbers_.Integral) for c in OVERRIDES)  # a bad cell: reported above
+        if check_videos and first["video_path"] and ints:
             to_probe.append(first)
     if to_probe:
         problems += _check_videos(to_probe, n_frames, probe_cache, workers)
@@ -211,6 +213,8 @@ def _describe(err) -> str:
         return f"{err.instance!r} may contain only letters, digits, '_' and '-'"
     if err.validator == "required":
         return "missing value"
+    if err.validator == "type" and err.validator_value == "integer":
+        return f"{err.instance!r} is not a whole number"
     return err.message
 
 

@@ -87,27 +87,31 @@ def aggregate_metric_tables(paths: Iterable[str | os.PathLike], out: str | os.Pa
     table and at most ``rows_per_group`` buffered rows are in memory at a time, however many
     files there are. The result equals ``write_table(concat_metric_tables(...))``. Atomic;
     returns the number of rows."""
-    from motionmatcher.tables import METRICS
+    from motionmatcher.tables import METRICS, read_arrow_table
 
     schema = schema or METRICS
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     buffered, n_buffered, total = [], 0, 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for path in paths:
-            table = pq.read_table(path, columns=schema.names)
-            if not table.num_rows:
-                continue
-            buffered.append(table.select(schema.names).cast(schema))
-            n_buffered += table.num_rows
-            if n_buffered >= rows_per_group:
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for path in paths:
+                table = read_arrow_table(path, schema, columns=schema.names)  # damaged: rebuild hint
+                if not table.num_rows:
+                    continue
+                buffered.append(table.select(schema.names).cast(schema))
+                n_buffered += table.num_rows
+                if n_buffered >= rows_per_group:
+                    writer.write_table(pa.concat_tables(buffered))
+                    total += n_buffered
+                    buffered, n_buffered = [], 0
+            if buffered:
                 writer.write_table(pa.concat_tables(buffered))
                 total += n_buffered
-                buffered, n_buffered = [], 0
-        if buffered:
-            writer.write_table(pa.concat_tables(buffered))
-            total += n_buffered
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out)
     return total
 

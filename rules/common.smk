@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from motionmatcher.config_keys import ConfigKeyError, check_config_keys
 from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
 from motionmatcher.metrics.mtbench import check_mtbench_config
 from motionmatcher.methods import load_video_overrides
@@ -15,8 +16,13 @@ from motionmatcher.methods import video_override as _video_override
 from motionmatcher.models import check_model_dir
 from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
+from motionmatcher.video_identity import record_video_identity
 
 
+try:  # misspelt keys and numbers YAML reads as text, with the nearest known key (before `validate`)
+    check_config_keys(config)
+except ConfigKeyError as e:
+    raise WorkflowError(str(e)) from None
 validate(config, schema="../config/schemas/config.schema.yaml")
 try:  # MTBench's variant needs CoTracker3 offline: an error here, not an LK number later
     check_mtbench_config(config["metrics"])
@@ -108,6 +114,15 @@ _VIDEO_ROWS = VIDEOS.to_dict("index")  # video_id -> its first manifest row: O(1
 def video_param(field):
     """A per-video value of the manifest (row overrides already applied)."""
     return lambda wc: _VIDEO_ROWS[wc.video][field]
+
+
+def video_identity(wc):
+    """The reference's identity record (size + sha256, motionmatcher.video_identity), brought up
+    to date here: rewritten, and so newer than the preprocess outputs, when the file was replaced
+    -- even by an older file of the same name."""
+    record = f"{R}/video_identity/{wc.video}.json"
+    record_video_identity(VIDEOS.loc[wc.video, "video_path"], record)
+    return record
 
 
 def trained(method):

@@ -153,3 +153,17 @@ def test_method_config_is_merged_once_per_method_not_per_job(tmp_path):
     # (method, overridden video or not): independent of the number of videos
     assert merges_large == merges_small
     assert merges_small <= 3 + 3 + 6
+
+
+def test_streaming_aggregation_names_a_damaged_table(tmp_path):
+    from motionmatcher.tensor_files import CorruptFileError
+
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    write_table(_metric_table("base", "a", 2, 0), METRICS, good)
+    write_table(_metric_table("base", "b", 2, 1), METRICS, bad)
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    out = tmp_path / "samples.parquet"
+    with pytest.raises(CorruptFileError) as err:
+        aggregate_metric_tables([good, bad], out, METRICS)
+    assert "bad.parquet" in str(err.value)
+    assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
