@@ -99,6 +99,8 @@ class Backbone:
     #: the official pipeline's sampling defaults (steps, classifier-free guidance)
     sampling_defaults: dict = {}
     required_subfolders: tuple[str, ...] = ("vae", "text_encoder", "tokenizer", "scheduler")
+    #: blocks of the published model the default feature layers were chosen for
+    real_depth: int = 30
 
     # -- frames ---------------------------------------------------------------------------
     def temporal_compression(self, vae_config=None) -> int:
@@ -234,8 +236,9 @@ class DiTDenoiser(torch.nn.Module):
 
         states, mask = unpack_text(text_embeddings)
         defaults = DEFAULT_LAYERS[self.backbone.arch]
-        ca_blocks = _default_blocks(ca_blocks, defaults, "ca")
-        tsa_blocks = _default_blocks(tsa_blocks, defaults, "tsa")
+        depth = self.transformer.config.num_layers
+        ca_blocks = _blocks(ca_blocks, defaults["ca"], depth, self.backbone.real_depth, "ca_blocks")
+        tsa_blocks = _blocks(tsa_blocks, defaults["tsa"], depth, self.backbone.real_depth, "tsa_blocks")
         t = torch.as_tensor(timesteps, device=latents.device)
         if t.ndim == 0:
             t = t.expand(latents.shape[0])
@@ -245,12 +248,19 @@ class DiTDenoiser(torch.nn.Module):
             return_tsa=return_tsa, early_stop=early_stop, mode=mode)
 
 
-def _default_blocks(blocks, defaults, key):
+def _blocks(blocks, defaults, depth: int, real_depth: int, what: str) -> list[int]:
+    """The configured blocks (checked against ``depth``), or the defaults: the published
+    blocks of the real ``real_depth``-block model, and for a shallower one (the tiny models)
+    the blocks at the same relative depth, ``⌊b · depth / real_depth⌋``."""
     if blocks is not None:
-        return list(blocks)
-    if isinstance(defaults, dict):
-        return list(defaults[key] if key in defaults else defaults[f"{key}_blocks"])
-    return list(defaults)
+        blocks = [int(b) for b in blocks]
+        bad = [b for b in blocks if not 0 <= b < depth]
+        if not blocks or bad:
+            raise BackboneError(f"{what} {blocks}: the transformer has blocks 0..{depth - 1}")
+        return blocks
+    if depth >= real_depth:
+        return list(defaults)
+    return sorted({b * depth // real_depth for b in defaults})
 
 
 @dataclass

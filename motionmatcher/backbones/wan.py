@@ -52,7 +52,7 @@ WAN_SCHEDULER = dict(
     steps_offset=0, thresholding=False, timestep_spacing="linspace", trained_betas=None,
     use_beta_sigmas=False, use_exponential_sigmas=False, use_flow_sigmas=True, use_karras_sigmas=False)
 MAX_TEXT_LENGTH = 512
-#: finetrainers' Wan LoRA recipe (bare-transformer module names)
+#: finetrainers' Wan LoRA recipe (bare-transformer module names; ``official`` targets)
 OFFICIAL_LORA = r"blocks.*(to_q|to_k|to_v|to_out.0)"
 
 
@@ -145,25 +145,31 @@ def _write_index(tmp: Path, pipeline, transformer, vae, text_encoder, scheduler)
 
 def _dit_lora_targets(arch: str, targets: str, official: str) -> str:
     """A named target set on a DiT, as a regex over the denoiser's module names
-    (``transformer.<name>``): ``official`` / ``motionmatcher`` (the default of the trained
-    methods): the official fine-tuning scripts' attention projections (also what
-    :func:`motionmatcher.backbones.dit_features.lora_targets` returns, where present); any other
-    name of :data:`motionmatcher.lora.TARGETS` is a UNet set and refused; anything else is a
-    regex over the denoiser's module names, used as given."""
+    (``transformer.<name>``, :class:`~.base.DiTDenoiser`):
+
+    * ``official``: the official fine-tuning scripts' set -- the attention projections
+      ``to_q/to_k/to_v/to_out.0`` of every attention (CogVideoX: diffusers' LoRA example; Wan:
+      finetrainers, ``attn1`` and ``attn2``);
+    * ``motionmatcher`` (the default of the trained methods): MotionMatcher's own choice carried
+      over from the UNet (``motionmatcher.lora.MOTIONMATCHER_TARGETS``: self-attention and
+      feed-forward, never the text cross-attention): the video self-attention projections and
+      the feed-forward (Wan ``attn1`` + ``ffn``; CogVideoX the joint ``attn1`` + ``ff``);
+    * any other name of :data:`motionmatcher.lora.TARGETS` is a UNet set: refused;
+    * anything else is a regex over the denoiser's module names, used as given.
+
+    (:func:`motionmatcher.backbones.dit_features.lora_targets` builds both sets.)
+    """
     from ..lora import TARGETS
     from .base import BackboneError
+    from .dit_features import lora_targets
 
-    if targets in ("official", "motionmatcher"):
-        try:
-            from .dit_features import lora_targets
-
-            pattern = lora_targets(arch)
-        except ImportError:
-            pattern = official
-        if not isinstance(pattern, str):
-            pattern = "|".join(f"(?:{p})" for p in pattern)
-        return rf"transformer\.(?:{pattern})"
-    if targets in TARGETS:
+    if targets == "official":
+        pattern = lora_targets(arch, ffn=False, cross_attention=True)
+    elif targets == "motionmatcher":
+        pattern = lora_targets(arch, ffn=True, cross_attention=False)
+    elif targets in TARGETS:
         raise BackboneError(f"LoRA targets {targets!r} name UNet modules; on the {arch} backbone use "
-                            "`official` (or `motionmatcher`) or a regex over `transformer.…` module names")
-    return targets
+                            "`motionmatcher`, `official` or a regex over `transformer.…` module names")
+    else:
+        return targets
+    return rf"transformer\.(?:{pattern})"
