@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
 from motionmatcher.methods import load_video_overrides, method_config, video_override
-from motionmatcher.models import check_model_dir
+from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
 from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
 
@@ -49,18 +49,31 @@ if _absent:
     print(f"video_overrides {config['video_overrides']}: videos not in the manifest (unused): "
           f"{', '.join(_absent)}", file=sys.stderr)
 
-if config["model"] == "tiny":
-    MODEL_DIR = f"{C}/models/tiny"
-    MODEL_TAG = "tiny"
+if config["model"] in TINY_MODELS:  # tiny, wan-tiny, cogvideox-tiny: built by rule build_tiny_model
+    MODEL_DIR = f"{C}/models/{config['model']}"
+    MODEL_TAG = config["model"]
 else:
     _model = Path(config["model"])
     if not _model.is_absolute() and not _model.exists() and (Path(workflow.basedir) / _model).exists():
         _model = Path(workflow.basedir) / _model  # a model shipped in the repository (models/toy_t2v)
     try:
-        MODEL_DIR = str(check_model_dir(_model))
-    except FileNotFoundError as e:
+        MODEL_DIR = str(backbone_for_config(str(_model)).check_dir(_model))
+    except (FileNotFoundError, BackboneError) as e:
         raise WorkflowError(f"config model: {e}") from None
     MODEL_TAG = "".join(c if c.isalnum() or c in "_-" else "_" for c in Path(MODEL_DIR).name)
+
+# The backbone (unet3d, wan, cogvideox): frame count and methods checked before any job runs.
+BACKBONE = backbone_for_config(config["model"], MODEL_DIR if config["model"] not in TINY_MODELS else None)
+try:
+    BACKBONE.check_frames(V["n_frames"], "config video.n_frames")
+    for _m in config["run_methods"]:
+        _mc = method_config(config, _m)
+        BACKBONE.check_method(_m, (_mc["train"] or {}).get("loss"), (_mc["guidance"] or {}).get("type"))
+        if _mc["train"] and _mc["train"].get("trainable") and BACKBONE.supported_losses is not None:
+            raise BackboneError(f"method {_m!r} trains UNet module sets (`trainable:`), not available on "
+                                f"the {BACKBONE.name} backbone")
+except BackboneError as e:
+    raise WorkflowError(f"config model {config['model']!r}: {e}") from None
 
 
 wildcard_constraints:

@@ -98,6 +98,8 @@ rule summary:
         markdown=f"{R}/tables/summary.md",
     params:
         methods=config["run_methods"],
+        backbone=BACKBONE.name,
+        model=config["model"],
     log:
         f"{R}/logs/tables/summary.log",
     conda:

@@ -1,10 +1,12 @@
 rule build_tiny_model:
     output:
-        directory(f"{C}/models/tiny"),
+        directory(f"{C}/models/{{tiny}}"),
+    wildcard_constraints:
+        tiny="|".join(TINY_MODELS),
     params:
         seed=0,
     log:
-        f"{R}/logs/build_tiny_model.log",
+        f"{R}/logs/build_tiny_model/{{tiny}}.log",
     conda:
         ENV
     resources:

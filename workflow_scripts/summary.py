@@ -26,7 +26,8 @@ elif snakemake.rule == "summary":
     write_table(summary, SUMMARY, out.table)
     markdown = Path(out.markdown)
     tmp = markdown.with_name(markdown.name + ".tmp")
-    tmp.write_text(summary_markdown(summary, reference, samples) + "\n" + statistics_markdown(summary),
+    title = f"MotionMatcher results: backbone {snakemake.params.backbone} (model {snakemake.params.model})"
+    tmp.write_text(summary_markdown(summary, reference, samples, title=title) + "\n" + statistics_markdown(summary),
                    encoding="utf-8")
     tmp.replace(markdown)
     log.info("%d method rows, %d video rows -> %s, %s", (summary["level"] == "method").sum(),

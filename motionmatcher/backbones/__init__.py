@@ -17,7 +17,7 @@ from pathlib import Path
 from .base import Backbone, BackboneError, denoiser_class, pack_text, unpack_text
 
 __all__ = ["BACKBONES", "TINY_MODELS", "Backbone", "BackboneError", "backbone_for_config", "backbone_of",
-           "get_backbone", "load_model", "pack_text", "unpack_text", "write_tiny"]
+           "get_backbone", "latent_frames_of", "load_model", "pack_text", "unpack_text", "write_tiny"]
 
 #: config ``model:`` values of the seeded tiny models -> their backbone
 TINY_MODELS = {"tiny": "unet3d", "wan-tiny": "wan", "cogvideox-tiny": "cogvideox"}
@@ -79,6 +79,19 @@ def load_model(path: str | os.PathLike, device="cpu", dtype=None):
 
     backbone = backbone_of(path)
     return backbone.load(backbone.check_dir(Path(path)), torch.device(device), dtype or torch.float32)
+
+
+def latent_frames_of(path: str | os.PathLike, n_frames: int) -> int:
+    """Latent frames of an ``n_frames`` video for the model at ``path`` (its VAE config read,
+    the model not loaded): ``n_frames`` on Zeroscope, (n − 1)/4 + 1 on Wan and CogVideoX."""
+    from types import SimpleNamespace
+
+    from .base import read_json
+
+    backbone = backbone_of(path)
+    vae_cfg = Path(path) / "vae" / "config.json"
+    cfg = SimpleNamespace(**read_json(vae_cfg)) if vae_cfg.is_file() else None
+    return backbone.latent_frames(int(n_frames), cfg)
 
 
 def write_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
