@@ -74,6 +74,8 @@ try:
                                 f"the {BACKBONE.name} backbone")
 except BackboneError as e:
     raise WorkflowError(f"config model {config['model']!r}: {e}") from None
+# the backbone's own sampling defaults (config `backbone_sampling`) over `sampling:`
+config["sampling"] = {**config.get("sampling", {}), **(config.get("backbone_sampling") or {}).get(BACKBONE.name, {})}
 
 
 wildcard_constraints:
