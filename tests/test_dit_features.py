@@ -190,9 +190,10 @@ def run_case(case, ca_blocks=(1,), tsa_blocks=(0, 1), early_stop=True, chunk_byt
 
 # --- tests --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("blocks", [((1,), (0, 1)), ((0, 1), (1, 2))], ids=["ca1-tsa01", "ca01-tsa12"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_features_equal_renormalised_blocks_of_full_attention(case):
-    r = run_case(case)
+def test_features_equal_renormalised_blocks_of_full_attention(case, blocks):
+    r = run_case(case, ca_blocks=blocks[0], tsa_blocks=blocks[1])
     frames, h, w = r.grid
     assert r.ca.shape == (2, frames, h, w, 6) and r.tsa.shape == (2, h * w, frames, frames)
     assert r.ca.dtype == torch.float32 and r.tsa.dtype == torch.float32
@@ -303,9 +304,10 @@ def test_gradients_match_naive_and_reach_only_lora(case):
             assert rel_err(grads[n], p.grad) <= 1e-4, n
 
 
-def test_cross_position_flow_matches_ditflow_formula():
+def test_cross_position_flow_matches_ditflow_formula_and_its_gradient():
     model = tiny_wan()
     lat, emb, mask = inputs("wan")
+    lat.requires_grad_(True)
     seen, handles = record_inputs(model, ["blocks.1.attn1"])
     _, flow = df.dit_motion_features(model, "wan", lat, 500, emb, ca_blocks=(1,), tsa_blocks=(1,),
                                      return_ca=False, mode="cross_position", flow_temperature=2.0)
@@ -320,14 +322,21 @@ def test_cross_position_flow_matches_ditflow_formula():
     # DiTFlow compute_motion_flow: head-mean scores, per frame-pair softmax(temp * A), displacement
     a = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).mean(1)  # (B, S, S)
     ys, xs = torch.div(torch.arange(p), w, rounding_mode="floor"), torch.arange(p) % w
+    ref = torch.zeros_like(flow)
     for b in range(2):
         for f1 in range(frames):
             for f2 in range(frames):
                 blk = (2.0 * a[b, f1 * p:(f1 + 1) * p, f2 * p:(f2 + 1) * p]).softmax(-1)
                 dx = (blk * (xs[None, :] - xs[:, None])).sum(1)
                 dy = (blk * (ys[None, :] - ys[:, None])).sum(1)
-                ref = torch.stack([dx, dy], -1)
-                assert rel_err(flow[b, :, f1, f2], ref) <= TOL
+                ref[b, :, f1, f2] = torch.stack([dx, dy], -1)
+    assert rel_err(flow, ref) <= TOL
+    wt = torch.randn(flow.shape, generator=torch.Generator().manual_seed(6))
+    (flow * wt).sum().backward(retain_graph=True)
+    g = lat.grad.clone()
+    lat.grad = None
+    (ref * wt).sum().backward()
+    assert rel_err(g, lat.grad) <= 1e-4
 
 
 def test_same_position_share_equals_naive_sum():
@@ -345,6 +354,8 @@ def test_same_position_share_equals_naive_sum():
     text = a[:, :, t:, :t].sum(-1)
     assert abs(share[1]["share"] - same.mean().item()) <= 1e-6
     assert abs(share[1]["text_share"] - text.mean().item()) <= 1e-6
+    of_video = same / (1 - text.reshape(2, 3, frames, p).permute(3, 0, 1, 2))  # per query (P, B, H, F)
+    assert abs(share[1]["share_of_video"] - of_video.mean().item()) <= 1e-6
     assert share[1]["uniform"] == pytest.approx(frames / (t + frames * p))
 
 
@@ -434,3 +445,26 @@ def test_real_architectures_capture_hooks_attach_where_intended(arch):
     # the model's own processors are back
     assert all(type(p).__name__ in ("WanAttnProcessor", "CogVideoXAttnProcessor2_0")
                for p in model.attn_processors.values())
+
+
+@pytest.mark.parametrize("case", ["wan", "cogvideox_rope"])
+def test_gradient_checkpointed_model_gives_the_same_gradients(case):
+    """diffusers' gradient checkpointing recomputes each block in the backward; the capture must
+    not change what the block saves (it would raise CheckpointError or give wrong gradients)."""
+    make, arch = CASES[case]
+    grads = []
+    for gc in (False, True):
+        model = make().train()
+        if gc:
+            model.enable_gradient_checkpointing()
+        lat, emb, mask = inputs(arch)
+        lat.requires_grad_(True)
+        ca, tsa = df.dit_motion_features(model, arch, lat, 500, emb, ca_blocks=(1,), tsa_blocks=(0, 1),
+                                         text_mask=mask)
+        (ca.square().sum() + tsa.square().sum()).backward()
+        grads.append([lat.grad] + [p.grad for p in model.parameters()])
+    assert rel_err(grads[1][0], grads[0][0]) <= 1e-5
+    for a, b in zip(grads[0][1:], grads[1][1:]):
+        assert (a is None) == (b is None)
+        if a is not None and b.norm() > 0:
+            assert rel_err(b, a) <= 1e-4

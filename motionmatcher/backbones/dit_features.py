@@ -67,7 +67,6 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "ARCHS",
@@ -308,15 +307,49 @@ def _heads_per_chunk(bytes_per_head: int, heads: int, chunk_bytes: int) -> int:
     return max(1, min(heads, chunk_bytes // max(1, bytes_per_head)))
 
 
-def _maybe_checkpoint(fn, *args):
-    if torch.is_grad_enabled() and any(a.requires_grad for a in args if isinstance(a, torch.Tensor)):
-        return checkpoint(fn, *args, use_reentrant=False)
-    return fn(*args)
+class _Chunked(torch.autograd.Function):
+    """``out = combine(fn(q[qs_i], k[ks_i], *extra) for each chunk i)``, recomputed chunk by chunk
+    in the backward. q and k are kept as attributes of ``ctx`` (not ``save_for_backward``): this
+    node then registers no saved tensor, so a model run under diffusers' gradient checkpointing
+    saves exactly the same tensors in its forward and in its recomputation (the maps are never
+    recomputed there) and its checkpointing stays valid."""
+
+    @staticmethod
+    def forward(ctx, q, k, fn, slices, stack_dim, extra):
+        ctx.q, ctx.k, ctx.fn, ctx.slices, ctx.stack_dim, ctx.extra = q, k, fn, slices, stack_dim, extra
+        outs = [fn(q[qs], k[ks], *extra) for qs, ks in slices]
+        return torch.stack(outs, stack_dim) if stack_dim is not None else sum(outs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k = ctx.q, ctx.k
+        gq = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
+        gk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
+        for i, (qs, ks) in enumerate(ctx.slices):
+            g = grad.select(ctx.stack_dim, i) if ctx.stack_dim is not None else grad
+            with torch.enable_grad(), _no_autocast(q.device):
+                qc, kc = q[qs].detach().requires_grad_(), k[ks].detach().requires_grad_()
+                out = ctx.fn(qc, kc, *ctx.extra)
+                dq, dk = torch.autograd.grad(out, (qc, kc), g)
+            if gq is not None:
+                gq[qs] += dq
+            if gk is not None:
+                gk[ks] += dk
+        return gq, gk, None, None, None, None
+
+
+def _chunked(fn, q, k, slices, stack_dim=None, extra=()):
+    with _no_autocast(q.device):
+        return _Chunked.apply(q, k, fn, slices, stack_dim, extra)
+
+
+def _head_slices(heads: int, hc: int) -> list:
+    return [((slice(None), slice(h, h + hc)),) * 2 for h in range(0, heads, hc)]
 
 
 def _ca_chunk(q, k, scale, neg_mask):
     # q (B,h,S,d), k (B,h,T,d) -> sum over heads of softmax over T: (B,S,T)
-    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    s = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))
     if neg_mask is not None:
         s = s + neg_mask
     return s.softmax(-1).sum(1)
@@ -337,15 +370,12 @@ def ca_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, text_mask: torch.
         neg = torch.zeros(bsz, 1, 1, t_len, device=q.device)
         neg = neg.masked_fill(~text_mask.bool().to(q.device)[:, None, None, :], float("-inf"))
     hc = _heads_per_chunk(3 * 4 * bsz * s_len * t_len, heads, chunk_bytes)
-    with _no_autocast(q.device):
-        out = sum(_maybe_checkpoint(_ca_chunk, q[:, h:h + hc], k[:, h:h + hc], scale, neg)
-                  for h in range(0, heads, hc))
-    return out / heads
+    return _chunked(_ca_chunk, q, k, _head_slices(heads, hc), extra=(scale, neg)) / heads
 
 
 def _tsa_chunk(q, k, scale):
     # q, k (B,h,F,P,d) -> sum over heads of softmax over key frames: (B,P,F,F)
-    s = torch.einsum("bhfpd,bhgpd->bhpfg", q.float(), k.float()) * scale
+    s = torch.einsum("bhfpd,bhgpd->bhpfg", q.float() * scale, k.float())
     return s.softmax(-1).sum(1)
 
 
@@ -360,10 +390,7 @@ def tsa_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, frames: int,
     q = q.reshape(bsz, heads, frames, pos, d)
     k = k.reshape(bsz, heads, frames, pos, d)
     hc = _heads_per_chunk(3 * 4 * bsz * pos * frames * frames, heads, chunk_bytes)
-    with _no_autocast(q.device):
-        out = sum(_maybe_checkpoint(_tsa_chunk, q[:, h:h + hc], k[:, h:h + hc], scale)
-                  for h in range(0, heads, hc))
-    return out / heads
+    return _chunked(_tsa_chunk, q, k, _head_slices(heads, hc), extra=(scale,)) / heads
 
 
 def _flow_frame(qf, k, scale, temperature, rel):
@@ -387,10 +414,8 @@ def flow_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, grid: tuple[int
     yy, xx = torch.meshgrid(torch.arange(h, device=q.device), torch.arange(w, device=q.device), indexing="ij")
     xx, yy = xx.flatten().float(), yy.flatten().float()
     rel = torch.stack([xx[None, :] - xx[:, None], yy[None, :] - yy[:, None]], -1)  # (P query, P key, 2)
-    with _no_autocast(q.device):
-        per_frame = [_maybe_checkpoint(_flow_frame, qc[:, f], kc, scale / heads, temperature, rel)
-                     for f in range(frames)]
-    return torch.stack(per_frame, 2)  # (B, P, F, F, 2)
+    slices = [((slice(None), f), (slice(None),)) for f in range(frames)]
+    return _chunked(_flow_frame, qc, kc, slices, stack_dim=2, extra=(scale / heads, temperature, rel))  # (B,P,F,F,2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,12 +569,11 @@ def same_position_share(
                             - lse).exp()
                     tot["text_share"] += text.sum().item()
                     tot["share_of_video"] += (share / (1 - text)).sum().item()
-                else:
-                    tot["share_of_video"] += share.sum().item()
             n = bsz * heads * s_len
-            res = {key: v / n for key, v in tot.items()}
-            res["uniform"] = frames / k.shape[2]
-            res["uniform_of_video"] = 1 / pos
+            res = {"share": tot["share"] / n, "uniform": frames / k.shape[2]}
+            if off:
+                res.update(text_share=tot["text_share"] / n, share_of_video=tot["share_of_video"] / n,
+                           uniform_of_video=1 / pos)
             out[int(i)] = res
         return cb
 
