@@ -16,9 +16,12 @@ Per sample (one row of a ``samples.parquet`` table):
   generated = sample (higher is better), variant ``metrics.fidelity`` (DMT's ``official``
   script with its identity term, or ``no_identity``);
 * ``mtbench_fidelity``: MTBench's motion fidelity
-  (:func:`~motionmatcher.metrics.mtbench.mtbench_motion_fidelity`) of the sample's tracks vs
-  MTBench's stored reference trajectories when given, else the reference's tracks (null unless
-  ``metrics.mtbench.enabled``).
+  (:func:`~motionmatcher.metrics.mtbench.mtbench_motion_fidelity`) of the sample's tracks vs the
+  reference's, both tracked on MTBench's grid in the box of the first-frame mask
+  (:class:`~motionmatcher.metrics.mtbench.MTBenchSetup`); the reference is the clip as the sample
+  sees it (``metrics.mtbench.reference: clip``) or the original full clip (``mtbench``, as
+  MTBench). Null unless ``metrics.mtbench.enabled``; NaN, with a warning, where MTBench's own
+  formula gives NaN (a point that does not move between two frames).
 
 Every row records the definitions (``discrepancy_variant``, ``fidelity_variant``, ``tracker``,
 ``grid_size``) and short SHA-256 fingerprints of the weights (``clip_weights_sha256``,
@@ -41,7 +44,15 @@ import numpy as np
 import pandas as pd
 
 from motionmatcher.metrics import make_tracker, motion_discrepancy, motion_fidelity
-from motionmatcher.metrics.mtbench import mtbench_motion_fidelity, mtbench_variant, normalise_tracks
+from motionmatcher.metrics.mtbench import (
+    MTBenchSetup,
+    count_zero_steps,
+    grid_points,
+    mtbench_motion_fidelity,
+    mtbench_variant,
+    reference_tracks_label,
+    track_mtbench,
+)
 from motionmatcher.metrics.provenance import module_sha256
 from motionmatcher.metrics.groundtruth import GT_COLUMNS, score_sample
 from motionmatcher.runtime import config_hash
@@ -188,7 +199,7 @@ def evaluate_samples(
     expected_size: tuple[int, int] | None = None,
     variants: Mapping[str, str] | None = None,
     mtbench: Mapping[str, Any] | None = None,
-    mtbench_reference: np.ndarray | None = None,
+    mtbench_setup: MTBenchSetup | None = None,
     ground_truth: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score every sample of one (method, reference video); one output row per input row.
@@ -204,11 +215,13 @@ def evaluate_samples(
         expected_size: ``(height, width)`` every video must have (the configured size).
         variants: ``{"discrepancy": "paper"|"official", "fidelity": "no_identity"|"official"}``
             (:func:`metric_variants`; default: paper / no_identity).
-        mtbench: the ``metrics.mtbench`` config (``enabled``, ``frechet``, ``frechet_samples``,
-            ``seed``); ``None`` or not enabled -> null ``mtbench_fidelity``.
-        mtbench_reference: MTBench's stored reference trajectories ``(N, T, 2)`` in normalised
-            coordinates (:func:`~motionmatcher.metrics.mtbench.load_mtbench_trajectories`);
-            ``None`` -> the reference's own tracks, normalised.
+        mtbench: the ``metrics.mtbench`` config (``enabled``, ``reference``, ``grid_size``,
+            ``frechet``, ``frechet_samples``, ``seed``); ``None`` or not enabled -> null
+            ``mtbench_fidelity``.
+        mtbench_setup: what MTBench tracks for this video
+            (:func:`motionmatcher.mtbench.mtbench_setup`: the box of the first-frame mask, and for
+            ``reference: mtbench`` the original clip); ``None`` -> ``reference: clip`` on the
+            whole ``grid_size`` grid (MTBench without a mask file).
         ground_truth: the reference's toy-world ground truth
             (:func:`~motionmatcher.metrics.groundtruth.load_ground_truth`) or ``None`` (-> null
             :data:`~motionmatcher.metrics.groundtruth.GT_COLUMNS`).
@@ -237,6 +250,15 @@ def evaluate_samples(
     mt_on = bool(mt.get("enabled", False))
     mt_kw = {"frechet": bool(mt.get("frechet", False)), "frechet_samples": int(mt.get("frechet_samples", 50)),
              "seed": int(mt.get("seed", 0))}
+    if mt_on and mtbench_setup is None:
+        if str(mt.get("reference", "clip")) != "clip":
+            raise ValueError("metrics.mtbench.reference: mtbench needs the video's MTBench setup (original "
+                             "clip and first-frame mask; motionmatcher.mtbench.mtbench_setup)")
+        g = int(mt.get("grid_size", 50))
+        mtbench_setup = MTBenchSetup("clip", grid_points(g), False, g)
+    if mt_on and mtbench_setup.reference == "mtbench" and tracker.name != "cotracker3_offline":
+        raise ValueError("metrics.mtbench.reference: mtbench needs CoTracker3 offline (MTBench's tracker); "
+                         f"the tracker is {tracker.name!r}")
     definition = {
         "discrepancy_variant": variants["discrepancy"],
         "fidelity_variant": variants["fidelity"],
@@ -245,16 +267,18 @@ def evaluate_samples(
         "tracker_weights_sha256": str(getattr(tracker, "weights_sha256", "none")),
         **_clip_fields(scorer),
         "image_reward_weights_sha256": _image_reward_sha256(image_reward),
-        "mtbench_variant": mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"]) if mt_on else None,
-        "mtbench_reference_tracks": (None if not mt_on else "stored" if mtbench_reference is not None
-                                     else str(tracker.name)),
+        "mtbench_variant": (None if not mt_on else
+                            mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"], mtbench_setup.reference)),
+        "mtbench_reference_tracks": (None if not mt_on else
+                                     reference_tracks_label(mtbench_setup, str(tracker.name))),
     }
     t0 = time.perf_counter()
     ref_tracks, _ = tracker.track(ref, int(grid_size))
     mt_ref = None
     if mt_on:
-        mt_ref = (np.asarray(mtbench_reference, dtype=np.float64) if mtbench_reference is not None
-                  else normalise_tracks(ref_tracks, height, width))
+        mt_frames = mtbench_setup.frames if mtbench_setup.frames is not None else ref
+        mt_ref = track_mtbench(tracker, mt_frames, mtbench_setup)
+        log.info("MTBench reference: %s", definition["mtbench_reference_tracks"])
     log.info("reference %dx%dx%d tracked with %s (grid %d) in %.2f s",
              n_frames, height, width, tracker.name, grid_size, time.perf_counter() - t0)
 
@@ -279,8 +303,8 @@ def evaluate_samples(
             motion_discrepancy=motion_discrepancy(ref_tracks, tracks, height, width,
                                                   variant=variants["discrepancy"]),
             motion_fidelity=motion_fidelity(ref_tracks, tracks, variant=variants["fidelity"]),
-            mtbench_fidelity=(None if not mt_on else
-                              mtbench_motion_fidelity(mt_ref, normalise_tracks(tracks, height, width), **mt_kw)),
+            mtbench_fidelity=(_mtbench_score(mt_ref, frames, tracker, mtbench_setup, mt_kw, label)
+                              if mt_on else None),
             **definition,
             n_frames=int(n_frames),
             height=int(height),
@@ -300,6 +324,18 @@ def evaluate_samples(
     for col in ("image_reward", "mtbench_fidelity", *GT_COLUMNS):
         frame[col] = frame[col].astype("float64")  # all-None -> NaN (null in parquet)
     return frame
+
+
+def _mtbench_score(reference: np.ndarray, frames: np.ndarray, tracker, setup: MTBenchSetup, kw: dict,
+                   label: str) -> float:
+    generated = track_mtbench(tracker, frames, setup)
+    score = mtbench_motion_fidelity(reference, generated, **kw)
+    if np.isnan(score):
+        log.warning("%s: mtbench_fidelity is NaN, as MTBench's formula gives for a zero vector (a point "
+                    "that does not move between two frames): %d in the reference's tracks, %d in the "
+                    "sample's (%s)", label, count_zero_steps(reference), count_zero_steps(generated),
+                    tracker.name)
+    return score
 
 
 def evaluate_reference(frames: np.ndarray, caption: str, scorer, image_reward=None) -> dict:

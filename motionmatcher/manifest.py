@@ -79,7 +79,8 @@ def load_manifest(
     JSON schema (required columns, id characters, non-empty caption and prompt, integer
     overrides), ids unique ignoring case, one file / caption / override set per
     ``video_id``, the optional object words (``caption_object`` and ``prompt_object``: both or
-    neither per row, each one word of the row's caption / prompt, ignoring case) and, when
+    neither per row, each one word of the row's caption / prompt, ignoring case), one
+    ``difficulty`` (MTBench's split, optional) per ``video_id`` and, when
     ``check_videos``, that each file exists, decodes and has enough frames. Empty object cells
     are absent (NaN in the returned frame); the columns are only there when the file has them.
     """
@@ -137,7 +138,9 @@ def load_manifest(
                             "differ only in case (they collide on case-insensitive file systems)")
     for vid, group in out.groupby("video_id", sort=False):
         first = group.iloc[0]
-        for col in ("video_path", "caption", "start_frame", "frame_step"):
+        for col in ("video_path", "caption", "start_frame", "frame_step", "difficulty"):
+            if col not in group:
+                continue
             values = group[col].astype(str).unique()
             if len(values) > 1:
                 rows = ", ".join(str(r) for r in group["row"])

@@ -43,7 +43,8 @@ from motionmatcher.tables import SUMMARY, SUMMARY_METRICS
 
 __all__ = ["METRIC_SPECS", "DASH", "PAIR_KEYS", "concat_metric_tables", "summarize", "format_stat",
            "summary_markdown", "statistics_markdown", "t_quantile", "mean_ci", "paired_differences",
-           "video_paired_differences", "video_means"]
+           "video_paired_differences", "video_means", "difficulty_breakdown", "difficulty_markdown",
+           "DIFFICULTY_METRICS"]
 
 #: The cell a sample belongs to; paired differences match samples of two methods on it.
 PAIR_KEYS = ("video_id", "prompt_id", "seed")
@@ -498,4 +499,60 @@ def statistics_markdown(summary: pd.DataFrame) -> str:
         rows = [[r["method"], *[diff(r, m) for m, _, _ in METRIC_SPECS]]
                 for _, r in by_method.iterrows() if r["method"] != ref]
         lines += _table(["Method", *_metric_header()], rows)
+    return "\n".join(lines) + "\n"
+
+
+#: the metrics broken down by MTBench's split (``difficulty`` column of the manifest)
+DIFFICULTY_METRICS = ("mtbench_fidelity",)
+
+
+def difficulty_breakdown(samples: pd.DataFrame, difficulty: dict, metrics: Sequence[str] = DIFFICULTY_METRICS,
+                         method_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per (method, difficulty): ``n_videos``, ``n_samples`` and for each metric ``M_mean``,
+    ``M_std`` (``ddof=1``), ``M_n`` over the finite values of the samples of the videos of that
+    difficulty (``difficulty``: ``video_id -> easy | medium | hard``; empty or missing: left
+    out), plus an ``all`` row per method over the videos that have one. Rows in the order
+    easy, medium, hard, all."""
+    from motionmatcher.mtbench import DIFFICULTIES
+
+    labels = {str(k): str(v) for k, v in (difficulty or {}).items() if isinstance(v, str) and v.strip()}
+    rows = samples[samples["video_id"].astype(str).isin(labels)]
+    rows = rows.assign(difficulty=rows["video_id"].astype(str).map(labels))
+    out = []
+    for method in _ordered(rows["method"], method_order):
+        group = rows[rows["method"] == method]
+        present = [d for d in DIFFICULTIES if d in set(group["difficulty"])]
+        present += sorted(set(group["difficulty"]) - set(DIFFICULTIES))
+        for label, part in [(d, group[group["difficulty"] == d]) for d in present] + [("all", group)]:
+            rec = {"method": method, "difficulty": label, "n_videos": int(part["video_id"].nunique()),
+                   "n_samples": int(len(part))}
+            for m in metrics:
+                values = _finite_values(part, m)
+                rec[f"{m}_mean"] = float(values.mean()) if len(values) else np.nan
+                rec[f"{m}_std"] = float(values.std(ddof=1)) if len(values) >= 2 else np.nan
+                rec[f"{m}_n"] = int(len(values))
+            out.append(rec)
+    columns = ["method", "difficulty", "n_videos", "n_samples",
+               *[f"{m}_{k}" for m in metrics for k in ("mean", "std", "n")]]
+    return pd.DataFrame.from_records(out, columns=columns)
+
+
+def difficulty_markdown(samples: pd.DataFrame, difficulty: dict,
+                        method_order: Sequence[str] | None = None) -> str:
+    """Markdown of :func:`difficulty_breakdown` (``""`` when no video has a difficulty or no
+    MTBench number was computed)."""
+    table = difficulty_breakdown(samples, difficulty, DIFFICULTY_METRICS, method_order)
+    if table.empty or not table[[f"{m}_n" for m in DIFFICULTY_METRICS]].to_numpy().any():
+        return ""
+    labels = {m: label for m, label, _ in METRIC_SPECS}
+    lines = ["## MTBench by difficulty", "",
+             "Mean \u00b1 sample standard deviation over the samples of the videos of each MTBench split "
+             "(manifest column `difficulty`); `all` pools the videos that have one.", ""]
+    lines += _table(
+        ["Method", "Difficulty", "Videos", "Samples", *[f"{labels[m]} {UP}" for m in DIFFICULTY_METRICS]],
+        [[r["method"], r["difficulty"], str(int(r["n_videos"])), str(int(r["n_samples"])),
+          *[format_stat(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], r["n_samples"])
+            for m in DIFFICULTY_METRICS]]
+         for _, r in table.iterrows()],
+    )
     return "\n".join(lines) + "\n"

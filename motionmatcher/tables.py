@@ -86,8 +86,9 @@ METRICS = pa.schema([
     ("clip_weights", pa.string()),
     ("clip_weights_sha256", pa.string()),
     ("image_reward_weights_sha256", pa.string()),
-    # MTBench score definition (null unless metrics.mtbench.enabled): "cosine" or
-    # "cosine+frechet<K>"; reference tracks "stored" (MTBench's trajectories) or the tracker's name
+    # MTBench score definition (null unless metrics.mtbench.enabled): "<reference>:cosine" or
+    # "<reference>:cosine+frechet<K>" (reference clip | mtbench); the reference tracks: which clip,
+    # tracker and grid (motionmatcher.metrics.mtbench.reference_tracks_label)
     ("mtbench_variant", pa.string()),
     ("mtbench_reference_tracks", pa.string()),
     ("n_frames", pa.int32()),

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
+from motionmatcher.metrics.mtbench import check_mtbench_config
 from motionmatcher.methods import load_video_overrides, method_config, video_override
 from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
 from motionmatcher.runtime import code_version
@@ -15,6 +16,10 @@ from motionmatcher.tables import SUMMARY_METRICS
 
 
 validate(config, schema="../config/schemas/config.schema.yaml")
+try:  # MTBench's variant needs CoTracker3 offline: an error here, not an LK number later
+    check_mtbench_config(config["metrics"])
+except ValueError as e:
+    raise WorkflowError(f"config {e}") from None
 
 R = config["results_dir"]
 C = config["resources_dir"]

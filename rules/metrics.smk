@@ -28,6 +28,7 @@ rule metrics:
         method_config=lambda wc: method_config(config, wc.method),
         video=V,
         video_path=video_param("video_path"),  # its <stem>.gt.json sidecar: toy ground truth
+        start_frame=video_param("start_frame"),
         height=V["height"],
         width=V["width"],
         device=config["device"],
@@ -100,6 +101,8 @@ rule summary:
         methods=config["run_methods"],
         backbone=BACKBONE.name,
         model=config["model"],
+        # MTBench's split per video (manifest column `difficulty`): summary.md breaks mtbench_fidelity down by it
+        difficulty={v: d for v, d in VIDEOS.get("difficulty", {}).items() if isinstance(d, str) and d},
     log:
         f"{R}/logs/tables/summary.log",
     conda:

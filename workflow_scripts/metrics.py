@@ -6,8 +6,7 @@ import pandas as pd
 
 from motionmatcher.evaluate import evaluate_samples, load_frames_file, load_scorers, metric_variants, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
-from motionmatcher.metrics.mtbench import load_mtbench_trajectories
-from motionmatcher.mtbench import stored_trajectories
+from motionmatcher.mtbench import mtbench_setup
 from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.models import resolve_device
 from motionmatcher.runtime import code_version, setup_script
@@ -29,23 +28,20 @@ except MetricUnavailable as e:
     print(f"rule metrics ({wc.method}, {wc.video}): {e}", file=sys.__stderr__, flush=True)
     raise
 
-# MTBench's stored reference trajectories, when metrics.mtbench.root holds them for this video
+# MTBench: the box of the video's first-frame mask under metrics.mtbench.root (and, for
+# reference: mtbench, the original full clip) -- docs/metrics_mtbench.md
 mtbench_cfg = dict(p.metrics.get("mtbench") or {})
-mtbench_reference = None
+setup = None
 if mtbench_cfg.get("enabled"):
-    stored = stored_trajectories(mtbench_cfg.get("root"), wc.video)
-    if stored is not None:
-        mtbench_reference, _ = load_mtbench_trajectories(stored)
-        log.info("MTBench: reference trajectories %s (%d tracks)", stored, len(mtbench_reference))
-    else:
-        log.info("MTBench: no stored trajectories for %s; the reference is tracked", wc.video)
+    setup = mtbench_setup(mtbench_cfg, wc.video, p.video_path, (int(p.height), int(p.width)),
+                          int(p.start_frame))
 
 samples = pd.read_parquet(snakemake.input.samples)
 ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),
     image_reward=image_reward, expected_size=(int(p.height), int(p.width)),
-    variants=metric_variants(p.metrics), mtbench=mtbench_cfg, mtbench_reference=mtbench_reference,
+    variants=metric_variants(p.metrics), mtbench=mtbench_cfg, mtbench_setup=setup,
     ground_truth=ground_truth,
 )
 table["config_hash"] = [metrics_config_hash(p.method_config, p.metrics, p.video, s) for s in table["seed"]]

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from motionmatcher.runtime import setup_script
-from motionmatcher.summary import concat_metric_tables, statistics_markdown, summarize, summary_markdown
+from motionmatcher.summary import (concat_metric_tables, difficulty_markdown, statistics_markdown, summarize,
+                                   summary_markdown)
 from motionmatcher.tables import METRICS, SUMMARY, write_table
 
 log = setup_script(snakemake)
@@ -26,9 +27,11 @@ elif snakemake.rule == "summary":
     write_table(summary, SUMMARY, out.table)
     markdown = Path(out.markdown)
     tmp = markdown.with_name(markdown.name + ".tmp")
+    by_difficulty = difficulty_markdown(samples, dict(snakemake.params.difficulty),
+                                        method_order=list(snakemake.params.methods))
     title = f"MotionMatcher results: backbone {snakemake.params.backbone} (model {snakemake.params.model})"
-    tmp.write_text(summary_markdown(summary, reference, samples, title=title) + "\n" + statistics_markdown(summary),
-                   encoding="utf-8")
+    tmp.write_text(summary_markdown(summary, reference, samples, title=title) + "\n" + statistics_markdown(summary)
+                   + ("\n" + by_difficulty if by_difficulty else ""), encoding="utf-8")
     tmp.replace(markdown)
     log.info("%d method rows, %d video rows -> %s, %s", (summary["level"] == "method").sum(),
              (summary["level"] == "video").sum(), out.table, out.markdown)

@@ -10,7 +10,7 @@ Sub-modules
     Motion discrepancy (MotionMatcher paper / official script) and motion
     fidelity (DMT, with or without its identity term) between two sets of tracks.
 ``mtbench``
-    MTBench's motion-fidelity score (DeT) and its stored trajectories.
+    MTBench's motion-fidelity score (DeT) as its evaluation.py computes it: the box-masked grid.
 ``provenance``
     Short SHA-256 fingerprints of the weights behind each metric.
 ``clip_score``

@@ -1,4 +1,15 @@
-"""MTBench's motion-fidelity score (DeT, Shi et al., ICCV 2025), pure numpy.
+"""MTBench's motion-fidelity score (DeT, Shi et al., ICCV 2025) as its ``evaluation.py`` computes it.
+
+What is tracked (``evaluation.py: motion_fidelity / get_tracklets``): both the reference and the
+generated video are tracked with CoTracker3 offline, ``model(video, grid_size=50,
+segm_mask=box)``, where ``box`` is the bounding box of the reference's first-frame mask
+(``masks/<video>/00000.png``; rows ``[r_min, r_max)``, columns ``[c_min, c_max)``: the last row
+and column of the mask are outside, as in the official slicing). CoTracker places a
+``50 x 50`` grid in its model resolution ``(384, 512)`` with a margin ``m = 512 / 64``
+(:func:`grid_points`), keeps the points where the box (nearest-resized to ``384 x 512``) is set,
+and tracks them jointly with its ``6 x 6`` support grid (dropped from the output). Without a mask
+file the whole grid is tracked and no support grid is added. Visibility is ignored: every point
+is used at every frame, tracked through occlusion.
 
 Tracks are in **normalised** coordinates ``(x / W, y / H)``. A track ``p(0..T-1)`` becomes the
 sequence of unit vectors of its initial position and its displacements::
@@ -10,29 +21,43 @@ and the cosine similarity of a generated track ``g`` and a reference track ``s``
 
     F_cos(S, G) = 1/|G| sum_{g in G} max_{s in S} cos(g, s)
 
+A zero vector (a point that does not move between two frames) is ``0 / 0 = NaN`` in the official
+code and makes the whole score NaN; so it does here (:func:`count_zero_steps` says why).
+
 With the optional "Fréchet" term (MTBench's ``--add_frechet_score``), ``K`` tracks are drawn at
-random from each set and, with ``d(g, s)`` the mean Euclidean distance over all ``T x T``
-pairs of their points (what MTBench calls the Fréchet distance; it is not the discrete Fréchet
-distance) and ``sim = 1 / (1 + d)``::
+random, and with ``d(g, s)`` the mean Euclidean distance over all ``T x T`` pairs of their points
+(what MTBench calls the Fréchet distance; it is not the discrete Fréchet distance) and
+``sim = 1 / (1 + d)``::
 
     F = 0.5 * F_cos(S, G) + 0.5 * 1/K sum_{g in G_K} max_{s in S_K} sim(g, s)
 
-Differences from MTBench's ``evaluation.py``, all deliberate: a zero vector (a point at the
-origin, or a step without motion) stays zero instead of 0/0 = NaN; the K tracks are drawn
-with a seeded generator (MTBench uses the global torch RNG), with the same indices for both
-sets when they have the same number of tracks (as MTBench, which assumes it) and
-independently otherwise. When the frame counts differ, the longer set is subsampled at
-``linspace(0, T_long - 1, T_short)`` truncated to integers, as in MTBench.
+Departures: the ``K`` tracks are drawn with a seeded generator (MTBench: the global torch RNG),
+with the same indices for both sets when they have the same number of tracks (as MTBench,
+which assumes it) and independently otherwise. When the frame counts differ, the longer set is
+subsampled at ``linspace(0, T_long - 1, T_short)`` truncated to integers, as in MTBench.
+Computed in float64 (MTBench: float32). See ``docs/metrics_mtbench.md``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
 __all__ = ["mtbench_motion_fidelity", "load_mtbench_trajectories", "normalise_tracks", "align_frames",
-           "mtbench_variant"]
+           "mtbench_variant", "count_zero_steps", "read_first_frame_mask", "box_mask", "crop_mask",
+           "grid_points", "pixel_queries", "track_mtbench", "MTBenchSetup", "check_mtbench_config",
+           "COTRACKER_RESOLUTION", "SUPPORT_GRID_SIZE", "MTBENCH_REFERENCES", "reference_tracks_label"]
+
+#: CoTracker3's model resolution ``(H, W)`` (``CoTrackerThreeOffline.model_resolution``): the grid lives there
+COTRACKER_RESOLUTION = (384, 512)
+#: ``CoTrackerPredictor.support_grid_size``: tracked with a masked grid, dropped from the output
+SUPPORT_GRID_SIZE = 6
+#: ``clip``: the reference clip as the sample sees it (same frames, same crop);
+#: ``mtbench``: the original full clip, as MTBench's evaluation.py
+MTBENCH_REFERENCES = ("clip", "mtbench")
 
 
 def normalise_tracks(tracks: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -42,9 +67,12 @@ def normalise_tracks(tracks: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def load_mtbench_trajectories(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """MTBench's stored reference trajectories (``trajectories/<video>.pth``): a tensor
-    ``(T, N, 3)`` of ``(x / W, y / H, visibility)`` written by its ``generate_trajectories.py``,
-    read with ``torch.load(weights_only=True)``. Returns ``(tracks (N, T, 2), visible (N, T))``.
+    """DeT's stored trajectories (``trajectories/<video>.pth``): its **training targets**, not
+    the evaluation reference (``evaluation.py`` never opens them; it re-tracks the video).
+    ``generate_trajectories.py`` writes them: 100 random points inside the first-frame mask,
+    tracked with the *online* CoTracker3 and queried at frame 0, as a tensor ``(T, N, 3)`` of
+    ``(x / W, y / H, visibility)``. Read with ``torch.load(weights_only=True)``. Returns
+    ``(tracks (N, T, 2), visible (N, T))``.
 
     Raises:
         ValueError: naming the file, when it does not hold such a tensor.
@@ -67,6 +95,195 @@ def load_mtbench_trajectories(path: str | Path) -> tuple[np.ndarray, np.ndarray]
     return np.transpose(arr[..., :2], (1, 0, 2)), np.transpose(arr[..., 2] > 0.5, (1, 0))
 
 
+# ---- what is tracked: the box of the first-frame mask and CoTracker's grid -------------------
+
+
+def read_first_frame_mask(path: str | Path) -> np.ndarray:
+    """A first-frame mask PNG as a bool ``(H, W)`` array: set where the pixel is not 0 (the
+    official code takes the box of ``nonzero()`` of the grey values / 255).
+
+    Raises:
+        ValueError: naming the file, when it is not a single-channel image or has no set pixel.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        arr = np.array(Image.open(path))
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot be read as an image: {exc}") from exc
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel mask (H, W) as MTBench's "
+                         f"masks/<video>/00000.png, got shape {arr.shape} (the official code unpacks "
+                         "`height, width = mask.shape`)")
+    if not arr.any():
+        raise ValueError(f"{path}: the mask is empty (no pixel set); MTBench takes the box of its set pixels")
+    return arr != 0
+
+
+def box_mask(mask: np.ndarray) -> np.ndarray:
+    """float32 ``(H, W)``: 1 inside the bounding box of ``mask``'s set pixels, as the official
+    ``box_mask[minx:maxx, miny:maxy] = 1``: rows ``r_min .. r_max - 1``, columns
+    ``c_min .. c_max - 1`` (the last set row and column are outside)."""
+    mask = np.asarray(mask)
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("box_mask: the mask has no set pixel")
+    out = np.zeros(mask.shape, dtype=np.float32)
+    out[rows.min():rows.max(), cols.min():cols.max()] = 1.0
+    return out
+
+
+def crop_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A mask of the original frame in the geometry of
+    :func:`motionmatcher.video.resize_center_crop` (scale to cover ``width x height``, centre
+    crop), nearest-neighbour: where the object is in the clip the sample sees."""
+    import cv2
+
+    mask = np.asarray(mask).astype(np.uint8)
+    h, w = mask.shape
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, int(round(w * scale))), max(height, int(round(h * scale)))
+    x0, y0 = (new_w - width) // 2, (new_h - height) // 2
+    scaled = (mask if (new_w, new_h) == (w, h)
+              else cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST))
+    return scaled[y0:y0 + height, x0:x0 + width] != 0
+
+
+def grid_points(grid_size: int = 50, box: np.ndarray | None = None,
+                resolution: tuple[int, int] = COTRACKER_RESOLUTION) -> np.ndarray:
+    """CoTracker's query grid in its model resolution ``(H_m, W_m)`` (``get_points_on_a_grid``):
+    with the margin ``m = W_m / 64``::
+
+        x_j = m + (W_m - 2m) j / (g - 1),   y_i = m + (H_m - 2m) i / (g - 1)
+
+    row-major (``y`` outer), float32 (``torch.linspace``). With ``box`` (any size), the points
+    where ``box`` nearest-resized to ``(H_m, W_m)`` is set at ``(round(y), round(x))`` are kept
+    (``CoTrackerPredictor._compute_sparse_tracks``). Returns ``(N, 2)`` ``(x, y)``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    g = int(grid_size)
+    if g < 1:
+        raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+    h_m, w_m = resolution
+    if g == 1:
+        pts = torch.tensor([[w_m / 2, h_m / 2]], dtype=torch.float32)
+    else:
+        margin = w_m / 64
+        ys = torch.linspace(margin, h_m - margin, g)
+        xs = torch.linspace(margin, w_m - margin, g)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        pts = torch.stack([gx, gy], dim=-1).reshape(-1, 2)
+    if box is not None:
+        b = torch.from_numpy(np.asarray(box, dtype=np.float32))[None, None]
+        b = F.interpolate(b, (h_m, w_m), mode="nearest")[0, 0]
+        keep = b[pts[:, 1].round().long(), pts[:, 0].round().long()].bool()
+        pts = pts[keep]
+    return pts.numpy()
+
+
+def pixel_queries(points: np.ndarray, height: int, width: int,
+                  resolution: tuple[int, int] = COTRACKER_RESOLUTION) -> np.ndarray:
+    """Grid points of the model resolution -> pixel ``(x, y)`` of an ``H x W`` video, as
+    CoTracker maps its tracks back: ``x (W - 1) / (W_m - 1)``, ``y (H - 1) / (H_m - 1)``."""
+    h_m, w_m = resolution
+    scale = np.array([(width - 1) / (w_m - 1), (height - 1) / (h_m - 1)], dtype=np.float64)
+    return (np.asarray(points, dtype=np.float64) * scale).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MTBenchSetup:
+    """What ``mtbench_fidelity`` tracks for one reference video.
+
+    Attributes:
+        reference: ``clip`` or ``mtbench`` (:data:`MTBENCH_REFERENCES`).
+        points: ``(N, 2)`` grid points in CoTracker's model resolution (:func:`grid_points`).
+        support_grid: whether CoTracker tracks them with its 6x6 support grid (with a mask).
+        grid_size: points per side of the grid before the box is applied.
+        mask_path: the first-frame mask the box comes from, or ``None`` (whole grid).
+        frames: the original full clip for ``reference == "mtbench"``, else ``None`` (the
+            preprocessed reference clip is tracked).
+    """
+
+    reference: str
+    points: np.ndarray
+    support_grid: bool
+    grid_size: int
+    mask_path: str | None = None
+    frames: np.ndarray | None = None
+
+
+def reference_tracks_label(setup: MTBenchSetup, tracker_name: str) -> str:
+    """The ``mtbench_reference_tracks`` definition column, e.g.
+    ``mtbench clip, cotracker3_offline, 50x50 grid in the first-frame box (1234 points) + 6x6 support``."""
+    where = "original full clip" if setup.reference == "mtbench" else "clip as sampled"
+    grid = f"{setup.grid_size}x{setup.grid_size} grid"
+    grid += (f" in the first-frame box ({len(setup.points)} points)" if setup.mask_path
+             else " on the whole frame (no mask)")
+    if setup.support_grid:
+        grid += f" + {SUPPORT_GRID_SIZE}x{SUPPORT_GRID_SIZE} support"
+    return f"{where}, {tracker_name}, {grid}"
+
+
+def track_mtbench(tracker, frames: np.ndarray, setup: MTBenchSetup) -> np.ndarray:
+    """Normalised ``(N, T, 2)`` tracks of ``setup.points`` on ``frames`` (uint8 ``(T, H, W, 3)``),
+    from frame 0, with ``tracker.track_points(frames, queries, support_grid=...)``; visibility
+    is not used (MTBench: every point at every frame)."""
+    _, height, width, _ = frames.shape
+    queries = pixel_queries(setup.points, height, width)
+    tracks, _ = tracker.track_points(frames, queries, support_grid=setup.support_grid)
+    return normalise_tracks(tracks, height, width)
+
+
+def check_mtbench_config(metrics_cfg: Mapping[str, Any]) -> None:
+    """Fail before any job runs on an ``metrics.mtbench`` config that cannot give MTBench's
+    number: ``reference: mtbench`` needs ``tracker: cotracker`` with a CoTracker3 offline
+    checkpoint (not ``lk``, not ``auto``, which may fall back to it) and ``root`` (the masks).
+
+    Raises:
+        ValueError: naming the key to change.
+    """
+    mt = dict(metrics_cfg.get("mtbench") or {})
+    if not mt.get("enabled"):
+        return
+    reference = str(mt.get("reference", "clip"))
+    if reference not in MTBENCH_REFERENCES:
+        raise ValueError(f"metrics.mtbench.reference must be one of {MTBENCH_REFERENCES}, got {reference!r}")
+    root = mt.get("root")
+    if root and not Path(str(root)).expanduser().is_dir():
+        raise ValueError(f"metrics.mtbench.root {str(root)!r} is not a directory")
+    if reference != "mtbench":
+        return
+    if not root:
+        raise ValueError("metrics.mtbench.reference: mtbench needs metrics.mtbench.root (the MTBench folder "
+                         "with masks/<video>/00000.png): MTBench tracks the box of the first-frame mask")
+    tracker = str(metrics_cfg.get("tracker", "lk")).strip().lower()
+    if tracker not in ("cotracker", "co-tracker"):
+        raise ValueError("metrics.mtbench.reference: mtbench needs metrics.tracker: cotracker (CoTracker3 "
+                         f"offline, MTBench's tracker), got {tracker!r}; use reference: clip for other trackers")
+    if str(metrics_cfg.get("cotracker_version", "auto")) == "2":
+        raise ValueError("metrics.mtbench.reference: mtbench needs CoTracker3 offline; "
+                         "metrics.cotracker_version is 2")
+    from .tracking import TrackerUnavailable, cotracker_checkpoint_kind, load_cotracker_state_dict
+
+    checkpoint = metrics_cfg.get("cotracker_checkpoint")
+    if not checkpoint:
+        raise ValueError("metrics.mtbench.reference: mtbench needs metrics.cotracker_checkpoint "
+                         "(scaled_offline.pth, https://huggingface.co/facebook/cotracker3)")
+    try:
+        kind, _ = cotracker_checkpoint_kind(load_cotracker_state_dict(checkpoint), checkpoint)
+    except TrackerUnavailable as exc:
+        raise ValueError(f"metrics.mtbench.reference: mtbench: {exc}") from exc
+    if kind != "3_offline":
+        raise ValueError(f"metrics.mtbench.reference: mtbench needs CoTracker3 offline; {checkpoint!r} is "
+                         f"CoTracker{kind}")
+
+
+# ---- the score ------------------------------------------------------------------------------
+
+
 def align_frames(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Subsample the set with more frames to the other's count (MTBench's integer linspace)."""
     ta, tb = a.shape[1], b.shape[1]
@@ -77,10 +294,20 @@ def align_frames(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _unit_sequence(tracks: np.ndarray, eps: float) -> np.ndarray:
-    seq = np.concatenate([tracks[:, :1], np.diff(tracks, axis=1)], axis=1)
-    norm = np.linalg.norm(seq, axis=-1, keepdims=True)
-    return np.divide(seq, norm, out=np.zeros_like(seq), where=norm > eps)
+def _vectors(tracks: np.ndarray) -> np.ndarray:
+    return np.concatenate([tracks[:, :1], np.diff(tracks, axis=1)], axis=1)
+
+
+def _unit_sequence(tracks: np.ndarray) -> np.ndarray:
+    seq = _vectors(tracks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return seq / np.linalg.norm(seq, axis=-1, keepdims=True)  # 0 / 0 = NaN, as torch in MTBench
+
+
+def count_zero_steps(tracks: np.ndarray) -> int:
+    """Zero vectors (initial position at the origin, or no motion between two frames) of
+    ``(N, T, 2)`` tracks: each makes MTBench's score NaN."""
+    return int((np.linalg.norm(_vectors(np.asarray(tracks, dtype=np.float64)), axis=-1) == 0).sum())
 
 
 def _mean_point_distance(g: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -89,9 +316,11 @@ def _mean_point_distance(g: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.linalg.norm(diff, axis=-1).mean(axis=(2, 3))
 
 
-def mtbench_variant(frechet: bool, frechet_samples: int = 50) -> str:
-    """The name recorded with the score: ``cosine`` or ``cosine+frechet<K>``."""
-    return f"cosine+frechet{int(frechet_samples)}" if frechet else "cosine"
+def mtbench_variant(frechet: bool, frechet_samples: int = 50, reference: str | None = None) -> str:
+    """The name recorded with the score: ``cosine`` or ``cosine+frechet<K>``, prefixed by the
+    reference (``clip:cosine``, ``mtbench:cosine+frechet50``) when given."""
+    score = f"cosine+frechet{int(frechet_samples)}" if frechet else "cosine"
+    return score if reference is None else f"{reference}:{score}"
 
 
 def mtbench_motion_fidelity(
@@ -100,9 +329,9 @@ def mtbench_motion_fidelity(
     frechet: bool = False,
     frechet_samples: int = 50,
     seed: int = 0,
-    eps: float = 1e-12,
 ) -> float:
-    """MTBench motion fidelity (higher is better, at most 1) of normalised tracks.
+    """MTBench motion fidelity (higher is better, at most 1) of normalised tracks; NaN when a
+    track has a zero vector (as the official code).
 
     Args:
         reference: ``(N, T_s, 2)`` reference tracks in normalised coordinates.
@@ -118,10 +347,10 @@ def mtbench_motion_fidelity(
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} tracks contain non-finite positions")
     gen, ref = align_frames(gen, ref)
-    ug, us = _unit_sequence(gen, eps), _unit_sequence(ref, eps)
+    ug, us = _unit_sequence(gen), _unit_sequence(ref)
     n_t = ug.shape[1]
     cos = ug.reshape(len(ug), -1) @ us.reshape(len(us), -1).T / n_t  # (M, N)
-    score = cos.max(axis=1).mean()
+    score = cos.max(axis=1).mean()  # np.max propagates NaN, as torch.max
     if not frechet:
         return float(score)
     rng = np.random.default_rng(seed)

@@ -60,6 +60,12 @@ class Tracker(Protocol):
         """Track a ``grid_size**2`` grid from frame 0; return ``(tracks, visible)``."""
         ...
 
+    def track_points(self, frames: np.ndarray, queries: np.ndarray,
+                     support_grid: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Track ``(N, 2)`` pixel queries from frame 0 (MTBench's masked grid; ``support_grid``:
+        CoTracker's 6x6 support points tracked alongside, as for a masked grid)."""
+        ...
+
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
@@ -144,8 +150,13 @@ class LucasKanadeTracker:
         _, height, width, _ = frames.shape
         return self.track_points(frames, grid_queries(height, width, grid_size))
 
-    def track_points(self, frames: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Track arbitrary ``(N, 2)`` ``(x, y)`` query points given on frame 0."""
+    def track_points(self, frames: np.ndarray, queries: np.ndarray,
+                     support_grid: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Track arbitrary ``(N, 2)`` ``(x, y)`` query points given on frame 0.
+
+        ``support_grid`` is accepted for the interface of :meth:`CoTrackerTracker.track_points`
+        and changes nothing: LK tracks every point on its own.
+        """
         frames = _check_frames(frames)
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, 2)
         n_frames, height, width, _ = frames.shape
@@ -345,6 +356,41 @@ class CoTrackerTracker:
         if visible_np.dtype != bool:
             visible_np = visible_np > 0.5
         return tracks_np, visible_np
+
+    def track_points(self, frames: np.ndarray, queries: np.ndarray,
+                     support_grid: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Track ``(N, 2)`` ``(x, y)`` pixel queries given on frame 0 (MTBench's masked grid,
+        :func:`motionmatcher.metrics.mtbench.track_mtbench`).
+
+        ``support_grid=True`` tracks them jointly with CoTracker's 6x6 support grid (dropped from
+        the output), as the predictor does for a ``segm_mask`` grid; ``False`` without it, as for
+        a plain ``grid_size`` grid. Returns ``(tracks (N, T, 2), visible (N, T))``.
+        """
+        frames = _check_frames(frames)
+        torch = self._torch
+        q = np.asarray(queries, dtype=np.float32).reshape(-1, 2)
+        q = torch.from_numpy(np.concatenate([np.zeros((len(q), 1), np.float32), q], axis=1))[None]
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None].float().to(self.device)
+        with torch.inference_mode():
+            tracks, visible = _cotracker_track_points(self.model, video, q.to(self.device),
+                                                      bool(support_grid))
+        tracks_np = tracks[0].permute(1, 0, 2).float().cpu().numpy().astype(np.float32)  # (N, T, 2)
+        visible_np = visible[0].permute(1, 0).cpu().numpy()
+        if visible_np.dtype != bool:
+            visible_np = visible_np > 0.5
+        return tracks_np, visible_np
+
+
+def _cotracker_track_points(predictor, video, queries, support_grid: bool):
+    """``(tracks (1, T, N, 2), visible (1, T, N))`` of ``(1, N, 3)`` ``(t, x, y)`` queries.
+
+    ``predictor(video, queries=...)`` always adds CoTracker's support grid (``grid_size == 0``);
+    without it the predictor's own sparse-track step is called, as its ``grid_size`` path does
+    when no ``segm_mask`` is given.
+    """
+    if support_grid:
+        return predictor(video, queries=queries)
+    return predictor._compute_sparse_tracks(video, queries, add_support_grid=False)
 
 
 def make_tracker(name: str, checkpoint: str | None = None, device: str = "cpu", version: str = "auto") -> Tracker:
