@@ -354,3 +354,43 @@ def test_the_unet_one_step_update_is_exactly_ddim_step():
     t, tp = torch.tensor([700, 501]), torch.tensor([699, 500])
     assert torch.equal(denoise_step(s, z, e, t, tp), ddim_step(z, e, t, tp, alphas_cumprod(s, z.device)))
     assert noise_target(s, z, e, t) is e
+
+
+def test_gradient_checkpointing_on_a_dit_gives_the_same_training(dits, tmp_path):
+    """(The memory levels switch it on when a job is retried after running out of memory.)"""
+    import copy
+
+    from motionmatcher.training import TrainConfig, train
+
+    m = dits["wan-tiny"]
+    z = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    logs = []
+    for gc in (False, True):
+        mm = copy.copy(m)
+        mm.unet = copy.deepcopy(m.unet)
+        cfg = TrainConfig(loss="motion_matching", steps=2, min_timestep=500, checkpoint_every=100, lr=1e-2,
+                          gradient_checkpointing=gc, lora={"rank": 2, "dropout": 0.0, "targets": "motionmatcher"})
+        patched = []
+        _, frame = train(mm, z, "a bear walks", cfg, seed=0, checkpoint_dir=tmp_path / str(gc), progress=False,
+                         on_step=lambda step, out: patched.append("forward" in mm.unet.transformer.blocks[0].__dict__))
+        assert patched == [gc, gc]  # each block's forward checkpointed while training
+        logs.append(frame["loss"].tolist())
+        from motionmatcher.checkpointing import is_gradient_checkpointing_enabled
+
+        assert not is_gradient_checkpointing_enabled(mm.unet)  # switched off after training
+    assert logs[0] == pytest.approx(logs[1], rel=1e-5)
+
+
+def test_tiny_dits_are_seeded_and_rewritten_only_when_changed(tmp_path):
+    from motionmatcher.models import model_identity
+
+    a = write_tiny("cogvideox-tiny", tmp_path / "a", seed=0)
+    b = write_tiny("cogvideox-tiny", tmp_path / "b", seed=0)
+    c = write_tiny("cogvideox-tiny", tmp_path / "c", seed=1)
+    wa = (a / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert wa == (b / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert wa != (c / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    mtime = (a / "transformer" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    write_tiny("cogvideox-tiny", a, seed=0)  # present with the same stamp: untouched
+    assert (a / "transformer" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == mtime
+    assert model_identity(a).startswith("a-")
