@@ -394,3 +394,52 @@ def test_tiny_dits_are_seeded_and_rewritten_only_when_changed(tmp_path):
     write_tiny("cogvideox-tiny", a, seed=0)  # present with the same stamp: untouched
     assert (a / "transformer" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == mtime
     assert model_identity(a).startswith("a-")
+
+
+@pytest.mark.parametrize("name", ["wan-tiny", "cogvideox-tiny"])
+def test_motion_matching_loss_on_a_dit_by_hand(dits, name):
+    """The loss re-derived from the schedule's formulas and dit_motion_features called directly
+    on the bare transformer (native layout, unpacked text, the blocks at the published relative
+    depth: 4-block tiny models -> Wan ⌊14·4/30⌋ = 1, CogVideoX ⌊15·4/30⌋ = ⌊17·4/30⌋ = 2)."""
+    import torch.nn.functional as F
+
+    from motionmatcher.backbones.dit_features import dit_motion_features
+    from motionmatcher.methods.motionmatcher import motion_matching_loss
+
+    m = dits[name]
+    _perturb_zero_layers(m)
+    sched = m.ddim_scheduler()
+    g = torch.Generator().manual_seed(5)
+    z0, eps = torch.randn(1, 4, 3, 8, 8, generator=g), torch.randn(1, 4, 3, 8, 8, generator=g)
+    t, tp = torch.tensor([640]), torch.tensor([639])
+    text = m.encode_prompt(["a bear walks"])
+    states, mask = unpack_text(text)
+    out = motion_matching_loss(m.unet, sched, z0, eps, t, text, ca_weight=3.0, tsa_weight=5.0)
+    with torch.no_grad():
+        if name == "wan-tiny":
+            zt = 0.36 * z0 + 0.64 * eps
+            pred = m.unet.transformer(zt, t, states, return_dict=False)[0]
+            z_hat, z_star = zt - 0.001 * pred, zt - 0.001 * (eps - z0)
+            arch, native, blocks = "wan", (lambda x: x), [1]
+        else:
+            a, ap = sched.alphas_cumprod[640].float(), sched.alphas_cumprod[639].float()
+            zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+            pred = m.unet.transformer(hidden_states=zt.permute(0, 2, 1, 3, 4), encoder_hidden_states=states,
+                                      timestep=t, return_dict=False)[0].permute(0, 2, 1, 3, 4)
+
+            def step(v):
+                x0, e = a.sqrt() * zt - (1 - a).sqrt() * v, a.sqrt() * v + (1 - a).sqrt() * zt
+                return ap.sqrt() * x0 + (1 - ap).sqrt() * e
+
+            v_true = a.sqrt() * eps - (1 - a).sqrt() * z0
+            z_hat, z_star = step(pred), step(v_true)
+            arch, native, blocks = "cogvideox", (lambda x: x.permute(0, 2, 1, 3, 4)), [2]
+        feats = [dit_motion_features(m.unet.transformer, arch, native(z), tp, states, ca_blocks=blocks,
+                                     tsa_blocks=blocks, text_mask=mask) for z in (z_hat, z_star)]
+    ca, tsa = F.mse_loss(feats[0][0], feats[1][0]), F.mse_loss(feats[0][1], feats[1][1])
+    torch.testing.assert_close(out["ca"], ca, rtol=1e-4, atol=0)
+    torch.testing.assert_close(out["tsa"], tsa, rtol=1e-4, atol=0)
+    torch.testing.assert_close(out["loss"].detach(), 3.0 * ca + 5.0 * tsa, rtol=1e-4, atol=0)
+    # the ablations: one term only, the other not computed
+    ca_only = motion_matching_loss(m.unet, sched, z0, eps, t, text, ca_weight=3.0, tsa_weight=0.0)
+    assert torch.isnan(ca_only["tsa"]) and torch.allclose(ca_only["loss"].detach(), 3.0 * ca, rtol=1e-4)
