@@ -54,6 +54,8 @@ if _absent:
     print(f"video_overrides {config['video_overrides']}: videos not in the manifest (unused): "
           f"{', '.join(_absent)}", file=sys.stderr)
 
+# the tiny model rule build_tiny_model writes: the configured one (tiny, wan-tiny, cogvideox-tiny)
+TINY_MODEL = config["model"] if config["model"] in TINY_MODELS else "tiny"
 if config["model"] in TINY_MODELS:  # tiny, wan-tiny, cogvideox-tiny: built by rule build_tiny_model
     MODEL_DIR = f"{C}/models/{config['model']}"
     MODEL_TAG = config["model"]

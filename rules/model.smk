@@ -1,12 +1,11 @@
 rule build_tiny_model:
     output:
-        directory(f"{C}/models/{{tiny}}"),
-    wildcard_constraints:
-        tiny="|".join(TINY_MODELS),
+        directory(f"{C}/models/{TINY_MODEL}"),
     params:
         seed=0,
+        name=TINY_MODEL,
     log:
-        f"{R}/logs/build_tiny_model/{{tiny}}.log",
+        f"{R}/logs/build_tiny_model.log",
     conda:
         ENV
     resources:

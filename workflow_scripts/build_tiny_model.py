@@ -3,5 +3,5 @@ from motionmatcher.backbones import write_tiny
 from motionmatcher.runtime import setup_script
 
 log = setup_script(snakemake)
-path = write_tiny(snakemake.wildcards.tiny, snakemake.output[0], seed=snakemake.params.seed)
-log.info("tiny model %s written to %s", snakemake.wildcards.tiny, path)
+path = write_tiny(snakemake.params.name, snakemake.output[0], seed=snakemake.params.seed)
+log.info("tiny model %s written to %s", snakemake.params.name, path)
