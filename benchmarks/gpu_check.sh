@@ -3,8 +3,9 @@
 # chunked (the library) versus naive (full attention map), on the real Wan2.1-T2V-1.3B
 # (81 x 480 x 832 -> 21 x 60 x 104 latents, blocks 0..14) and CogVideoX-2b (49 x 480 x 720 ->
 # 13 x 60 x 90 latents, blocks 0..17) architectures with random weights, bf16 autocast forward,
-# fp32 maps; plus the same-position attention share. Runs in well under 8 minutes on an H100
-# (each architecture is capped at 210 s; a naive capture that runs out of memory is reported as such).
+# fp32 maps; plus the same-position attention share. Sized to finish within 8 minutes: each
+# architecture is capped at 210 s (not yet run: no GPU lent); a naive capture that runs out of
+# memory is reported as such.
 #
 #   bash benchmarks/gpu_check.sh            # writes benchmarks/results/dit_features_gpu.txt
 #   OUT=/some/dir bash benchmarks/gpu_check.sh

@@ -468,3 +468,30 @@ def test_gradient_checkpointed_model_gives_the_same_gradients(case):
         assert (a is None) == (b is None)
         if a is not None and b.norm() > 0:
             assert rel_err(b, a) <= 1e-4
+
+
+@pytest.mark.parametrize("case", ["wan", "cogvideox_rope"])
+def test_maps_are_float32_under_bf16_autocast(case):
+    make, arch = CASES[case]
+    model = make()
+    lat, emb, mask = inputs(arch)
+    lat.requires_grad_(True)
+    kw = dict(ca_blocks=(1,), tsa_blocks=(0, 1), text_mask=mask)
+    ref_ca, ref_tsa = df.dit_motion_features(model, arch, lat, 500, emb, **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ca, tsa = df.dit_motion_features(model, arch, lat, 500, emb, **kw)
+    assert ca.dtype == torch.float32 and tsa.dtype == torch.float32
+    # bf16 q/k (8-bit mantissa) through a few blocks: close to fp32, not equal
+    assert 0 < rel_err(ca, ref_ca) < 5e-2 and 0 < rel_err(tsa, ref_tsa) < 5e-2
+    (ca.sum() + tsa.square().sum()).backward()
+    assert lat.grad is not None and torch.isfinite(lat.grad).all()
+
+
+def test_attention_outside_sdpa_is_refused_naming_the_layer():
+    from diffusers.models.attention_processor import AttnProcessor
+
+    model = tiny_cog()
+    model.transformer_blocks[1].attn1.set_processor(AttnProcessor())  # explicit baddbmm, no SDPA call
+    lat, emb, mask = inputs("cogvideox")
+    with pytest.raises(RuntimeError, match=r"transformer_blocks\.1\.attn1: .*scaled_dot_product_attention"):
+        df.dit_motion_features(model, "cogvideox", lat, 500, emb, ca_blocks=(1,), tsa_blocks=(1,))
