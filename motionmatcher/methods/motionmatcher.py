@@ -17,6 +17,12 @@ produces on a slightly denoised latent:
 
 3. ``L = λ_CA · MSE(CA(ẑ), CA(z*)) + λ_TSA · MSE(TSA(ẑ), TSA(z*))``.
 
+On a DiT backbone (docs/backbones.md) the step of 1. is that schedule's own
+(:func:`~motionmatcher.diffusion.denoise_step`: DDIM from v̂ on CogVideoX, the Euler step
+``z_{σ'} = z_σ + (σ' − σ) v̂`` with σ = t/1000 on Wan, and the true target v / ε − z_0 for
+``z*``) and the features of 2. our DiT definitions of CA and TSA
+(:mod:`motionmatcher.backbones.dit_features`).
+
 All three forwards run without the base model's dropout
 (:func:`~motionmatcher.diffusion.base_dropout_disabled`; the official UNet is built with dropout
 0, stock diffusers' ``TemporalConvLayer`` with 0.1); the LoRA's own dropout stays. MotionDirector
