@@ -443,3 +443,17 @@ def test_motion_matching_loss_on_a_dit_by_hand(dits, name):
     # the ablations: one term only, the other not computed
     ca_only = motion_matching_loss(m.unet, sched, z0, eps, t, text, ca_weight=3.0, tsa_weight=0.0)
     assert torch.isnan(ca_only["tsa"]) and torch.allclose(ca_only["loss"].detach(), 3.0 * ca, rtol=1e-4)
+
+
+def test_config_backbone_sampling_is_each_official_pipelines_default():
+    """WanPipeline.__call__: 50 steps, guidance 5.0; CogVideoXPipeline.__call__: 50, 6.0."""
+    import inspect
+
+    from diffusers import CogVideoXPipeline, WanPipeline
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for name, pipe in (("wan", WanPipeline), ("cogvideox", CogVideoXPipeline)):
+        params = inspect.signature(pipe.__call__).parameters
+        official = {"num_steps": params["num_inference_steps"].default,
+                    "guidance_scale": params["guidance_scale"].default}
+        assert config["backbone_sampling"][name] == official == get_backbone(name).sampling_defaults
