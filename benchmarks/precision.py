@@ -21,9 +21,19 @@ rank-32 LoRA on the official target set with random non-zero B (a LoRA some step
 dropout 0). Random weights are not trained weights: the figures bound the rounding error of the
 arithmetic, not the loss values of a real run.
 
+``--what guidance``: the latent gradient of the training-free methods' guidance (DMT's feature
+loss, whose Adam steps move the latent; MotionClone's score ``s·∇_z L``) with the UNet's weights and
+activations in fp32 / bf16 / fp16 (as the sampler loads the model under ``dtype:``; the losses
+themselves are float32), against fp32 on the same latents, reference latents and prompts:
+``grad cosine`` = cos(∇_z L, ∇_z L_fp32), ``rel. grad error`` = ‖∇_z L − ∇_z L_fp32‖ / ‖∇_z L_fp32‖.
+Same architecture and perturbed temporal convs (no LoRA); the guidance options are the official
+defaults (``config/paper.yaml``), the reference inverted once in fp32 at ``--steps`` steps.
+
 Usage::
 
     .venv/bin/python benchmarks/precision.py --frames 8 --size 256            # the issue's setting
+    .venv/bin/python benchmarks/precision.py --what guidance --device cuda --frames 16 --size 384
+    .venv/bin/python benchmarks/precision.py --what guidance --frames 2 --size 64   # a shared CPU
     .venv/bin/python benchmarks/precision.py --frames 4 --size 128 --threads 2   # what a 2-core CPU affords
     .venv/bin/python benchmarks/precision.py --device cuda --frames 16 --size 384
 """
@@ -49,7 +59,7 @@ VARIANTS = {  # name: (autocast dtype or None, fp32_extractor)
 }
 
 
-def build(arch: str, seed: int, device: torch.device):
+def build(arch: str, seed: int, device: torch.device, lora: bool = True):
     from diffusers import DDIMScheduler, UNet3DConditionModel
     from diffusers.models.unets.unet_3d_blocks import TemporalConvLayer
 
@@ -65,6 +75,8 @@ def build(arch: str, seed: int, device: torch.device):
                 # conv4 is zero in a fresh model; give it conv3's scale (as a trained one has)
                 for p4, p3 in zip(m.conv4.parameters(), m.conv3.parameters()):
                     p4.copy_(torch.randn(p4.shape, generator=g) * p3.float().std())
+    if not lora:
+        return unet.to(device), [], DDIMScheduler(**ZEROSCOPE_SCHEDULER), unet.config.cross_attention_dim
     params = add_lora(unet, lora_config(rank=32, dropout=0.0, targets="motionmatcher"))
     with torch.no_grad():
         for n, p in unet.named_parameters():
@@ -72,6 +84,76 @@ def build(arch: str, seed: int, device: torch.device):
                 p.copy_(torch.randn(p.shape, generator=g) * 1e-3)
     unet.to(device).train()
     return unet, params, DDIMScheduler(**ZEROSCOPE_SCHEDULER), unet.config.cross_attention_dim
+
+
+GUIDANCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def guidance_gradient(kind: str, unet, fp32_guidance, latents, t: int, cond, neg):
+    """∇_z of ``kind``'s guidance loss at timestep ``t`` with ``unet`` (in its own dtype): a copy
+    of ``fp32_guidance`` (set up in fp32: the same reference latents) with its caches emptied."""
+    import copy
+
+    from motionmatcher.guidance import guided_forward
+
+    g = copy.copy(fp32_guidance)
+    if kind == "dmt":
+        g._ref_desc = {}
+        x = latents.clone().requires_grad_(True)
+        with guided_forward(unet, g.gradient_checkpointing):
+            g.loss(unet, x, t, cond).backward()
+        return x.grad.detach().double()
+    g._ref_maps, g._ref_ca, g.n_warm, g.n_cool = {}, {}, 0, 0
+    g.initial_latents(latents)
+    step = sorted(g.timesteps, reverse=True).index(t)
+    ctx = {"cond": cond, "neg": neg, "guided": True, "guidance_scale": 8.5}
+    return g.score(unet, latents, step, t, ctx).detach().double()
+
+
+def main_guidance(args, device) -> None:
+    """One UNet at a time (Zeroscope: 5.6 GB in fp32): built from the seed, cast to each dtype."""
+    import gc
+
+    import yaml
+
+    from motionmatcher.guidance import Reference, make_guidance
+    from motionmatcher.methods.config import method_config
+    from motionmatcher.models import ZEROSCOPE_SCHEDULER
+
+    paper = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "paper.yaml").read_text())
+    h = args.size // 8
+    print(f"# guidance gradients: {args.arch} UNet (random weights, non-zero temporal conv4), "
+          f"{args.frames} frames, {args.size}x{args.size} px -> {h}x{h} latents, device {device}, "
+          f"threads {args.threads}, {args.steps} sampling steps, torch {torch.__version__}")
+    print("| method | dtype | t | grad cosine | rel. grad error | seconds |")
+    print("|---|---|---|---|---|---|")
+    ref_guidance, ref_grads, rows = {}, {}, []
+    for name in ["fp32"] + [d for d in args.dtypes if d != "fp32"]:
+        unet = build(args.arch, args.seed, device, lora=False)[0].eval().requires_grad_(False)
+        unet.to(GUIDANCE_DTYPES[name])
+        if name == "fp32":
+            text_dim = unet.config.cross_attention_dim
+            g = torch.Generator().manual_seed(args.seed)
+            shape = (1, 4, args.frames, h, h)
+            z_ref, z = (torch.randn(shape, generator=g).to(device) for _ in range(2))
+            cap, cond, neg = (torch.randn(1, 77, text_dim, generator=g).to(device) for _ in range(3))
+            for kind in args.methods:
+                spec = dict(method_config(paper, kind)["guidance"])
+                spec["inversion_steps"] = None  # the gradient's precision, not the inversion's
+                ref_guidance[kind] = make_guidance(spec)
+                ref_guidance[kind].setup(unet, ZEROSCOPE_SCHEDULER, args.steps, Reference(z_ref, cap, cap))
+        for kind in args.methods:
+            rg = ref_guidance[kind]
+            for t in sorted(rg.timesteps, reverse=True)[: max(1, args.guided_timesteps)]:
+                t0 = time.perf_counter()
+                grad = guidance_gradient(kind, unet, rg, z, t, cond, neg)
+                sec = time.perf_counter() - t0
+                ref = ref_grads.setdefault((kind, t), grad)
+                cos = float(torch.nn.functional.cosine_similarity(grad.flatten(), ref.flatten(), dim=0))
+                err = float((grad - ref).norm() / ref.norm())
+                print(f"| {kind} | {name} | {t} | {cos:.6f} | {err:.2e} | {sec:.1f} |", flush=True)
+        del unet
+        gc.collect()
 
 
 def step(unet, params, scheduler, batch, variant: str, device: torch.device):
@@ -102,9 +184,19 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--what", choices=["training", "guidance"], default="training",
+                    help="a MotionMatcher training step, or the guided methods' latent gradients")
+    ap.add_argument("--methods", nargs="+", default=["dmt", "motionclone"], choices=["dmt", "motionclone"])
+    ap.add_argument("--dtypes", nargs="+", default=list(GUIDANCE_DTYPES), choices=list(GUIDANCE_DTYPES))
+    ap.add_argument("--steps", type=int, default=50, help="guidance: sampling steps (timesteps)")
+    ap.add_argument("--guided-timesteps", type=int, default=3,
+                    help="guidance: how many of the noisiest sampling timesteps to measure")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.what == "guidance":
+        main_guidance(args, device)
+        return
     unet, params, scheduler, text_dim = build(args.arch, args.seed, device)
     h = args.size // 8
     print(f"# {args.arch} UNet (random weights, non-zero temporal conv4), LoRA r32 (official targets), "

@@ -27,10 +27,12 @@ needs. Only the needed maps are captured (:func:`motionmatcher.attention.capture
 :class:`OutputStore`).
 
 The reference enters through :class:`Reference`: its cached clean latents z_0 and the prompts'
-embeddings. :meth:`Guidance.setup` DDIM-inverts z_0 with the sampler's own schedule
-(:func:`motionmatcher.inversion.ddim_inversion`, the function the ``cache_inversion`` rule runs,
-with ``return_trajectory=True``), because the guidance needs the reference's z_t at each guided
-timestep while the cache keeps z_T only, at ``inversion.num_steps``.
+embeddings. :meth:`Guidance.setup` DDIM-inverts z_0 as the official code does: a *fine*
+inversion with ``inversion_steps`` steps (DMT 999, MotionClone 1000 officially: one step per
+train timestep) with the caption (``inversion_prompt: caption``), kept only at the sampling
+timesteps t_k, so ``reference_latents[t_k]`` is the fine inversion's z at t_k
+(:func:`motionmatcher.inversion.ddim_inversion`, ``keep_timesteps``). ``inversion_steps: null``
+inverts at the sampler's own steps instead (cheap; tests and the demo).
 """
 
 from __future__ import annotations
@@ -161,25 +163,42 @@ class Guidance:
     #: after each step but the last, noise z_{k−1} back to t_k and take the step again (DMT)
     restart_sampling = False
 
-    def __init__(self) -> None:
+    def __init__(self, inversion_steps: int | None = None, inversion_prompt: str = "caption") -> None:
+        if inversion_prompt not in ("caption", "inversion"):
+            raise ValueError(f"{self.name}: inversion_prompt must be 'caption' or 'inversion', "
+                             f"got {inversion_prompt!r}")
+        if inversion_steps is not None and int(inversion_steps) < 1:
+            raise ValueError(f"{self.name}: inversion_steps must be >= 1 or null, got {inversion_steps}")
+        #: steps of the reference's fine DDIM inversion (None: the sampler's own steps)
+        self.inversion_steps = None if inversion_steps is None else int(inversion_steps)
+        #: "caption": invert with the caption (official); "inversion": with ``inversion.prompt``
+        self.inversion_prompt = inversion_prompt
         self.timesteps: list[int] = []
         self.reference_latents: dict[int, torch.Tensor] = {}
+        #: (t, z_t) at the fine inversion's last (noisiest) timestep
+        self.noisiest: tuple[int, torch.Tensor] | None = None
         self.reference: Reference | None = None
 
     # -- once per sampling job -------------------------------------------------------------
     def setup(self, unet, scheduler_config, num_steps: int, reference: Reference | None) -> None:
-        """Invert the reference with the sampler's schedule: ``reference_latents[t_k] = z_k``."""
+        """Invert the reference: ``reference_latents[t_k]`` = the fine inversion's z at each
+        sampling timestep t_k (``inversion_steps``; None: the sampler's ``num_steps``)."""
         self.reference = reference
         if reference is None:
             raise ValueError(f"guidance {self.name!r} needs the reference (latents and prompts)")
-        out = ddim_inversion(unet, scheduler_config, reference.latents.float(),
-                             reference.inversion_embeddings, num_steps=num_steps, progress=False,
-                             return_trajectory=True)
-        traj = out["trajectory"]  # z_0 … z_N, z_k at timestep t_k (ascending)
-        self.timesteps = [int(t) for t in out["timesteps"].tolist()]
+        from .inversion import make_ddim_scheduler
+
+        sched = make_ddim_scheduler(scheduler_config)
+        sched.set_timesteps(num_steps)
+        self.timesteps = sorted(int(t) for t in sched.timesteps.tolist())  # ascending
+        emb = (reference.text_embeddings if self.inversion_prompt == "caption"
+               else reference.inversion_embeddings)
+        out = ddim_inversion(unet, scheduler_config, reference.latents.float(), emb,
+                             num_steps=self.inversion_steps or num_steps, progress=False,
+                             keep_timesteps=self.timesteps)
         param = next(unet.parameters())
-        self.reference_latents = {t: traj[k + 1].clone().to(param.device)
-                                  for k, t in enumerate(self.timesteps)}
+        self.reference_latents = {t: out["kept"][t].clone().to(param.device) for t in self.timesteps}
+        self.noisiest = (int(out["timesteps"][-1]), out["latents"].float().to(param.device))
 
     def prepare_samples(self, tokenizer, prompts: list[str], inputs: list[dict | None] | None
                         ) -> None:

@@ -71,7 +71,7 @@ def _x0_eps(model_output: torch.Tensor, sample: torch.Tensor, alpha_prod: torch.
 
 def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embeddings: torch.Tensor,
                    num_steps: int = 75, *, progress: bool = True,
-                   return_trajectory: bool = False) -> dict:
+                   return_trajectory: bool = False, keep_timesteps=None) -> dict:
     r"""Invert clean latents ``z_0`` (``(B, 4, F, h, w)``, scaled) to ``z_T`` by DDIM inversion.
 
     Let t_1 < t_2 < … < t_N be the DDIM sampling timesteps for ``num_steps`` = N (those of
@@ -98,16 +98,22 @@ def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
 
     Returns ``{"latents": z_T (float32, on the input's device), "timesteps": ascending t_k
     (int64, CPU), "num_steps": N}`` plus, with ``return_trajectory=True``, ``"trajectory"``: the
-    float32 CPU tensor ``(N + 1, B, 4, F, h, w)`` of z_0 … z_N.
+    float32 CPU tensor ``(N + 1, B, 4, F, h, w)`` of z_0 … z_N; with ``keep_timesteps`` (a set
+    of timesteps), ``"kept"``: ``{t: z at t}`` (float32, CPU) for those t only, so a fine
+    inversion (999 steps) keeps the few latents the guided methods read (ValueError naming the
+    timesteps that are not inversion timesteps).
 
     A flow-matching backbone's scheduler (Wan) is inverted by Euler steps up its sigmas instead
-    (:func:`motionmatcher.backbones.flow.flow_inversion`); CogVideoX's by the steps above on its
-    own ᾱ with v-prediction.
+    (:func:`motionmatcher.backbones.flow.flow_inversion`; ``keep_timesteps`` is not available
+    there); CogVideoX's by the steps above on its own ᾱ with v-prediction.
     """
     scheduler = make_ddim_scheduler(scheduler_config)
     if type(scheduler).__name__ == "FlowSampler":
         from .backbones.flow import flow_inversion
 
+        if keep_timesteps is not None:
+            raise ValueError("keep_timesteps: not available for a flow-matching scheduler (the guided "
+                             "methods that read it run on the UNet backbone only)")
         return flow_inversion(unet, scheduler_config, latents, text_embeddings, num_steps,
                               progress=progress, return_trajectory=return_trajectory)
     scheduler.set_timesteps(num_steps)
@@ -130,7 +136,16 @@ def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
             f"text_embeddings batch {text_embeddings.shape[0]} does not match latents batch {batch}"
         )
 
-    trajectory = []
+    keep = None if keep_timesteps is None else {int(t) for t in keep_timesteps}
+    if keep is not None:
+        missing = sorted(keep - set(timesteps.tolist()))
+        if missing:
+            raise ValueError(f"DDIM inversion with {num_steps} steps does not visit timesteps {missing} "
+                             f"(its timesteps: {timesteps[:3].tolist()} ... {timesteps[-3:].tolist()})")
+    if int(timesteps[-1]) >= len(alphas):
+        raise ValueError(f"DDIM inversion with {num_steps} steps reaches timestep {int(timesteps[-1])}, "
+                         f"beyond the schedule's {len(alphas)} train timesteps")
+    trajectory, kept = [], {}
     with torch.inference_mode():
         emb = text_embeddings.to(device=device, dtype=dtype).expand(batch, -1, -1)
         z = latents.to(device=device, dtype=torch.float32)
@@ -146,9 +161,13 @@ def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
             z = alpha_to.to(device) ** 0.5 * x0 + (1 - alpha_to.to(device)) ** 0.5 * eps
             if return_trajectory:
                 trajectory.append(z.cpu())
+            if keep is not None and t in keep:
+                kept[t] = z.cpu()
         result = {"latents": z.to(out_device), "timesteps": timesteps, "num_steps": num_steps}
         if return_trajectory:
             result["trajectory"] = torch.stack(trajectory)
+        if keep is not None:
+            result["kept"] = kept
     return result
 
 

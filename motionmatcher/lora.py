@@ -7,6 +7,11 @@ onto a base UNet (:func:`load_adapter` is exactly that).
 
 LoRA (Hu et al.): for a frozen linear layer W, ``h = W x + (alpha / r) · B A x`` with
 A ∈ R^{r×d_in}, B ∈ R^{d_out×r}; B starts at zero so the adapted model equals the base one.
+As the official LoRA of MotionMatcher, DDPM-LoRA (the same code) and MotionDirector
+(``utils/lora.py``, ``LoraInjectedLinear``): A ~ N(0, (1/r)²) whatever d_in (peft's default,
+Kaiming-uniform, gives std 1/√(3·d_in): 2–4× smaller on Zeroscope's wide layers), and training
+dropout on the up projection's output, ``h = W x + (alpha / r) · dropout(B A x)``
+(:func:`dropout_after_up`; peft's own is on the input).
 """
 
 from __future__ import annotations
@@ -67,8 +72,32 @@ def lora_config(rank: int = 32, dropout: float = 0.1, targets: str = "motionmatc
         lora_alpha=alpha if alpha is not None else rank,
         lora_dropout=dropout,
         target_modules=TARGETS.get(targets, targets),
-        init_lora_weights=True,  # kaiming A, zero B
+        # the official LoRA (cloneofsimo lora.py in MotionMatcher, MotionDirector):
+        # lora_down ~ N(0, (1/r)^2), lora_up = 0; peft's "gaussian" is exactly that (std 1/r)
+        init_lora_weights="gaussian",
     )
+
+
+def _dropout_on_output(module, args, output):
+    """Forward hook on ``lora_B``: its child dropout on the up projection's output."""
+    return module.lora_dropout(output)
+
+
+def dropout_after_up(unet: torch.nn.Module, adapter_name: str) -> None:
+    """Move adapter ``adapter_name``'s dropout from the input (peft: ``B A dropout(x)``) to the
+    output of the up projection, as the official LoRA: ``dropout(lora_up(lora_down(x))) · s``
+    (MotionMatcher / MotionDirector ``utils/lora.py``, ``LoraInjectedLinear.forward``). The
+    ``nn.Dropout`` becomes a child ``lora_dropout`` of ``lora_B[adapter_name]``, applied by a
+    forward hook: no weights, so the state dict keys stay peft's; still a module named
+    ``*.lora_dropout*`` (train/eval mode, ``p``, checkpointing snapshots and
+    :func:`motionmatcher.diffusion.base_dropout_disabled`'s exception all see it)."""
+    for layer in tuner_layers(unet):
+        drops = getattr(layer, "lora_dropout", {})
+        if adapter_name in drops and isinstance(drops[adapter_name], torch.nn.Dropout):
+            up = layer.lora_B[adapter_name]
+            up.add_module("lora_dropout", drops[adapter_name])
+            drops[adapter_name] = torch.nn.Identity()
+            up.register_forward_hook(_dropout_on_output)
 
 
 def add_lora(unet: torch.nn.Module, config: LoraConfig, adapter_name: str = DEFAULT_ADAPTER):
@@ -76,6 +105,7 @@ def add_lora(unet: torch.nn.Module, config: LoraConfig, adapter_name: str = DEFA
     unet.requires_grad_(False)
     was_training = unet.training
     inject_adapter_in_model(config, unet, adapter_name=adapter_name)
+    dropout_after_up(unet, adapter_name)
     unet.train(was_training)  # injected modules (dropout) follow the model's mode
     params = []
     for name, p in unet.named_parameters():
@@ -212,6 +242,7 @@ def add_loras(unet: torch.nn.Module, configs: dict[str, LoraConfig]) -> dict[str
         with warnings.catch_warnings():  # "multiple adapters in the model": intended here
             warnings.filterwarnings("ignore", message=".*multiple adapters.*")
             inject_adapter_in_model(config, unet, adapter_name=name)
+        dropout_after_up(unet, name)
     unet.train(was_training)
     activate_adapters(unet, list(configs))
     out: dict[str, list[torch.nn.Parameter]] = {name: [] for name in configs}

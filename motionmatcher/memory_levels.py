@@ -16,6 +16,13 @@ Every level computes the same thing: gradient checkpointing recomputes the same 
 (motionmatcher.checkpointing; resume checkpoints stay valid across levels), and each sample has
 its own seeded generator, so batching and VAE chunking change only floating-point rounding. The level and what it changed are recorded in ``run.json``.
 
+Only an out-of-memory is retried: Snakemake's ``retries`` reruns any failure, so attempt N > 1
+first reads attempt N − 1's log (:func:`check_retry`) and stops at once, naming that log, unless
+it records a CUDA out-of-memory (a NaN, a manifest error or a missing file would fail the same way
+again). Each attempt keeps its own log, ``<log>.attempt<N>`` (:func:`attempt_log`; the rule's
+``log:`` is a hard link to the current attempt's), because Snakemake removes the rule's log of a
+failed attempt before the retry.
+
 Fault injection: ``MOTIONMATCHER_INJECT_OOM=customize,sample`` (rule names) raises
 ``torch.cuda.OutOfMemoryError`` at level 0 of those rules, so the whole path (message, retry,
 record) can be tested without a GPU.
@@ -25,10 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from pathlib import Path
 
 import torch
 
-__all__ = ["LEVELS", "GpuOutOfMemory", "memory_level", "apply_memory_level", "out_of_memory_hint", "ENV_INJECT"]
+__all__ = ["LEVELS", "GpuOutOfMemory", "NotRetried", "memory_level", "apply_memory_level", "out_of_memory_hint",
+           "ENV_INJECT", "OOM_MARK", "attempt_log", "check_retry"]
 
 ENV_INJECT = "MOTIONMATCHER_INJECT_OOM"
 
@@ -49,6 +59,35 @@ ADVICE = {
 
 class GpuOutOfMemory(RuntimeError):
     """CUDA ran out of memory; the message says which settings lower memory."""
+
+
+class NotRetried(RuntimeError):
+    """A retry after a failure that was not a CUDA out-of-memory: stopped before any work."""
+
+
+#: the line :func:`out_of_memory_hint` writes to the job's log on an out-of-memory
+OOM_MARK = "motionmatcher: CUDA out of memory"
+
+
+def attempt_log(log: str | os.PathLike, attempt: int) -> Path:
+    """Attempt ``attempt``'s own log next to the rule's ``log`` (which Snakemake deletes
+    before a retry): ``<log>.attempt<N>``."""
+    return Path(f"{log}.attempt{int(attempt)}")
+
+
+def check_retry(log: str | os.PathLike, attempt: int, rule: str) -> None:
+    """Raise :class:`NotRetried` on attempt N > 1 unless attempt N − 1's log records a CUDA
+    out-of-memory (:data:`OOM_MARK`, or torch's "CUDA out of memory" message)."""
+    if int(attempt) <= 1:
+        return
+    prev = attempt_log(log, int(attempt) - 1)
+    text = prev.read_text(errors="replace") if prev.exists() else ""
+    if OOM_MARK in text or "CUDA out of memory" in text:
+        return
+    raise NotRetried(
+        f"{rule}: attempt {int(attempt) - 1} failed with an error that is not a CUDA out-of-memory "
+        f"(its log: {prev}{'' if prev.exists() else ', missing'}); only an out-of-memory is retried "
+        f"(at the next memory level), so attempt {int(attempt)} stops here")
 
 
 def memory_level(attempt: int, kind: str) -> int:
@@ -74,6 +113,7 @@ def out_of_memory_hint(rule: str, kind: str, level: int, label: str = ""):
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by {ENV_INJECT}={os.environ[ENV_INJECT]})")
         yield
     except torch.cuda.OutOfMemoryError as e:
+        print(f"{OOM_MARK} (rule {rule}, memory level {level})", file=sys.stderr, flush=True)
         last = len(LEVELS[kind]) - 1
         nxt = (f"Snakemake retries this job at memory level {level + 1}: {LEVELS[kind][level + 1]}"
                if level < last else "this was the last memory level")

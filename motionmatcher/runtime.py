@@ -26,9 +26,21 @@ def setup_script(smk) -> logging.Logger:
     """Send a rule script's stderr (logging, tqdm, warnings) to the rule's ``log:`` file, take a
     GPU slot for rules that request ``gpu`` (motionmatcher.gpu_slots) and use the rule's
     ``threads`` for torch."""
+    attempt = getattr(smk.resources, "attempt", None)
     if smk.log:
         Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr = open(smk.log[0], "w", buffering=1)
+        target = smk.log[0]
+        if attempt is not None:  # a retried rule: each attempt keeps its own log (memory_levels)
+            from motionmatcher.memory_levels import attempt_log
+
+            target = attempt_log(smk.log[0], attempt)
+        sys.stderr = open(target, "w", buffering=1)
+        if attempt is not None:  # the rule's log: the same file under its declared name
+            Path(smk.log[0]).unlink(missing_ok=True)
+            try:
+                os.link(target, smk.log[0])
+            except OSError:  # a file system without hard links
+                os.symlink(Path(target).name, smk.log[0])
         # file descriptor 2 too: what child processes (ffmpeg) and C libraries print on an
         # error goes to the rule's log, not to Snakemake's console
         os.dup2(sys.stderr.fileno(), 2)
@@ -38,6 +50,11 @@ def setup_script(smk) -> logging.Logger:
         stream=sys.stderr,
         force=True,
     )
+    # before a GPU slot or any work: a retry only after an out-of-memory
+    if attempt is not None and smk.log:
+        from motionmatcher.memory_levels import check_retry
+
+        check_retry(smk.log[0], attempt, f"rule {smk.rule} {dict(smk.wildcards)}")
     # A GPU rule on a workstation takes a free device (CUDA_VISIBLE_DEVICES) before anything
     # initialises CUDA; under Slurm, or without GPUs, this does nothing.
     if int(getattr(smk.resources, "gpu", 0) or 0) > 0:

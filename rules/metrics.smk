@@ -25,7 +25,7 @@ rule metrics:
         table=f"{R}/metrics/{{method}}/{{video}}.parquet",
     params:
         metrics=config["metrics"],
-        method_config=lambda wc: method_config(config, wc.method),
+        method_config=lambda wc: method_config(config, wc.method, wc.video),  # with its per-video overrides
         video=V,
         video_path=video_param("video_path"),  # its <stem>.gt.json sidecar: toy ground truth
         start_frame=video_param("start_frame"),

@@ -44,9 +44,9 @@ def test_guided_window_is_dmts_rule():
 
 
 @pytest.mark.parametrize("spec", [
-    {"type": "dmt", "weight": 0.0, "restart_sampling": False, "downsample_factor": 1,
+    {"type": "dmt", "inversion_steps": None, "weight": 0.0, "restart_sampling": False, "downsample_factor": 1,
      "optimization_steps": 2},
-    {"type": "motionclone", "weight": 0.0},
+    {"type": "motionclone", "inversion_steps": None, "weight": 0.0},
 ])
 def test_zero_weight_reproduces_base_sampling_bit_for_bit(model, reference, spec):
     plain = sample(model, reference, rows=2)
@@ -63,7 +63,7 @@ def test_zero_weight_reproduces_base_sampling_bit_for_bit(model, reference, spec
 
 
 def test_dmt_loss_decreases_over_its_optimisation_steps(model, reference):
-    g = make_guidance({"type": "dmt", "optimization_steps": 6, "lr": [0.05, 0.02]})
+    g = make_guidance({"type": "dmt", "inversion_steps": None, "optimization_steps": 6, "lr": [0.05, 0.02]})
     g.setup(model.unet, model.scheduler_config, 5, reference)
     z = g.initial_latents(torch.randn(2, 4, 8, 8, 8, generator=torch.Generator().manual_seed(3)))
     cond = torch.cat([model.encode_prompt(["a fox"]), model.encode_prompt(["a cat"])]).detach()
@@ -101,7 +101,7 @@ def test_dmt_initial_noise_keeps_the_references_low_frequencies():
 
 @pytest.mark.parametrize("kind", ["dmt", "motionclone"])
 def test_guidance_gradient_reaches_the_latent_and_no_weight(model, reference, kind):
-    g = make_guidance({"type": kind})
+    g = make_guidance({"type": kind, "inversion_steps": None})
     g.setup(model.unet, model.scheduler_config, 5, reference)
     z = torch.randn(2, 4, 8, 8, 8, generator=torch.Generator().manual_seed(2))
     cond = torch.cat([model.encode_prompt(["a fox"])] * 2).detach()
@@ -136,7 +136,7 @@ def test_sparse_mask_keeps_exactly_k_per_query(k):
 
 
 def test_motionclone_maps_come_from_the_configured_layers_and_timestep(model, reference):
-    g = make_guidance({"type": "motionclone", "temporal_weights": {"up_blocks.2": 1.0},
+    g = make_guidance({"type": "motionclone", "inversion_steps": None, "temporal_weights": {"up_blocks.2": 1.0},
                        "semantic_weights": {}, "reference_timestep": 500})
     sample(model, reference, g, num_steps=5)
     t_ref = min(g.timesteps, key=lambda s: abs(s - 500))
@@ -156,7 +156,7 @@ def test_motionclone_maps_come_from_the_configured_layers_and_timestep(model, re
 
 
 def test_motionclone_official_reference_is_the_current_step(model, reference):
-    g = make_guidance({"type": "motionclone"})
+    g = make_guidance({"type": "motionclone", "inversion_steps": None})
     sample(model, reference, g, num_steps=5)
     assert all(m["reference_t"] == m["t"] for m in g.maps_used)
     assert {n.split(".")[0] + "." + n.split(".")[1] for n in g.maps_used[0]["layers"]} == \
@@ -165,7 +165,7 @@ def test_motionclone_official_reference_is_the_current_step(model, reference):
 
 def test_dmt_features_come_from_the_configured_modules_and_timesteps(model, reference):
     feats = ["up_blocks.2.resnets.0.conv2"]
-    g = DMTGuidance(features=feats, optimization_steps=1, restart_sampling=False)
+    g = DMTGuidance(features=feats, inversion_steps=None, optimization_steps=1, restart_sampling=False)
     g.setup(model.unet, model.scheduler_config, 5, reference)
     assert g.last_block == "up_blocks.2"
     assert sorted(g.reference_latents) == sorted(g.timesteps)
@@ -184,7 +184,7 @@ def test_dmt_features_come_from_the_configured_modules_and_timesteps(model, refe
 
 
 def test_restart_sampling_is_seeded_per_row(model, reference):
-    spec = {"type": "dmt", "optimization_steps": 1}
+    spec = {"type": "dmt", "inversion_steps": None, "optimization_steps": 1}
     a = sample(model, reference, make_guidance(spec), num_steps=3)
     b = sample(model, reference, make_guidance(spec), num_steps=3)
     assert torch.equal(a, b)

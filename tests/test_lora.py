@@ -168,3 +168,53 @@ def test_save_load_round_trip_with_plain_peft(unet, base, tmp_path):
     set_peft_model_state_dict(plain, load_file(out_dir / "adapter_model.safetensors"), adapter_name="motion")
     plain.eval()
     torch.testing.assert_close(_out(plain, x, t, emb), trained, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rank", [4, 16])
+def test_lora_down_is_normal_with_std_one_over_rank_whatever_the_width(unet, rank):
+    """Official (MotionMatcher / MotionDirector utils/lora.py): ``nn.init.normal_(lora_down.weight,
+    std=1 / r)``, ``lora_up`` zero. peft's default (Kaiming-uniform, std 1/√(3·d_in)) depends on
+    the layer width."""
+    torch.manual_seed(0)
+    add_lora(unet, lora_config(rank=rank, dropout=0.0, targets="all_transformer_linears"))
+    by_width: dict[int, list[torch.Tensor]] = {}
+    for m in unet.modules():
+        if hasattr(m, "lora_A") and "motion" in m.lora_A:
+            w = m.lora_A["motion"].weight.detach()
+            by_width.setdefault(w.shape[1], []).append(w.flatten())
+            assert m.lora_B["motion"].weight.abs().max() == 0
+    assert len(by_width) >= 2  # several input widths
+    for width, ws in by_width.items():
+        w = torch.cat(ws)
+        n = w.numel()
+        # the sample std of n normal draws is within 5 standard errors (std/√(2n)) of 1/r
+        assert abs(w.std().item() - 1 / rank) < 5 * (1 / rank) / (2 * n) ** 0.5, (width, n, w.std())
+        assert abs(w.mean().item()) < 5 * (1 / rank) / n ** 0.5
+        # normal, not uniform: the kurtosis of a normal is 3 (a uniform's is 1.8)
+        kurt = (((w - w.mean()) / w.std()) ** 4).mean().item()
+        assert abs(kurt - 3.0) < 12 * (24 / n) ** 0.5 + 0.1, (width, kurt)
+
+
+def test_lora_dropout_is_on_the_up_projections_output(unet):
+    """Official ``dropout(lora_up(lora_down(x))) * scale``: in training mode every output
+    element of the LoRA branch is either 0 or 1/(1−p) times its dropout-free value (peft's
+    input dropout, ``B A dropout(x)``, mixes kept inputs and gives neither)."""
+    add_lora(unet, lora_config(rank=4, dropout=0.5, targets="motionmatcher"))
+    layer = next(m for m in unet.modules() if hasattr(m, "lora_B") and "motion" in m.lora_B)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        layer.lora_B["motion"].weight.normal_()
+    x = torch.randn(6, layer.in_features)
+    base = layer.base_layer
+    with torch.no_grad():
+        layer.eval()
+        full = layer(x) - base(x)
+        layer.train()
+        torch.manual_seed(2)
+        dropped = layer(x) - base(x)
+    assert full.abs().min() > 1e-6
+    zero = dropped.abs() < 1e-6
+    torch.testing.assert_close(dropped[~zero], 2.0 * full[~zero], rtol=1e-4, atol=1e-5)
+    assert 0.3 < zero.float().mean() < 0.7  # p = 0.5 of the outputs dropped
+    # state dict keys are peft's own (the dropout has no weights)
+    assert all(".lora_dropout." not in k for k, _ in unet.named_parameters())

@@ -213,3 +213,35 @@ def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
     cuda = dry_run("cuda")
     for rule in ("metrics", "reference_metrics"):
         assert cuda[rule] and all(re.search(r"\bgpu=1\b", r) for r in cuda[rule]), cuda[rule]
+
+
+def test_metrics_config_hash_sees_the_videos_overrides(tmp_path):
+    """rules/metrics.smk hashes the method's settings *on this video*: a per-video override
+    (video_overrides) changes the metrics rows' config_hash, so it invalidates the metrics."""
+    from types import SimpleNamespace
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+
+    from motionmatcher.demo_data import render_clip
+    from motionmatcher.video import write_mp4
+    from workflow_helpers import REPO
+
+    write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video_id,video_path,caption,prompt\na,{tmp_path / 'a.mp4'},A ball.,A dog.\n"
+                        f"b,{tmp_path / 'a.mp4'},A ball.,A dog.\n")
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("a:\n  motionmatcher:\n    sample: {noise_prior: 0.25}\n")
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=1), storage_settings=StorageSettings(),
+            config_settings=ConfigSettings(config={"manifest": str(manifest), "model": "tiny",
+                                                   "video_overrides": str(overrides)}),
+            snakefile=REPO / "Snakefile", workdir=tmp_path)._workflow
+        params = workflow.get_rule("metrics").params
+        on = {v: params.method_config(SimpleNamespace(method="motionmatcher", video=v)) for v in "ab"}
+        metrics, video = workflow.config["metrics"], dict(workflow.config["video"])
+    assert on["a"]["sample"]["noise_prior"] == 0.25 and on["b"]["sample"]["noise_prior"] != 0.25
+    assert (metrics_config_hash(on["a"], metrics, video, 0)
+            != metrics_config_hash(on["b"], metrics, video, 0))

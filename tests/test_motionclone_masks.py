@@ -120,7 +120,7 @@ def test_masks_of_the_next_block_are_upsampled_x2_nearest():
 
 
 def test_guidance_sigma_is_official_5_on_a_16x16_grid(model):
-    g = make_guidance({"type": "motionclone"})
+    g = make_guidance({"type": "motionclone", "inversion_steps": None})
     ca = torch.rand(1, 3, 256, 77, generator=torch.Generator().manual_seed(0))
     app = torch.rand(2, 3, 256, 77, generator=torch.Generator().manual_seed(1))
     masks = g.semantic_masks(ca, app, [(4, 5), (6, 7)], (64, 64))  # AnimateDiff 512²: latent 64
@@ -185,7 +185,7 @@ def test_global_semantic_loss_is_the_former_formula_bit_for_bit():
 
 # -- the guidance ------------------------------------------------------------------------------
 def test_reference_cross_attention_is_the_head_and_layer_mean_of_up_blocks_1(model, reference):
-    g = make_guidance({"type": "motionclone"})
+    g = make_guidance({"type": "motionclone", "inversion_steps": None})
     g.setup(model.unet, model.scheduler_config, 5, reference)
     g.prepare_samples(model.tokenizer, PROMPTS, WORDS)
     assert g.objects[0] == (object_token_index(model.tokenizer, CAPTION, "bear"),
@@ -202,7 +202,7 @@ def test_reference_cross_attention_is_the_head_and_layer_mean_of_up_blocks_1(mod
 
 
 def test_appearance_cross_attention_is_its_conditional_half(model, reference):
-    g = make_guidance({"type": "motionclone"})
+    g = make_guidance({"type": "motionclone", "inversion_steps": None})
     g.setup(model.unet, model.scheduler_config, 5, reference)
     z = torch.randn(2, 4, 8, 8, 8, generator=torch.Generator().manual_seed(4))
     g.initial_latents(z)
@@ -223,7 +223,7 @@ def test_with_words_the_gradient_reaches_the_latent_and_no_weight(model, referen
     ctx = {"cond": cond, "neg": None, "guided": False, "guidance_scale": 1.0}
     grads, losses = {}, {}
     for words in ("with", "without"):
-        g = make_guidance({"type": "motionclone", "temporal_weights": {"up_blocks.1": 0.0}})
+        g = make_guidance({"type": "motionclone", "inversion_steps": None, "temporal_weights": {"up_blocks.1": 0.0}})
         g.setup(model.unet, model.scheduler_config, 5, reference)
         g.prepare_samples(model.tokenizer, PROMPTS, WORDS if words == "with" else None)
         g.start_batch([0, 1])
@@ -245,14 +245,14 @@ def test_with_words_the_gradient_reaches_the_latent_and_no_weight(model, referen
 
 
 def test_without_words_sampling_is_the_global_form_bit_for_bit(model, reference):
-    plain = sample(model, reference, make_guidance({"type": "motionclone"}))
-    g = make_guidance({"type": "motionclone"})
+    plain = sample(model, reference, make_guidance({"type": "motionclone", "inversion_steps": None}))
+    g = make_guidance({"type": "motionclone", "inversion_steps": None})
     assert torch.equal(sample(model, reference, g, [None, {"caption_object": "", "prompt_object": None}]),
                        plain)
     assert not any(m["masked_rows"] for m in g.maps_used)
     assert [g.sample_record(i)["semantic_masks"] for i in range(2)] == [False, False]
     # words with the semantic guidance off: nothing to mask, the same result
-    off = {"type": "motionclone", "semantic_weights": {}}
+    off = {"type": "motionclone", "inversion_steps": None, "semantic_weights": {}}
     g = make_guidance(off)
     assert torch.equal(sample(model, reference, g, WORDS[:1], rows=1),
                        sample(model, reference, make_guidance(off), rows=1))
@@ -260,8 +260,8 @@ def test_without_words_sampling_is_the_global_form_bit_for_bit(model, reference)
 
 
 def test_words_change_their_sample_and_are_recorded(model, reference):
-    plain = sample(model, reference, make_guidance({"type": "motionclone"}), batch_size=2)
-    g = make_guidance({"type": "motionclone"})
+    plain = sample(model, reference, make_guidance({"type": "motionclone", "inversion_steps": None}), batch_size=2)
+    g = make_guidance({"type": "motionclone", "inversion_steps": None})
     masked = sample(model, reference, g, WORDS, batch_size=2)
     assert not torch.allclose(masked[0], plain[0])
     torch.testing.assert_close(masked[1], plain[1], rtol=1e-3, atol=1e-4)  # the row without words
@@ -274,7 +274,7 @@ def test_words_change_their_sample_and_are_recorded(model, reference):
 
 
 def test_bad_words_are_errors_before_sampling(model, reference):
-    g = make_guidance({"type": "motionclone"})
+    g = make_guidance({"type": "motionclone", "inversion_steps": None})
     with pytest.raises(ValueError, match=r"'wolf'.*not in the prompt 'A bear walking"):
         sample(model, reference, g, [{"caption_object": "wolf", "prompt_object": "fox"}, None])
     with pytest.raises(ValueError, match="needs both caption_object and prompt_object"):

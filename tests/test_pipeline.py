@@ -144,3 +144,8 @@ def test_injected_oom_is_retried_at_the_next_memory_level(demo_run, tmp_path, mo
     assert "sample video zoom, method motionmatcher: CUDA out of memory at memory level 0" in out
     assert "gradient_checkpointing: true" in out and "vae_chunk_size: 1" in out
     assert out.count("Trying to restart job") == 2
+    # each attempt keeps its own log; the rule's log is the last attempt's
+    for rule in ("customize", "sample"):
+        logs = r / "logs" / rule / "motionmatcher"
+        assert "motionmatcher: CUDA out of memory" in (logs / "zoom.log.attempt1").read_text()
+        assert (logs / "zoom.log").read_text() == (logs / "zoom.log.attempt2").read_text()

@@ -23,6 +23,8 @@ def test_dmt_and_motionclone_rows_sheets_and_report(tmp_path):
     one.to_csv(tmp_path / "demo" / "one.csv", index=False)
     methods = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["methods"]
     methods["dmt"]["guidance"]["optimization_steps"] = 2  # the demo's entries, fewer Adam steps
+    for m in ("dmt", "motionclone"):  # the reference inverted at the 3 sampling steps, not 999
+        methods[m]["guidance"]["inversion_steps"] = None
     cfg = write_small_config(tmp_path / "config.yaml", tmp_path / "demo" / "one.csv", steps=3,
                              run_methods=["dmt", "motionclone"], methods=methods,
                              report={"reference_method": "dmt"})
@@ -39,6 +41,8 @@ def test_dmt_and_motionclone_rows_sheets_and_report(tmp_path):
         assert (r / "report" / "contact_sheets" / method / "zoom.png").exists()
         log = (r / "logs" / "sample" / method / "zoom.log").read_text()
         assert f"guidance {method}" in log
+        # DMT's official prompts: the prefix on the caption and every target prompt
+        assert ("prompt prefix 'Amazing quality, masterpiece, '" in log) == (method == "dmt")
     mc = pd.read_parquet(r / "samples" / "motionclone" / "zoom" / "samples.parquet")
     assert bool(mc["semantic_masks"].iloc[0]) and mc["prompt_object"].iloc[0] == "lighthouse"
     summary = pd.read_parquet(r / "tables" / "summary.parquet")

@@ -36,20 +36,23 @@ if adapter:  # all trained parts, or the method's `sample.load_parts` (MotionDir
     log.info("loaded parts %s", loaded)
 cfg = SamplingConfig(**{k: s[k] for k in SamplingConfig.__dataclass_fields__ if k in s})
 guidance = make_guidance(p.guidance)  # training-free methods (DMT, MotionClone); None otherwise
+prefix = s.get("prompt_prefix") or ""  # DMT's official examples: "Amazing quality, masterpiece, "
+if prefix:
+    log.info("prompt prefix %r on the caption and every prompt", prefix)
 guide_ref = None
 if guidance is not None:
     ref_latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
                                shapes={"latents": [1, None, latent_frames_of(snakemake.input.model, p.n_frames), None, None]})[0]["latents"]
     with torch.no_grad():
-        guide_ref = Reference(ref_latents.float(), model.encode_prompt([p.caption]),
-                              model.encode_prompt([p.inversion_prompt]), caption=p.caption)
+        guide_ref = Reference(ref_latents.float(), model.encode_prompt([prefix + p.caption]),
+                              model.encode_prompt([p.inversion_prompt]), caption=prefix + p.caption)
     log.info("guidance %s: %s", guidance.name, p.guidance)
 
 rows = list(p.prompts)
 with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"):
     samples = sample_videos(
         model,
-        [r["prompt"] for r in rows for _ in s["seeds"]],
+        [prefix + r["prompt"] for r in rows for _ in s["seeds"]],
         [seed for _ in rows for seed in s["seeds"]],
         n_frames=int(p.n_frames), height=int(p.height), width=int(p.width), cfg=cfg,
         inversion_latents=inversion, has_adapter=bool(loaded["lora"]),

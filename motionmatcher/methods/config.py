@@ -84,7 +84,18 @@ def _train_keys() -> set[str]:
 def _sample_keys() -> set[str]:
     from ..sampler import SamplingConfig
 
-    return set(SamplingConfig.__dataclass_fields__) | {"seeds", "load_parts", "contact_sheet_frames"}
+    return set(SamplingConfig.__dataclass_fields__) | {"seeds", "load_parts", "contact_sheet_frames",
+                                                        "prompt_prefix"}
+
+
+def _guidance_keys() -> set[str]:
+    """Options of any training-free guidance (its constructor's parameters)."""
+    import inspect
+
+    from ..guidance import guidance_types
+
+    return {k for cls in guidance_types().values()
+            for k in inspect.signature(cls.__init__).parameters if k != "self"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -101,7 +112,7 @@ def _read_overrides(path: str, mtime: float, methods: tuple) -> dict:
     data = data or {}
     if not isinstance(data, dict):
         raise MethodError(f"{where}: must map video ids to {{method: {{train: ..., sample: ...}}}}")
-    keys = {"train": _train_keys(), "sample": _sample_keys()}
+    keys = {"train": _train_keys(), "sample": _sample_keys(), "guidance": _guidance_keys()}
     for video, per_method in data.items():
         if not isinstance(per_method, dict):
             raise MethodError(f"{where}: video {video!r}: must map method names to {{train, sample}}")
@@ -115,7 +126,7 @@ def _read_overrides(path: str, mtime: float, methods: tuple) -> dict:
             for section, values in over.items():
                 if section not in keys:
                     raise MethodError(f"{where}: video {video!r}: method {method!r}: unknown key "
-                                      f"{section!r} (allowed: train, sample)")
+                                      f"{section!r} (allowed: train, sample, guidance)")
                 if not isinstance(values, dict):
                     raise MethodError(f"{where}: video {video!r}: method {method!r}: {section} must be a mapping")
                 unknown = sorted(set(values) - keys[section])
@@ -140,6 +151,9 @@ def load_video_overrides(config: dict) -> dict:
             if "train" in over and method_entry(config, method).get("train") is None:
                 raise MethodError(f"video_overrides file {path}: video {video!r}: method {method!r} "
                                   "trains nothing, so it has no `train` settings to override")
+            if "guidance" in over and not method_entry(config, method).get("guidance"):
+                raise MethodError(f"video_overrides file {path}: video {video!r}: method {method!r} "
+                                  "has no `guidance` settings to override")
     return data
 
 

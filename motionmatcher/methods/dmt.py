@@ -35,6 +35,12 @@ the high frequencies of Gaussian noise,
 
 (bilinear, antialiased, per frame; ``downsample_factor: 4``).
 
+Reference inversion (``preprocess_video_ddim.py``, ``configs/preprocess_config.yaml``): 999 DDIM
+inversion steps with the source prompt (the caption), the latents kept at the 50 sampling
+timesteps (``run.py``: ``load_source_latents_t``); ``inversion_steps: 999``,
+``inversion_prompt: caption``. The initial latent is the official ``prepare_latents``
+(:meth:`DMTGuidance.reference_init`).
+
 Differences from the official code: the loss is computed in float32 without a GradScaler
 (the UNet runs in the model's dtype); the Δ renoising draws are combined into one Gaussian
 draw (the same distribution) from the sample's own generator; a batch of B samples is
@@ -52,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from ..guidance import Guidance, OutputStore, forward_until, guided_forward, guided_window
+from ..inversion import make_ddim_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +116,9 @@ class DMTGuidance(Guidance):
                  lr: Sequence[float] = (0.007, 0.004), max_guidance_timestep: float = 1.0,
                  min_guidance_timestep: float = 0.6, weight: float = 1.0,
                  restart_sampling: bool = True, downsample_factor: int = 4,
-                 gradient_checkpointing: bool = True):
-        super().__init__()
+                 gradient_checkpointing: bool = True, inversion_steps: int | None = 999,
+                 inversion_prompt: str = "caption"):
+        super().__init__(inversion_steps, inversion_prompt)
         if not features:
             raise ValueError("dmt: `features` is empty")
         if len(lr) != 2:
@@ -137,14 +145,26 @@ class DMTGuidance(Guidance):
         if missing:
             raise ValueError(f"dmt: features {missing} are not modules of the UNet")
         super().setup(unet, scheduler_config, num_steps, reference)
+        self._alphas = make_ddim_scheduler(scheduler_config).alphas_cumprod.float()
         self.guided = guided_window(num_steps, *self.window)
         self._lrs = np.linspace(self.lr[0], self.lr[1], max(len(self.guided), 1))
         self._ref_desc = {}
 
     def initial_latents(self, latents):
         self.losses = []
-        z_T = self.reference_latents[self.timesteps[-1]]
-        return low_frequency_init(latents, z_T, self.downsample_factor)
+        return low_frequency_init(latents, self.reference_init(), self.downsample_factor)
+
+    def reference_init(self) -> torch.Tensor:
+        """The official ``prepare_latents``: z_0 noised to the first sampling timestep t_0 with
+        the noise the inversion implies at its noisiest timestep t_N,
+        z = √ᾱ_{t_0}·z_0 + √(1−ᾱ_{t_0})·(z_{t_N} − √ᾱ_{t_N}·z_0)/√(1−ᾱ_{t_N})
+        (= the inversion's z_{t_0} when the inversion runs at the sampling steps)."""
+        t_n, z_n = self.noisiest
+        t_0 = self.timesteps[-1]
+        z0 = self.reference.latents.float().to(z_n.device)
+        a_n, a_0 = self._alphas[t_n].to(z_n.device), self._alphas[t_0].to(z_n.device)
+        eps = (z_n - a_n.sqrt() * z0) / (1 - a_n).sqrt()
+        return a_0.sqrt() * z0 + (1 - a_0).sqrt() * eps
 
     def _descriptors(self, unet, z, t, emb) -> dict[str, torch.Tensor]:
         store = OutputStore()

@@ -53,8 +53,9 @@ form (rows of one batch may mix both).
 The guidance enters DDIM as a gradient on the latent, in the direction term only
 (``customized_step`` of the official code):
 ε̃ = ε̂ − s·√(1−ᾱ_t)·∇_{z_t}\,ρ_k(L_m + L_s), s = ``grad_guidance_scale``, with the warm-up
-ramp ρ_k = (k+1)/K_w for the first K_w guided steps; the motion term is dropped in the last
-``cool_up`` steps of the guided window.
+ramp ρ_k = (k+1)/K_w for the first K_w guided steps; the motion term is dropped at the guided
+steps k > K_g − K_c (K_g guided steps, K_c = ``cool_up`` steps: the official
+``step_index > guidance_step - cool_up_step``, so K_c − 1 steps; none when K_c = 0).
 
 Official defaults (``configs/inference_config/*.yaml``): guidance on the first 60 % of the steps
 (``guidance_step: 120`` of ``num_inference_step: 200``; 300 of 500 for two examples), warm-up
@@ -62,7 +63,10 @@ Official defaults (``configs/inference_config/*.yaml``): guidance on the first 6
 semantic weights ``up_blocks.1: 500, up_blocks.2: 0`` on the temporal keys (``block_type:
 temp``), s = 1, CFG 7.5 in the form ε_c + 7.5·(ε_c − ε_u) (= 8.5 in the usual ε_u + g·(ε_c −
 ε_u)), the reference map at every guided step from the inversion latent of that step
-(``all_latents[step_t]``), random initial noise; masks from ``up_blocks.1``
+(``all_latents[step_t]``) of a fine inversion (``invert.py``: 1000 steps with the caption,
+``inversion_prompt``; here ``inversion_steps: 999``, every train timestep 1 … 999 of Zeroscope's
+``leading`` schedule with ``steps_offset: 1``, where 1000 steps would reach t = 1000), random
+initial noise; masks from ``up_blocks.1``
 (``cross_attn_blocks: [up_blocks.1, up_blocks.2]``, the second interpolated), thresholds
 ``cross_attn_mask_tr_example: 0.3``, ``cross_attn_mask_tr_app: 0.3``, σ = 5 (``get_gaussian_blur``).
 
@@ -302,12 +306,15 @@ class MotionCloneGuidance(Guidance):
                  grad_threshold: float | None = None, reference_timestep: int | None = None,
                  weight: float = 1.0, gradient_checkpointing: bool = True,
                  mask_block: str = "up_blocks.1", mask_threshold_example: float = 0.3,
-                 mask_threshold_app: float = 0.3, mask_sigma: float = 5.0 / 16.0):
-        super().__init__()
+                 mask_threshold_app: float = 0.3, mask_sigma: float = 5.0 / 16.0,
+                 inversion_steps: int | None = 999, inversion_prompt: str = "caption"):
+        super().__init__(inversion_steps, inversion_prompt)
         self.temporal_weights = dict(temporal_weights if temporal_weights is not None
                                      else {"up_blocks.1": 20000.0, "up_blocks.2": 10000.0})
-        self.semantic_weights = dict(semantic_weights if semantic_weights is not None
-                                     else {"up_blocks.1": 500.0, "up_blocks.2": 0.0})
+        # a null weight drops the block (official street: blocks [up_blocks.1], a 6-layer mean)
+        self.semantic_weights = {b: w for b, w in dict(
+            semantic_weights if semantic_weights is not None
+            else {"up_blocks.1": 500.0, "up_blocks.2": 0.0}).items() if w is not None}
         if not self.temporal_weights:
             raise ValueError("motionclone: temporal_weights is empty")
         self.rank_k = int(rank_k)
@@ -537,7 +544,7 @@ class MotionCloneGuidance(Guidance):
                 for n in names:
                     per_layer.append(self.temporal_weights[block] * motion_loss(ref[n], maps[n], self.rank_k))
             loss_m = torch.stack(per_layer).mean(0)
-            if step >= self.n_guided - self.n_cool:
+            if step > self.n_guided - self.n_cool:  # official `step_index > guidance_step - cool_up_step`
                 loss_m = loss_m * 0.0
             loss = loss_m
             if self.sem_layers:
