@@ -319,7 +319,9 @@ def test_unet_methods_are_refused_on_the_dits_and_the_rest_run():
 
 def test_zeroscope_path_is_bit_identical(tmp_path):
     """Two MotionMatcher steps, a DDIM inversion and a guided DDIM sample on the tiny UNet, as
-    computed by the code before the backbone interface (commit af5e1b6, the same script)."""
+    computed by the same steps on main without the backbone interface (commit 9081c6d; before it,
+    af5e1b6, with peft's default LoRA init, gave the same equality). A deliberate change of the
+    UNet path updates these numbers; a backbone change must not."""
     from motionmatcher.inversion import ddim_inversion
     from motionmatcher.models import load_t2v_model, write_tiny_model
     from motionmatcher.sampler import SamplingConfig, sample_latents
@@ -336,8 +338,8 @@ def test_zeroscope_path_is_bit_identical(tmp_path):
     inv = ddim_inversion(m.unet, m.scheduler_config, z, text, 3, progress=False)["latents"]
     out = sample_latents(m.unet, m.scheduler_config, text, m.encode_prompt([""]), inv,
                          SamplingConfig(num_steps=3, guidance_scale=7.0), has_adapter=True)
-    old = {"losses": [float.fromhex("0x1.6817380000000p-18"), float.fromhex("0x1.ecd01e0000000p-17")],
-           "inv": float.fromhex("-0x1.109ab2cc40000p+6"), "sample": float.fromhex("-0x1.6cb76ebdf8000p+7")}
+    old = {"losses": [float.fromhex("0x1.6817380000000p-18"), float.fromhex("0x1.ec40b00000000p-17")],
+           "inv": float.fromhex("-0x1.16ee15fa20000p+6"), "sample": float.fromhex("-0x1.6b0e1f4694000p+7")}
     assert list(frame["loss"]) == pytest.approx(old["losses"], rel=1e-6)
     assert float(inv.double().sum()) == pytest.approx(old["inv"], rel=1e-6)
     assert float(out.double().sum()) == pytest.approx(old["sample"], rel=1e-6)
