@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark
+.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark mutants
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ demo: demo-data
 
 test: setup
 	$(PY) -m pytest tests
+
+# Mutation check of the numerical core (docs/testing.md): hand-written mutants, each applied to a
+# copy of the repo, its fast tests run; prints the survivors. Slow (tens of minutes): not in `test`.
+mutants: setup
+	$(PY) tools/mutants.py $(MUTANTS_ARGS)
 
 dag: setup demo-data
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > rulegraph.svg

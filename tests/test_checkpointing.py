@@ -55,7 +55,7 @@ def _count_calls(module):
 @pytest.mark.parametrize("loss_name", ["motion_matching", "noise_prediction"])
 def test_checkpointing_gives_identical_loss_and_gradients(lora_unet, base, loss_name):
     unet, params = lora_unet
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     loss_ref, grads_ref = _step(unet, params, sched, loss_name)
     # dropout is really active: another seed gives another loss
     loss_other, _ = _step(unet, params, sched, loss_name, seed=7)

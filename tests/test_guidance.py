@@ -100,13 +100,27 @@ def test_dmt_initial_noise_keeps_the_references_low_frequencies():
 
 
 @pytest.mark.parametrize("kind", ["dmt", "motionclone"])
-def test_guidance_gradient_reaches_the_latent_and_no_weight(model, reference, kind):
-    g = make_guidance({"type": kind, "inversion_steps": None})
+def test_guidance_gradient_is_the_losss_gradient_and_reaches_no_weight(model, reference, kind):
+    """The gradient the guidance uses is ∇_z L: its component along a direction v matches the
+    central difference (L(z + hv) − L(z − hv)) / 2h of the loss it reports."""
+    spec = {"type": kind, "inversion_steps": None}
+    if kind == "motionclone":
+        spec["semantic_weights"] = {}
+    g = make_guidance(spec)
     g.setup(model.unet, model.scheduler_config, 5, reference)
     z = torch.randn(2, 4, 8, 8, 8, generator=torch.Generator().manual_seed(2))
     cond = torch.cat([model.encode_prompt(["a fox"])] * 2).detach()
     t = g.timesteps[-1]
     flags = [p.requires_grad for p in model.unet.parameters()]
+    ctx = {"cond": cond, "neg": None, "guided": False, "guidance_scale": 1.0}
+
+    def loss(x):
+        if kind == "dmt":
+            with torch.no_grad():
+                return float(g.loss(model.unet, x, t, cond))
+        g.score(model.unet, x, 0, t, ctx)
+        return float(g.last_loss.sum())
+
     if kind == "dmt":
         x = z.clone().requires_grad_(True)
         with guided_forward(model.unet):
@@ -114,12 +128,35 @@ def test_guidance_gradient_reaches_the_latent_and_no_weight(model, reference, ki
         grad = x.grad
     else:
         g.initial_latents(z)
-        grad = g.score(model.unet, z, 0, t, {"cond": cond, "neg": None, "guided": False,
-                                              "guidance_scale": 1.0})
-    assert grad is not None and grad.shape == z.shape and grad.abs().sum() > 0
+        grad = g.score(model.unet, z, 0, t, ctx)
+    assert grad is not None and grad.shape == z.shape
+    v = grad / grad.norm()
+    h = 1e-2
+    slope = (loss(z + h * v) - loss(z - h * v)) / (2 * h)
+    assert slope == pytest.approx(float(grad.norm()), rel=0.05)
     assert all(p.grad is None for p in model.unet.parameters())
     assert [p.requires_grad for p in model.unet.parameters()] == flags  # restored
     assert all(not m.training for m in model.unet.modules())  # nothing left in training mode
+
+
+def test_motionclone_warm_up_ramp_scales_the_score(model, reference):
+    """ρ_k = (k + 1)/K_w on the first K_w guided steps (official warm-up): with K_w = 2 of 5
+    steps the score at step 0 is half the unramped one, at step 1 the whole."""
+    z = torch.randn(1, 4, 8, 8, 8, generator=torch.Generator().manual_seed(5))
+    cond = model.encode_prompt(["a fox"]).detach()
+    ctx = {"cond": cond, "neg": None, "guided": False, "guidance_scale": 1.0}
+    scores = {}
+    for frac in (0.0, 0.4):
+        g = make_guidance({"type": "motionclone", "inversion_steps": None, "semantic_weights": {},
+                           "warm_up_fraction": frac})
+        g.setup(model.unet, model.scheduler_config, 5, reference)
+        g.initial_latents(z)
+        t = sorted(g.timesteps, reverse=True)
+        scores[frac] = [g.score(model.unet, z, k, t[k], ctx) for k in (0, 1)]
+    assert g.n_warm == 2
+    torch.testing.assert_close(scores[0.4][0], 0.5 * scores[0.0][0], rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(scores[0.4][1], scores[0.0][1], rtol=1e-5, atol=1e-9)
+    assert scores[0.0][0].abs().max() > 0
 
 
 @pytest.mark.parametrize("k", [1, 3, 8])

@@ -76,7 +76,7 @@ def test_ddim_step_matches_diffusers(stride):
 def test_noise_prediction_loss_by_hand(base):
     unet, params = _lora_unet(base)
     unet.eval()
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     latents, noise, _, emb = _batch(batch=2)
     t = torch.tensor([10, 900])
     out = noise_prediction_loss(unet, sched, latents, noise, t, emb)
@@ -123,7 +123,7 @@ def test_motion_matching_loss_by_hand(base):
 
 def test_gradients_only_on_lora_and_model_left_as_found(base):
     unet, params = _lora_unet(base)
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     latents, noise, t, emb = _batch()
     procs = dict(unet.attn_processors)
     flags = {n: p.requires_grad for n, p in unet.named_parameters()}
@@ -197,7 +197,7 @@ def test_no_grad_target_equals_official_full_graph_formulation(base):
 def test_batch_of_two_is_the_mean_of_singles(base):
     unet, _ = _lora_unet(base, std=0.3)
     unet.eval()
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     latents, noise, _, emb = _batch(batch=2)
     t = torch.tensor([300, 800])
     with torch.no_grad():
@@ -215,7 +215,7 @@ def test_batch_of_two_is_the_mean_of_singles(base):
 def test_zero_weight_skips_term(base):
     unet, _ = _lora_unet(base, std=0.3)
     unet.eval()
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     latents, noise, t, emb = _batch()
     with torch.no_grad():
         full = motion_matching_loss(unet, sched, latents, noise, t, emb, ca_weight=1.0, tsa_weight=1.0)
@@ -236,7 +236,7 @@ def test_registry():
 
 def test_loss_falls_when_training_on_one_video(base):
     unet, params = _lora_unet(base, dropout=0.0, std=0.05, seed=2)
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     latents, noise, t, emb = _batch(seed=4, t=(600,))
     opt = torch.optim.AdamW(params, lr=1e-3)
     losses = []
@@ -254,7 +254,7 @@ def test_frozen_adapter_stays_frozen(base):
     """peft re-marks an adapter trainable when it is switched back on; the loss undoes that."""
     unet, params = _lora_unet(base)
     unet.requires_grad_(False)
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     with torch.no_grad():
         out = motion_matching_loss(unet, sched, *_batch())
     assert torch.isfinite(out["loss"])
@@ -318,7 +318,7 @@ def test_lora_dropout_stays_active_in_motion_matching(base):
 def test_noise_prediction_loss_base_dropout_option(base):
     unet, _ = _lora_unet(base, dropout=0.0)
     _nonzero_temporal_convs(unet)
-    sched = base.ddpm_scheduler()
+    sched = base.ddim_scheduler()  # the scheduler training uses
     latents, noise, t, emb = _batch(size=16, t=(700,))
     off = [noise_prediction_loss(unet, sched, latents, noise, t, emb, base_dropout=False)["loss"]
            for _ in range(2)]

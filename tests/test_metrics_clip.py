@@ -61,6 +61,55 @@ def frame_embeddings(scorer, frames) -> torch.Tensor:
     return scorer.image_embeddings(frames)  # batch_size=3: batches of 3 + 1
 
 
+# OpenAI CLIP's normalisation (open_clip's OPENAI_DATASET_MEAN/STD), written out here
+OPENAI_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
+OPENAI_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
+
+
+@pytest.fixture(scope="module")
+def square() -> np.ndarray:
+    """224² frames (resize and centre crop are identities), red strong, blue weak: RGB ≠ BGR."""
+    rng = np.random.default_rng(1)
+    f = rng.integers(0, 256, size=(3, 224, 224, 3)).astype(np.float64)
+    f *= np.array([1.0, 0.6, 0.2])
+    return f.astype(np.uint8)
+
+
+def image_embeddings_by_hand(model, frames: np.ndarray) -> torch.Tensor:
+    """x = (RGB/255 − mean)/std, channels first, through the model's image tower, L2-normalised."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - OPENAI_MEAN[:, None, None]) / OPENAI_STD[:, None, None]
+    with torch.no_grad():
+        return torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1)
+
+
+def text_embeddings_by_hand(model, texts) -> torch.Tensor:
+    import open_clip
+
+    with torch.no_grad():
+        tokens = open_clip.get_tokenizer("ViT-B-32")(list(texts))
+        return torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
+
+
+def test_frames_enter_clip_as_rgb_with_the_openai_normalisation(scorer, square):
+    expected = image_embeddings_by_hand(scorer.model, square)
+    torch.testing.assert_close(scorer.image_embeddings(square), expected, atol=1e-5, rtol=1e-5)
+    # the channel order matters for these frames (a BGR pipeline is far from the RGB one)
+    bgr = image_embeddings_by_hand(scorer.model, np.ascontiguousarray(square[..., ::-1]))
+    assert float((bgr - expected).abs().max()) > 1e-2
+
+
+def test_scores_are_the_formulas_on_embeddings_computed_by_hand(scorer, square):
+    img = image_embeddings_by_hand(scorer.model, square)
+    txt = text_embeddings_by_hand(scorer.model, ["a bear walking on rocks"])[0]
+    scores = scorer.score(square, "a bear walking on rocks")
+    # CLIP-T: mean over frames of cos(frame, prompt); frame consistency: mean cos of neighbours
+    clip_t = sum(float(img[i] @ txt) for i in range(3)) / 3
+    consistency = (float(img[0] @ img[1]) + float(img[1] @ img[2])) / 2
+    assert scores["clip_t"] == pytest.approx(clip_t, abs=1e-5)
+    assert scores["frame_consistency"] == pytest.approx(consistency, abs=1e-5)
+
+
 def test_random_init_end_to_end(scorer, frames, frame_embeddings):
     img = frame_embeddings
     assert img.shape == (4, 512)

@@ -96,3 +96,23 @@ def test_evaluate_samples_fills_gt_columns(reference, tmp_path):
     without = evaluate_samples(samples, ref, Scorer(), Tracker(), 4, load_frames=lambda r: same)
     assert without[list(G.GT_COLUMNS)].isna().all().all()
     assert set(G.GT_COLUMNS) <= set(METRICS.names)
+
+
+def test_trajectory_error_is_the_mean_centroid_distance_over_the_frame_size():
+    """A hand-drawn 4x4 blue square at known positions on gray (centroid = its centre, x0 + 2 in
+    the detector's pixel-area convention, pixel x spanning [x, x + 1]),
+    against a hand-made ground truth: error = mean_f ‖c_f − g_f‖ / S."""
+    from motionmatcher.toy.world import BACKGROUNDS, COLOURS
+
+    size, n = 32, 8
+    frames = np.empty((n, size, size, 3), np.uint8)
+    frames[:] = BACKGROUNDS["gray"]
+    corners = [(4 + 2 * f, 10 + f) for f in range(n)]  # (x0, y0) per frame
+    for f, (x0, y0) in enumerate(corners):
+        frames[f, y0:y0 + 4, x0:x0 + 4] = COLOURS["blue"]
+    centres = np.array([(x0 + 2.0, y0 + 2.0) for x0, y0 in corners])
+    offsets = np.array([(3.0, 4.0)] * 4 + [(0.0, 0.0)] * 4)  # 5 px off in the first half
+    gt = dict(colour="red", shape="triangle", centroid=centres + offsets, size=size)
+    m = G.score_sample(frames, "a blue square", gt)
+    assert m["trajectory_error"] == pytest.approx((4 * 5.0 + 4 * 0.0) / n / size, abs=1e-6)
+    assert m["text_alignment"] == 1.0 and m["appearance_leakage"] == 0.0

@@ -101,6 +101,10 @@ def test_masks_of_a_hand_made_map_match_a_hand_computation():
     assert afg7[0, 0].tolist() == [0.0] * 11 + [1.0] * 5
     # min-max is per frame: a scaled and shifted frame gives the same mask
     torch.testing.assert_close(object_masks(3 * col + 2, (4, 4), 0.3, sigma)[0], fg)
+    # a frame 10..25: (v − 10)/(25 − 10 + 1e-5) > 0.3  <=>  v − 10 >= 5, the same positions
+    # (dividing by the max alone would keep v − 10 >= 8)
+    shifted, _ = object_masks(col[:, :1] + 10, (4, 4), 0.3)
+    assert shifted[0, 0].tolist() == binary
 
 
 def test_gaussian_sits_on_the_centroid():
