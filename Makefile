@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark mutants
+.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark mutants verify
 
 setup: $(STAMP)
 
@@ -43,6 +43,15 @@ test: setup
 # copy of the repo, its fast tests run; prints the survivors. Slow (tens of minutes): not in `test`.
 mutants: setup
 	$(PY) tools/mutants.py $(MUTANTS_ARGS)
+
+# Find damaged outputs (truncated tables, altered tensor files: docs/troubleshooting.md), delete
+# the outputs that rebuild them, and rerun the workflow. Another run: make verify
+# VERIFY_DIRS="results/x resources" SNAKEMAKE_ARGS="--configfile my.yaml"
+VERIFY_DIRS ?= results resources
+SNAKEMAKE_ARGS ?=
+verify: setup
+	$(PY) -m motionmatcher.verify --delete $(VERIFY_DIRS)
+	$(SNAKEMAKE) --profile profiles/local --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 dag: setup demo-data
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > rulegraph.svg

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .tensor_files import check_finite
+
 __all__ = ["encode_video", "decode_latents", "frames_to_model_space", "model_space_to_uint8"]
 
 
@@ -105,6 +107,7 @@ def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarra
         for i in range(0, b * f, chunk_size):
             chunk = z[i : i + chunk_size].to(device=param.device, dtype=param.dtype)
             x = vae.decode(chunk).sample
+            check_finite({"frames": x}, step=f"VAE decode (frames {i}-{i + len(chunk) - 1})")
             frames.append(model_space_to_uint8(x).cpu())
         video = torch.cat(frames)  # (B*F, 3, H, W)
         video = video.reshape(b, f, *video.shape[1:]).permute(0, 1, 3, 4, 2)

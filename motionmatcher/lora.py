@@ -25,7 +25,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
-from safetensors.torch import load_file
+from .tensor_files import read_checked
 
 DEFAULT_ADAPTER = "motion"
 
@@ -163,16 +163,17 @@ def set_lora_scale(unet: torch.nn.Module, scale: float, adapter_name: str | None
 
 def save_adapter(unet: torch.nn.Module, out_dir: str | os.PathLike, config: LoraConfig,
                  adapter_name: str = DEFAULT_ADAPTER) -> Path:
-    """Save in peft format: ``adapter_config.json`` + ``adapter_model.safetensors``."""
-    from safetensors.torch import save_file
+    """Save in peft format: ``adapter_config.json`` + ``adapter_model.safetensors``, the weights
+    with a content hash (:func:`motionmatcher.tensor_files.write_checked`; refused if not finite),
+    written atomically with the umask's permissions."""
+    from .tensor_files import write_checked
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-    tmp = out / "adapter_model.safetensors.tmp"
-    save_file(state, tmp, metadata={"format": "pt"})
-    os.replace(tmp, out / "adapter_model.safetensors")
+    write_checked(out / "adapter_model.safetensors", state, metadata={"format": "pt"},
+                  step=f"training of adapter {adapter_name!r}")
     config.save_pretrained(out)
     return out
 
@@ -192,7 +193,7 @@ def load_adapter(unet: torch.nn.Module, adapter_dir: str | os.PathLike,
     was_training = unet.training
     inject_adapter_in_model(config, unet, adapter_name=adapter_name)
     unet.train(was_training)
-    state = load_file(weights, device=str(unet.device))
+    state = read_checked(weights, device=unet.device)[0]  # content hash checked before use
     result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:

@@ -7,8 +7,11 @@ job of the workflow runs.
 
 from __future__ import annotations
 
+import json
+import numbers as numbers_
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,8 @@ def load_manifest(
     start_frame: int = 0,
     frame_step: int = 1,
     check_videos: bool = True,
+    probe_cache: str | os.PathLike | None = None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Read and validate a manifest, returning one row per (video, prompt).
 
@@ -83,6 +88,9 @@ def load_manifest(
     ``difficulty`` (MTBench's split, optional) per ``video_id`` and, when
     ``check_videos``, that each file exists, decodes and has enough frames. Empty object cells
     are absent (NaN in the returned frame); the columns are only there when the file has them.
+
+    Videos are probed by ``workers`` threads (default: up to 8); with ``probe_cache`` (a JSON
+    file), a probe is kept per (path, size, mtime) so a rerun decodes only new or changed files.
     """
     path = Path(path)
     if not path.is_file():
@@ -136,6 +144,7 @@ def load_manifest(
             rows = ", ".join(str(r) for r in out[out["video_id"].isin(group["video_id"])]["row"])
             problems.append(f"rows {rows}, column video_id: ids {', '.join(repr(v) for v in group['video_id'])} "
                             "differ only in case (they collide on case-insensitive file systems)")
+    to_probe = []
     for vid, group in out.groupby("video_id", sort=False):
         first = group.iloc[0]
         for col in ("video_path", "caption", "start_frame", "frame_step", "difficulty"):
@@ -149,8 +158,11 @@ def load_manifest(
                     f"rows {rows}, column {col}: video_id {vid!r} points at {len(values)} different "
                     f"{what}: {', '.join(values)}"
                 )
-        if check_videos and first["video_path"]:
-            problems += _check_video(first, n_frames)
+        ints = all(isinstance(first[c], numbers_.Integral) for c in OVERRIDES)  # a bad cell: reported above
+        if check_videos and first["video_path"] and ints:
+            to_probe.append(first)
+    if to_probe:
+        problems += _check_videos(to_probe, n_frames, probe_cache, workers)
 
     if problems:
         raise ManifestError(path, problems)
@@ -201,20 +213,71 @@ def _describe(err) -> str:
         return f"{err.instance!r} may contain only letters, digits, '_' and '-'"
     if err.validator == "required":
         return "missing value"
+    if err.validator == "type" and err.validator_value == "integer":
+        return f"{err.instance!r} is not a whole number"
     return err.message
 
 
-def _check_video(row, n_frames: int) -> list[str]:
+def _probe(path: str) -> dict:
+    """``{"info": probe_video(path)}`` or ``{"error": message}``."""
     from motionmatcher.video import VideoError, probe_video
 
+    try:
+        return {"info": probe_video(path)}
+    except VideoError as e:
+        return {"error": str(e)}
+
+
+def _check_videos(rows: list, n_frames: int, cache_path, workers: int | None) -> list[str]:
+    """Problems of the videos of ``rows`` (in row order), probing in parallel what the cache
+    (``{path: {size, mtime_ns, info | error}}``) does not hold for the file as it is now."""
+    cache = {}
+    if cache_path is not None and Path(cache_path).is_file():
+        try:
+            cache = json.loads(Path(cache_path).read_text())
+        except (OSError, ValueError):
+            cache = {}  # a damaged cache is only a lost speed-up
+    stats, todo = {}, []
+    for row in rows:
+        p = str(row["video_path"])
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        stats[p] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        hit = cache.get(p)
+        if not (hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns):
+            todo.append(p)
+    if todo:
+        todo = list(dict.fromkeys(todo))
+        with ThreadPoolExecutor(max_workers=workers or min(8, len(todo))) as pool:
+            for p, result in zip(todo, pool.map(_probe, todo)):
+                cache[p] = {**stats[p], **result}
+        if cache_path is not None:
+            _write_json_atomic(Path(cache_path), cache)
+    problems = []
+    for row in rows:
+        problems += _check_video(row, n_frames, cache.get(str(row["video_path"])))
+    return problems
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _check_video(row, n_frames: int, probed: dict | None = None) -> list[str]:
     where = f"row {row['row']} (line {row['row'] + 1}), column video_path"
     p = Path(row["video_path"])
     if not p.is_file():
         return [f"{where}: file does not exist: {p}"]
-    try:
-        info = probe_video(p)
-    except VideoError as e:
-        return [f"{where}: {e}"]
+    if probed is None:
+        probed = _probe(str(p))
+    if "error" in probed:
+        return [f"{where}: {probed['error']}"]
+    info = probed["info"]
     sampling = FrameSampling(n_frames, int(row["start_frame"]), int(row["frame_step"]))
     if sampling.last_index >= info["num_frames"]:
         return [

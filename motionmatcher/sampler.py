@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from . import lora as lora_mod
 from .inversion import make_ddim_scheduler
 from .latents import decode_latents
+from .tensor_files import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +311,9 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
                 model.unet, model.scheduler_config, emb, negative, z0, cfg,
                 has_adapter=has_adapter, progress=bar, generator=gens, guidance=guidance,
             )
+            # NaN latents would decode to black frames that score as perfectly consistent video
+            where = ", ".join(dict.fromkeys(labels[i] or f"prompt {prompts[i]!r}" for i, _ in batch))
+            check_finite({"latents": z}, step=f"sampling ({where}, {cfg.num_steps} denoising steps)")
             frames = decode_latents(model.vae, z, chunk_size=cfg.vae_chunk_size)
             seconds = (time.perf_counter() - t0) / len(batch)
             z = z.cpu()

@@ -35,9 +35,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from motionmatcher.tables import SUMMARY, SUMMARY_METRICS
 
@@ -74,6 +78,42 @@ def concat_metric_tables(frames: Iterable[pd.DataFrame], columns: Sequence[str])
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
     return pd.concat([f[list(columns)] for f in frames], ignore_index=True)
+
+
+def aggregate_metric_tables(paths: Iterable[str | os.PathLike], out: str | os.PathLike,
+                            schema: pa.Schema | None = None, rows_per_group: int = 65536) -> int:
+    """Concatenate the per-(method, video) metric tables at ``paths`` into one Parquet file
+    ``out`` with ``schema`` (default :data:`motionmatcher.tables.METRICS`), streaming: one input
+    table and at most ``rows_per_group`` buffered rows are in memory at a time, however many
+    files there are. The result equals ``write_table(concat_metric_tables(...))``. Atomic;
+    returns the number of rows."""
+    from motionmatcher.tables import METRICS, read_arrow_table
+
+    schema = schema or METRICS
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    buffered, n_buffered, total = [], 0, 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for path in paths:
+                table = read_arrow_table(path, schema, columns=schema.names)  # damaged: rebuild hint
+                if not table.num_rows:
+                    continue
+                buffered.append(table.select(schema.names).cast(schema))
+                n_buffered += table.num_rows
+                if n_buffered >= rows_per_group:
+                    writer.write_table(pa.concat_tables(buffered))
+                    total += n_buffered
+                    buffered, n_buffered = [], 0
+            if buffered:
+                writer.write_table(pa.concat_tables(buffered))
+                total += n_buffered
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return total
 
 
 def _ordered(values: Iterable, order: Sequence | None) -> list:

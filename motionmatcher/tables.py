@@ -1,4 +1,7 @@
-"""Parquet tables with explicit pyarrow schemas."""
+"""Parquet tables with explicit pyarrow schemas, written atomically (:func:`write_table`) and
+read back checked (:func:`read_table`): a truncated, deleted or foreign file raises a
+:class:`~motionmatcher.tensor_files.CorruptFileError` naming the file and the command that
+rebuilds it, instead of pyarrow's "magic bytes not found"."""
 
 from __future__ import annotations
 
@@ -168,3 +171,33 @@ def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def read_table(path: str | os.PathLike, schema: pa.Schema | None = None,
+               columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a table written by :func:`write_table` (or any rule's Parquet output) as a frame.
+
+    A missing or unreadable file (truncated, overwritten, not Parquet), or one without a column
+    of ``schema``, raises :class:`~motionmatcher.tensor_files.CorruptFileError` with
+    ``snakemake --force <path>`` (relative to the working directory)."""
+    return read_arrow_table(path, schema, columns).to_pandas()
+
+
+def read_arrow_table(path: str | os.PathLike, schema: pa.Schema | None = None,
+                     columns: list[str] | None = None) -> pa.Table:
+    """:func:`read_table` as a ``pyarrow.Table`` (same checks, same errors)."""
+    from motionmatcher.tensor_files import CorruptFileError, rebuild_command
+
+    path = Path(path)
+    hint = rebuild_command(path)
+    if not path.is_file():
+        raise CorruptFileError(path, "file is missing", hint)
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise CorruptFileError(path, f"not a readable Parquet table ({e})", hint) from None
+    if schema is not None:
+        missing = [n for n in schema.names if n not in table.column_names]
+        if missing:
+            raise CorruptFileError(path, f"lacks columns {missing} (written by another version?)", hint)
+    return table

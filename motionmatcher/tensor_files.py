@@ -6,12 +6,21 @@ written by :func:`write_checked` and read by :func:`read_checked`. The header me
 * ``content_sha256`` -- :func:`content_hash` of the tensors (names, dtypes, shapes, bytes);
 * ``shapes`` -- ``{name: shape}``;
 * ``model_identity`` -- the model that produced it, where one did;
-* ``rebuild`` -- the command that writes the file again,
+* ``rebuild_target`` -- the workflow output that writes the file again (the file itself, or for
+  a file inside a rule's output folder the rule's table), relative to the file's own folder, so
+  that the hint still works in a moved or copied results folder;
+* ``rebuild`` -- a rebuild instruction that is not ``snakemake --force <target>`` (e.g. the
+  training checkpoints'), when the writer gives one,
 
 plus whatever the writer adds. A reader gets the tensors only when the file parses, the hash
-matches the bytes, and the shapes and the model identity are the ones it expects; otherwise a
-:class:`CorruptFileError` names the file, what is wrong and the rebuild command. A truncated
-file, zeroed tensor data or a cache made with another model are all caught before any work.
+matches the bytes, every floating-point value is finite, and the shapes and the model identity
+are the ones it expects; otherwise a :class:`CorruptFileError` names the file, what is wrong and
+the rebuild command (a path relative to the working directory). A truncated file, zeroed tensor
+data or a cache made with another model are all caught before any work.
+
+A writer refuses NaN / Inf values (:class:`NonFiniteError`, naming the file, the step that made
+them and the inputs to rebuild): a diverged step or a damaged input stops the job instead of
+passing garbage down the pipeline to be scored.
 
 The header is written with its metadata keys sorted (:func:`canonical_header`): safetensors
 itself serialises metadata from a hash map in a random order, so identical runs would otherwise
@@ -20,6 +29,7 @@ give files that differ byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,8 +40,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-__all__ = ["CorruptFileError", "content_hash", "canonical_header", "write_checked", "read_checked",
-           "rebuild_command", "write_bytes_atomic"]
+__all__ = ["CorruptFileError", "NonFiniteError", "check_finite", "content_hash", "canonical_header", "write_checked",
+           "read_checked", "rebuild_command", "write_bytes_atomic"]
 
 
 class CorruptFileError(RuntimeError):
@@ -45,9 +55,65 @@ class CorruptFileError(RuntimeError):
         super().__init__(f"{path}: {problem}{hint}")
 
 
+class NonFiniteError(ValueError):
+    """A step produced NaN or Inf values; nothing was written."""
+
+    def __init__(self, path, step: str, detail: str, inputs=()):
+        self.path = None if path is None else Path(path)
+        self.step = step
+        self.detail = detail
+        self.inputs = [str(i) for i in inputs if i]
+        where = f"{path}: " if path is not None else ""
+        msg = f"{where}{step} produced non-finite values ({detail}); nothing was written"
+        if self.inputs:
+            targets = " ".join(_relative(i) for i in self.inputs)
+            msg += (f". It was made from {', '.join(_relative(i) for i in self.inputs)}: if one of them is damaged "
+                    f"rebuild it with `snakemake --force {targets}`; if the rebuilt inputs give NaN again, the step "
+                    "diverges with these settings (e.g. lower the method's lr, use dtype fp32)")
+        super().__init__(msg)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def naming(path, inputs=()):
+        """Re-raise a :class:`NonFiniteError` from the block as one about output ``path``, made
+        from ``inputs`` (a job's output and input files)."""
+        try:
+            yield
+        except NonFiniteError as e:
+            raise NonFiniteError(path, e.step, e.detail, e.inputs or inputs) from None
+
+
+def _relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies under it (Snakemake's targets)."""
+    p = os.path.abspath(path)
+    cwd = os.getcwd()
+    try:
+        if os.path.commonpath([p, cwd]) == cwd:
+            return os.path.relpath(p, cwd)
+    except ValueError:  # other drive (Windows)
+        pass
+    return str(path)
+
+
 def rebuild_command(path: str | os.PathLike) -> str:
-    """The Snakemake command that writes ``path`` again (``--force``: even if it exists)."""
-    return f"snakemake --force {path}   (then rerun your snakemake command)"
+    """The Snakemake command that writes ``path`` again (``--force``: even if it exists), with
+    ``path`` relative to the working directory."""
+    return f"snakemake --force {_relative(path)}   (then rerun your snakemake command)"
+
+
+def check_finite(tensors: dict, *, path=None, step: str = "the step", inputs=()) -> None:
+    """Raise :class:`NonFiniteError` when a floating-point tensor (or numpy array) of
+    ``tensors`` holds NaN or Inf, naming the first such tensor and how many values are bad."""
+    for name, t in tensors.items():
+        t = torch.as_tensor(t)
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            n_nan = int(torch.isnan(t).sum())
+            bad = int((~finite).sum())
+            raise NonFiniteError(path, step, f"tensor {name!r}: {n_nan} NaN and {bad - n_nan} Inf of "
+                                             f"{t.numel()} values", inputs)
 
 
 def content_hash(tensors: dict[str, torch.Tensor]) -> str:
@@ -102,15 +168,27 @@ def serialize(tensors: dict[str, torch.Tensor], metadata: dict | None = None) ->
 
 def write_checked(path: str | os.PathLike, tensors: dict[str, torch.Tensor], *,
                   model_identity: str | None = None, rebuild: str | None = None,
-                  metadata: dict | None = None) -> dict:
+                  metadata: dict | None = None, rebuild_target: str | os.PathLike | None = None,
+                  step: str | None = None, inputs=()) -> dict:
     """Write ``tensors`` atomically with their shapes, hash, model identity and rebuild
-    command in the metadata; returns the metadata written."""
+    target in the metadata; returns the metadata written.
+
+    ``rebuild_target``: the workflow output whose rule writes this file (default: the file);
+    ``rebuild``: an instruction other than ``snakemake --force <target>``. Non-finite values
+    raise :class:`NonFiniteError` naming ``step`` (what computed them) and ``inputs``
+    (the files they were made from) and write nothing.
+    """
+    check_finite(tensors, path=path, step=step or f"the step writing {Path(path).name}", inputs=inputs)
     meta = dict(metadata or {})
+    target = Path(rebuild_target) if rebuild_target is not None else Path(path)
     meta.update({
         "content_sha256": content_hash(tensors),
         "shapes": {k: list(v.shape) for k, v in tensors.items()},
-        "rebuild": rebuild or rebuild_command(path),
     })
+    if rebuild:
+        meta["rebuild"] = rebuild
+    else:
+        meta["rebuild_target"] = os.path.relpath(os.path.abspath(target), os.path.abspath(Path(path).parent))
     if model_identity is not None:
         meta["model_identity"] = model_identity
     write_bytes_atomic(path, serialize(tensors, meta))
@@ -122,16 +200,28 @@ def _metadata(path: Path, raw: bytes) -> dict:
     return dict(json.loads(raw[8:8 + n]).get("__metadata__") or {})
 
 
+def _recorded_hint(path: Path, meta: dict) -> str | None:
+    recorded = meta.get("rebuild")
+    if recorded and not recorded.startswith("snakemake --force"):
+        return recorded  # an instruction of its own (training checkpoints)
+    target = meta.get("rebuild_target")
+    if target:
+        return rebuild_command(os.path.normpath(path.parent / target))
+    return None  # older files recorded the absolute path they were first written at
+
+
 def read_checked(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                  model_identity: str | None = None, shapes: dict | None = None,
                  rebuild: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a file written by :func:`write_checked`; return ``(tensors, metadata)``.
 
     Checks, in order: the file exists and parses; it has a content hash and the tensors match
-    it; ``shapes`` (``{name: shape}``, ``None`` entries in a shape match any size) and
-    ``model_identity``, when given, are those recorded. Raises :class:`CorruptFileError`
-    naming the file and the command that rebuilds it (``rebuild``, else the one recorded in
-    the file, else ``snakemake --force <path>``).
+    it; every floating-point value is finite; ``shapes`` (``{name: shape}``, ``None`` entries
+    in a shape match any size) and ``model_identity``, when given, are those recorded. Raises
+    :class:`CorruptFileError` naming the file and the command that rebuilds it (``rebuild``,
+    else ``snakemake --force <rebuild_target>`` with the recorded target resolved from where
+    the file is now, else the recorded instruction, else ``snakemake --force <path>``; paths
+    relative to the working directory).
     """
     path = Path(path)
     hint = rebuild or rebuild_command(path)
@@ -143,7 +233,7 @@ def read_checked(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         meta = _metadata(path, raw)
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:  # truncated, garbage header
         raise CorruptFileError(path, f"not a readable safetensors file ({e})", hint) from None
-    hint = rebuild or meta.get("rebuild") or hint
+    hint = rebuild or _recorded_hint(path, meta) or hint
     recorded = meta.get("content_sha256")
     if not recorded:
         raise CorruptFileError(path, "has no content hash (written by an older version or another "
@@ -156,6 +246,10 @@ def read_checked(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     except json.JSONDecodeError:
         recorded_shapes = None
     actual_shapes = {k: list(v.shape) for k, v in tensors.items()}
+    try:
+        check_finite(tensors)
+    except NonFiniteError as e:
+        raise CorruptFileError(path, f"holds non-finite values ({e.detail})", hint) from None
     if recorded_shapes != actual_shapes:
         raise CorruptFileError(path, f"tensor shapes {actual_shapes} differ from the recorded {recorded_shapes}", hint)
     if model_identity is not None and meta.get("model_identity") != model_identity:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from motionmatcher import lora as lora_lib
 from motionmatcher.methods.registry import LOSSES
-from motionmatcher.runtime import config_hash, load_tensors, save_tensors, write_json
+from motionmatcher.runtime import config_hash, write_json
 from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,8 @@ def save_trained(unet: torch.nn.Module, out_dir: str | os.PathLike, spec) -> Pat
             state = {n: params[n].detach().to("cpu", torch.float32) for n in part["params"]}
             index[name] = {"type": "full", "targets": part["targets"], "tensors": sorted(state)}
         tensors.update({f"{name}/{k}": v for k, v in state.items()})
-    save_tensors(tensors, out / "adapter_model.safetensors", metadata={"format": PARTS_FORMAT})
+    write_checked(out / "adapter_model.safetensors", tensors, metadata={"format": PARTS_FORMAT},
+                  step=f"training of parts {', '.join(spec.parts)}")
     write_json(out / "adapter_config.json", {"format": PARTS_FORMAT, "version": 1, "parts": index})
     return out
 
@@ -379,7 +380,7 @@ def load_trained(unet: torch.nn.Module, weights_dir: str | os.PathLike, parts=No
         if wanted:
             lora_lib.load_adapter(unet, weights_dir)
         return {"lora": wanted, "full": []}
-    tensors = load_tensors(weights_dir / "adapter_model.safetensors")
+    tensors = read_checked(weights_dir / "adapter_model.safetensors")[0]  # content hash checked before use
     params = dict(unet.named_parameters())
     loaded = {"lora": [], "full": []}
     for name in wanted:

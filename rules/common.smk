@@ -7,14 +7,22 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from motionmatcher.config_keys import ConfigKeyError, check_config_keys
 from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
 from motionmatcher.metrics.mtbench import check_mtbench_config
-from motionmatcher.methods import load_video_overrides, method_config, video_override
+from motionmatcher.methods import load_video_overrides
+from motionmatcher.methods import method_config as _method_config
+from motionmatcher.methods import video_override as _video_override
 from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
 from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
+from motionmatcher.video_identity import record_video_identity
 
 
+try:  # misspelt keys and numbers YAML reads as text, with the nearest known key (before `validate`)
+    check_config_keys(config)
+except ConfigKeyError as e:
+    raise WorkflowError(str(e)) from None
 validate(config, schema="../config/schemas/config.schema.yaml")
 try:  # MTBench's variant needs CoTracker3 offline: an error here, not an LK number later
     check_mtbench_config(config["metrics"])
@@ -27,7 +35,8 @@ V = config["video"]
 ENV = "../envs/motionmatcher.yaml"
 
 try:
-    MANIFEST = load_manifest(config["manifest"], V["n_frames"], V["start_frame"], V["frame_step"])
+    MANIFEST = load_manifest(config["manifest"], V["n_frames"], V["start_frame"], V["frame_step"],
+                             probe_cache=f"{C}/manifest_probe_cache.json")
 except ManifestError as e:
     hint = ""
     if config["manifest"].endswith("resources/demo/manifest.csv"):
@@ -38,7 +47,7 @@ VIDEOS = videos(MANIFEST)
 
 for _m in config["run_methods"]:
     try:
-        method_config(config, _m)
+        _method_config(config, _m)
     except KeyError as e:
         raise WorkflowError(f"config run_methods: {e.args[0]}") from None
 
@@ -46,13 +55,39 @@ try:  # per-video settings (config `video_overrides`): validated before any job 
     VIDEO_OVERRIDES = load_video_overrides(config)
     for _v in VIDEO_OVERRIDES:
         for _m in config["run_methods"]:
-            method_config(config, _m, _v)
+            _method_config(config, _m, _v)
 except KeyError as e:
     raise WorkflowError(str(e.args[0])) from None
 _absent = sorted(set(VIDEO_OVERRIDES) - set(VIDEOS.index))
 if _absent:
     print(f"video_overrides {config['video_overrides']}: videos not in the manifest (unused): "
           f"{', '.join(_absent)}", file=sys.stderr)
+
+_METHOD_CONFIGS = {}
+_VIDEO_OVERRIDES_OF = {}
+
+
+def method_config(cfg, method, video=None):
+    """The method's merged config on ``video`` (motionmatcher.methods.method_config), merged once
+    per (method, video with overrides): input functions and params call this per job, so its
+    cost must not grow with the manifest. A video without overrides shares the method's."""
+    if cfg is not config:
+        return _method_config(cfg, method, video)
+    key = (method, str(video) if video is not None and str(video) in VIDEO_OVERRIDES else None)
+    if key not in _METHOD_CONFIGS:
+        _METHOD_CONFIGS[key] = _method_config(config, method, key[1])
+    return _METHOD_CONFIGS[key]
+
+
+def video_override(cfg, method, video):
+    """motionmatcher.methods.video_override, once per (method, video with overrides)."""
+    if cfg is not config:
+        return _video_override(cfg, method, video)
+    key = (method, str(video) if str(video) in VIDEO_OVERRIDES else None)
+    if key not in _VIDEO_OVERRIDES_OF:
+        _VIDEO_OVERRIDES_OF[key] = _video_override(config, method, video) if key[1] else {}
+    return _VIDEO_OVERRIDES_OF[key]
+
 
 # the tiny model rule build_tiny_model writes: the configured one (tiny, wan-tiny, cogvideox-tiny)
 TINY_MODEL = config["model"] if config["model"] in TINY_MODELS else "tiny"
@@ -74,14 +109,15 @@ BACKBONE = backbone_for_config(config["model"], MODEL_DIR if config["model"] not
 try:
     BACKBONE.check_frames(V["n_frames"], "config video.n_frames")
     for _m in config["run_methods"]:
-        _mc = method_config(config, _m)
+        _mc = _method_config(config, _m)  # uncached: `sampling:` is completed below
         BACKBONE.check_method(_m, (_mc["train"] or {}).get("loss"), (_mc["guidance"] or {}).get("type"))
         if _mc["train"] and _mc["train"].get("trainable") and BACKBONE.supported_losses is not None:
             raise BackboneError(f"method {_m!r} trains UNet module sets (`trainable:`), not available on "
                                 f"the {BACKBONE.name} backbone")
 except BackboneError as e:
     raise WorkflowError(f"config model {config['model']!r}: {e}") from None
-# the backbone's own sampling defaults (config `backbone_sampling`) over `sampling:`
+# the backbone's own sampling defaults (config `backbone_sampling`) over `sampling:` (before any
+# cached method_config: the cache is filled by the rules' input functions and params)
 config["sampling"] = {**config.get("sampling", {}), **(config.get("backbone_sampling") or {}).get(BACKBONE.name, {})}
 
 
@@ -90,9 +126,21 @@ wildcard_constraints:
     method="[A-Za-z0-9_-]+",
 
 
+_VIDEO_ROWS = VIDEOS.to_dict("index")  # video_id -> its first manifest row: O(1) per lookup
+
+
 def video_param(field):
     """A per-video value of the manifest (row overrides already applied)."""
-    return lambda wc: VIDEOS.loc[wc.video, field]
+    return lambda wc: _VIDEO_ROWS[wc.video][field]
+
+
+def video_identity(wc):
+    """The reference's identity record (size + sha256, motionmatcher.video_identity), brought up
+    to date here: rewritten, and so newer than the preprocess outputs, when the file was replaced
+    -- even by an older file of the same name."""
+    record = f"{R}/video_identity/{wc.video}.json"
+    record_video_identity(VIDEOS.loc[wc.video, "video_path"], record)
+    return record
 
 
 def trained(method):
@@ -126,15 +174,24 @@ def sample_inputs(wc):
     }
 
 
+def _prompts_by_video():
+    """video_id -> its manifest rows as the sampler takes them (indexed once, not per job)."""
+    out = {}
+    for row in MANIFEST.to_dict("records"):
+        rec = {"row": row["row"], "prompt_id": row["prompt_id"], "prompt": row["prompt"]}
+        rec.update(object_words(row))
+        out.setdefault(row["video_id"], []).append(rec)
+    return out
+
+
+_PROMPTS = _prompts_by_video()
+
+
 def video_prompts(wc):
     """The video's manifest rows for the sampler; a row's `caption_object`/`prompt_object`
     (MotionClone's masks) only where it has them, so a manifest without them gives the same
     params as before the columns existed."""
-    rows = MANIFEST[MANIFEST["video_id"] == wc.video]
-    out = rows[["row", "prompt_id", "prompt"]].to_dict("records")
-    for rec, (_, row) in zip(out, rows.iterrows()):
-        rec.update(object_words(row))
-    return out
+    return _PROMPTS[wc.video]
 
 
 def all_outputs():

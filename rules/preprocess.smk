@@ -1,6 +1,7 @@
 rule preprocess:
     input:
         video=video_param("video_path"),
+        identity=video_identity,  # size + sha256: a replaced file reruns even if it is older
     output:
         frames=f"{R}/preprocess/{{video}}/frames.safetensors",
         preview=f"{R}/preprocess/{{video}}/preview.mp4",

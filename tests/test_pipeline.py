@@ -127,7 +127,8 @@ def test_corrupt_latents_stop_customize_naming_file_and_rebuild(demo_run, tmp_pa
     shutil.rmtree(target)
     res = snakemake(workdir, cfg, "--keep-going", "results/customize/motionmatcher/zoom/run.json")
     assert res.returncode != 0, "customize trained on corrupt latents"
-    log = (workdir / "results" / "logs" / "customize" / "motionmatcher" / "zoom.log").read_text()
+    # the first attempt's log (later attempts stop at once: only an out-of-memory is retried)
+    log = (workdir / "results" / "logs" / "customize" / "motionmatcher" / "zoom.log.attempt1").read_text()
     assert "resources/latents/tiny/zoom.safetensors" in log, log[-3000:]
     assert "snakemake --force" in log and "CorruptFileError" in log
 
@@ -163,3 +164,83 @@ def test_injected_oom_is_retried_at_the_next_memory_level(demo_run, tmp_path, mo
         logs = r / "logs" / rule / "motionmatcher"
         assert "motionmatcher: CUDA out of memory" in (logs / "zoom.log.attempt1").read_text()
         assert (logs / "zoom.log").read_text() == (logs / "zoom.log.attempt2").read_text()
+
+
+# ---- issue 22: faults on a copy of the finished run (tests/test_faults.py has the unit level) ----
+
+
+def _copy_run(demo_run, tmp_path):
+    import shutil
+
+    src, cfg = demo_run
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir, symlinks=True)
+    return workdir, cfg
+
+
+def _hint(log: str) -> str:
+    import re
+
+    m = re.search(r"rebuild it with: (snakemake --force \S+)", log)
+    assert m, log[-3000:]
+    return m.group(1)
+
+
+def test_flipped_adapter_bit_stops_the_job_with_a_working_hint(demo_run, tmp_path):
+    """The issue's fault: one exponent bit of the adapter flipped, its inversion rerun. Before,
+    the inversion was all NaN and black samples were scored; now the job stops naming the
+    adapter, and the hint is a target Snakemake rebuilds (relative to the working directory)."""
+    from test_faults import _flip_exponent_bit
+
+    workdir, cfg = _copy_run(demo_run, tmp_path)
+    adapter = workdir / "results" / "customize" / "motionmatcher" / "zoom" / "adapter" / "adapter_model.safetensors"
+    _flip_exponent_bit(adapter)
+    res = snakemake(workdir, cfg, "--forcerun", "method_inversion", "--keep-going",
+                    "results/inversion/motionmatcher/zoom.safetensors")
+    assert res.returncode != 0, "a damaged adapter was used"
+    log = (workdir / "results" / "logs" / "method_inversion" / "motionmatcher" / "zoom.log").read_text()
+    assert "CorruptFileError" in log and "sha256" in log
+    hint = _hint(log)
+    assert hint == "snakemake --force results/customize/motionmatcher/zoom/adapter/adapter_model.safetensors"
+    res = snakemake(workdir, cfg, "-n", *hint.split()[1:])
+    assert res.returncode == 0 and "customize" in res.stdout, res.stderr[-3000:]
+
+
+def test_damaged_sample_frames_hint_names_a_rule_output(demo_run, tmp_path):
+    """Before: the hint named the frames file, which no rule produces (MissingRuleException)."""
+    workdir, cfg = _copy_run(demo_run, tmp_path)
+    frames = sorted((workdir / "results" / "samples" / "motionmatcher" / "zoom" / "videos").glob("*.safetensors"))[0]
+    raw = bytearray(frames.read_bytes())
+    raw[-1] ^= 0x01
+    frames.write_bytes(bytes(raw))
+    res = snakemake(workdir, cfg, "--forcerun", "metrics", "--keep-going", "results/metrics/motionmatcher/zoom.parquet")
+    assert res.returncode != 0
+    log = (workdir / "results" / "logs" / "metrics" / "motionmatcher" / "zoom.log").read_text()
+    assert _hint(log) == "snakemake --force results/samples/motionmatcher/zoom/samples.parquet"
+    res = snakemake(workdir, cfg, "-n", *_hint(log).split()[1:])
+    assert res.returncode == 0 and "MissingRule" not in res.stderr, res.stderr[-3000:]
+
+
+def test_truncated_samples_table_is_named_and_a_verified_rerun_repairs_it(demo_run, tmp_path):
+    """Before: pyarrow's "magic bytes not found" without a hint, and a plain rerun said
+    "Nothing to be done". Now the metrics job names the table and its rebuild command, and
+    `python -m motionmatcher.verify --delete` (make verify) + a rerun repairs it."""
+    import subprocess
+    import sys
+
+    workdir, cfg = _copy_run(demo_run, tmp_path)
+    table = workdir / "results" / "samples" / "motionmatcher" / "zoom" / "samples.parquet"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    res = snakemake(workdir, cfg, "--forcerun", "metrics", "--keep-going", "results/metrics/motionmatcher/zoom.parquet")
+    assert res.returncode != 0
+    log = (workdir / "results" / "logs" / "metrics" / "motionmatcher" / "zoom.log").read_text()
+    assert "not a readable Parquet table" in log
+    assert _hint(log) == "snakemake --force results/samples/motionmatcher/zoom/samples.parquet"
+    res = subprocess.run([sys.executable, "-m", "motionmatcher.verify", "--delete", "results", "resources"],
+                         cwd=workdir, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    deleted = [line for line in res.stdout.splitlines() if line.startswith("deleted ")]
+    assert deleted == ["deleted results/samples/motionmatcher/zoom/samples.parquet"], res.stdout
+    res = snakemake(workdir, cfg, "--keep-going", "results/samples/motionmatcher/zoom/samples.parquet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(pd.read_parquet(table)) == 2

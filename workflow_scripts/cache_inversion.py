@@ -19,7 +19,10 @@ weights_dir = Path(adapter).parent if adapter else None
 parts = getattr(p, "parts", None) if adapter else None
 out = invert_reference(model, latents, p.prompt, int(p.num_steps), weights_dir=weights_dir, parts=parts)
 log.info("inverted with %s", f"{weights_dir} (parts: {parts or 'all'})" if adapter else "the base model")
-write_checked(snakemake.output.inversion, {"inversion": out.float()}, model_identity=model.identity, metadata={
+write_checked(snakemake.output.inversion, {"inversion": out.float()}, model_identity=model.identity,
+              step=f"DDIM inversion ({int(p.num_steps)} steps, "
+                   f"{'weights ' + str(weights_dir) if adapter else 'base model'})",
+              inputs=[adapter, snakemake.input.latents], metadata={
     "shape": list(latents.shape),
     "num_steps": int(p.num_steps),
     "prompt": p.prompt,

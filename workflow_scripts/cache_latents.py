@@ -12,7 +12,8 @@ frames = read_checked(snakemake.input.frames, shapes={"frames": [int(p.n_frames)
 model = load_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
 latents = encode_video(model.vae, frames, chunk_size=int(p.chunk_size))
 log.info("latents %s from frames %s", tuple(latents.shape), tuple(frames.shape))
-write_checked(snakemake.output.latents, {"latents": latents.float()}, model_identity=model.identity, metadata={
+write_checked(snakemake.output.latents, {"latents": latents.float()}, model_identity=model.identity,
+              step="VAE encode of the reference frames", inputs=[snakemake.input.frames], metadata={
     "shape": list(latents.shape),
     "scaling_factor": getattr(model.vae.config, "scaling_factor", None),  # Wan: per-channel mean/std instead
     "frames": str(snakemake.input.frames),

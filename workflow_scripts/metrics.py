@@ -10,7 +10,7 @@ from motionmatcher.mtbench import mtbench_setup
 from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.models import resolve_device
 from motionmatcher.runtime import code_version, setup_script
-from motionmatcher.tables import METRICS, write_table
+from motionmatcher.tables import METRICS, read_table, write_table
 
 log = setup_script(snakemake)
 p = snakemake.params
@@ -36,7 +36,7 @@ if mtbench_cfg.get("enabled"):
     setup = mtbench_setup(mtbench_cfg, wc.video, p.video_path, (int(p.height), int(p.width)),
                           int(p.start_frame))
 
-samples = pd.read_parquet(snakemake.input.samples)
+samples = read_table(snakemake.input.samples)
 ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))
 table = evaluate_samples(
     samples, reference, scorer, tracker, int(p.metrics["grid_size"]),

@@ -1,4 +1,7 @@
 """Decode a reference video, pick its frames, resize + center-crop, write tensor + preview."""
+import json
+from pathlib import Path
+
 import torch
 
 from motionmatcher.runtime import setup_script, write_json
@@ -20,6 +23,8 @@ write_mp4(frames, snakemake.output.preview, fps=p.fps)
 write_json(snakemake.output.info, {
     "video_id": snakemake.wildcards.video,
     "video_path": str(snakemake.input.video),
+    "source_sha256": json.loads(Path(snakemake.input.identity).read_text())["sha256"],
+    "source_size": json.loads(Path(snakemake.input.identity).read_text())["size"],
     "source_fps": info["fps"],
     "source_width": info["width"],
     "source_height": info["height"],

@@ -1,11 +1,11 @@
 """Report: the configuration as run, the code version and library versions."""
-import pandas as pd
 
+from motionmatcher.tables import read_table
 from motionmatcher.report import provenance_html, setup_report_script, write_text_atomic
 from motionmatcher.runtime import library_versions
 
 log = setup_report_script(snakemake)
-samples = pd.read_parquet(snakemake.input.samples)
+samples = read_table(snakemake.input.samples)
 columns = ("model_identity", "code_version", "config_hash", "tracker", "clip_model", "clip_weights")
 facts = {col: sorted(samples[col].dropna().astype(str).unique()) for col in columns if col in samples}
 facts = {f"samples: {k}": v for k, v in facts.items()}

@@ -4,8 +4,8 @@ import os
 import shutil
 from pathlib import Path
 
-import pandas as pd
 
+from motionmatcher.tables import read_table
 from motionmatcher.report import setup_report_script, video_page_html, write_text_atomic
 
 log = setup_report_script(snakemake)
@@ -18,7 +18,7 @@ shutil.copyfile(snakemake.input.reference, tmp / "reference.mp4")
 cells = []
 limit = p.max_samples_per_method
 for method, table in zip(p.methods, snakemake.input.metrics):
-    rows = pd.read_parquet(table).sort_values(["prompt_id", "seed"])
+    rows = read_table(table).sort_values(["prompt_id", "seed"])
     if limit:
         rows = rows.head(int(limit))
     (tmp / method).mkdir()

@@ -10,7 +10,7 @@ from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of
 from motionmatcher.backbones import latent_frames_of, load_model
 from motionmatcher.models import model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
-from motionmatcher.tensor_files import read_checked, write_checked
+from motionmatcher.tensor_files import NonFiniteError, read_checked, write_checked
 from motionmatcher.sampler import SamplingConfig, sample_videos
 from motionmatcher.tables import SAMPLES, write_table
 from motionmatcher.training import load_trained
@@ -49,7 +49,9 @@ if guidance is not None:
     log.info("guidance %s: %s", guidance.name, p.guidance)
 
 rows = list(p.prompts)
-with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"):
+inputs = [adapter, snakemake.input.inversion, snakemake.input.get("latents") or None]
+with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"), \
+        NonFiniteError.naming(snakemake.output.table, inputs):
     samples = sample_videos(
         model,
         [prefix + r["prompt"] for r in rows for _ in s["seeds"]],
@@ -73,6 +75,7 @@ for k, ((row, seed), smp) in enumerate(zip(meta, samples)):
     mp4, tensors = out_dir / f"{stem}.mp4", out_dir / f"{stem}.safetensors"
     write_mp4(smp["frames"], mp4, fps=p.fps)
     write_checked(tensors, {"frames": torch.from_numpy(smp["frames"])}, model_identity=model.identity,
+                  rebuild_target=snakemake.output.table,  # the rule's output; the frames are in its folder
                   metadata={"prompt": row["prompt"], "seed": seed, "method": wc.method})
     sheet_rows.append((f"{row['prompt_id']} s{seed}: {row['prompt']}", smp["frames"]))
     records.append({

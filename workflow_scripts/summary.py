@@ -5,21 +5,20 @@ from pathlib import Path
 import pandas as pd
 
 from motionmatcher.runtime import setup_script
-from motionmatcher.summary import (concat_metric_tables, difficulty_markdown, statistics_markdown, summarize,
+from motionmatcher.summary import (aggregate_metric_tables, difficulty_markdown, statistics_markdown, summarize,
                                    summary_markdown)
-from motionmatcher.tables import METRICS, SUMMARY, write_table
+from motionmatcher.tables import METRICS, SUMMARY, read_table, write_table
 
 log = setup_script(snakemake)
 inp, out = snakemake.input, snakemake.output
 
 if snakemake.rule == "aggregate_samples":
-    table = concat_metric_tables((pd.read_parquet(path) for path in inp.tables), METRICS.names)
-    write_table(table, METRICS, out.table)
-    log.info("%d samples from %d tables -> %s", len(table), len(inp.tables), out.table)
+    n = aggregate_metric_tables(inp.tables, out.table, METRICS)  # streaming: memory bounded
+    log.info("%d samples from %d tables -> %s", n, len(inp.tables), out.table)
 
 elif snakemake.rule == "summary":
-    samples = pd.read_parquet(inp.samples)
-    reference = pd.concat([pd.read_parquet(path) for path in inp.reference], ignore_index=True)
+    samples = read_table(inp.samples)
+    reference = pd.concat([read_table(path) for path in inp.reference], ignore_index=True)
     # paired differences against `report.reference_method` (default motionmatcher)
     paired_reference = (snakemake.config.get("report") or {}).get("reference_method", "motionmatcher")
     summary = summarize(samples, reference, method_order=list(snakemake.params.methods),
