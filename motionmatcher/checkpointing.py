@@ -1,4 +1,5 @@
-"""Gradient checkpointing for diffusers' ``UNet3DConditionModel``.
+"""Gradient checkpointing for diffusers' ``UNet3DConditionModel`` (and, the same way, for each
+transformer block of a DiT backbone's denoiser, :class:`motionmatcher.backbones.base.DiTDenoiser`).
 
 diffusers does not implement gradient checkpointing for this model
 (``_supports_gradient_checkpointing = False``), so :func:`enable_gradient_checkpointing`
@@ -45,6 +46,10 @@ _SUBMODULE_LISTS = ("resnets", "temp_convs", "attentions", "temp_attentions")
 def checkpointed_module_names(unet: torch.nn.Module) -> list[str]:
     """Names of the sub-modules whose forward is checkpointed."""
     names = []
+    dit = _dit(unet)
+    if dit is not None:  # a DiT backbone's denoiser: each transformer block
+        blocks = "blocks" if hasattr(dit, "blocks") else "transformer_blocks"
+        return [f"transformer.{blocks}.{i}" for i in range(len(getattr(dit, blocks)))]
     if getattr(unet, "transformer_in", None) is not None:
         names.append("transformer_in")
     blocks = [(f"down_blocks.{i}", b) for i, b in enumerate(unet.down_blocks)]
@@ -118,6 +123,13 @@ def _checkpointed_forward(self, *args, **kwargs):
         return checkpoint(_run_with_state, self, _snapshot(self), *args,
                           use_reentrant=False, preserve_rng_state=True, **kwargs)
     return type(self).forward(self, *args, **kwargs)
+
+
+def _dit(unet: torch.nn.Module):
+    """The transformer of a DiT backbone's denoiser (``motionmatcher.backbones.base.DiTDenoiser``),
+    else None."""
+    t = unet._modules.get("transformer")
+    return t if t is not None and (hasattr(t, "blocks") or hasattr(t, "transformer_blocks")) else None
 
 
 def enable_gradient_checkpointing(unet: torch.nn.Module) -> None:

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["alphas_cumprod", "base_dropout_disabled", "ddim_step", "noise_target", "noisy_prediction"]
+__all__ = ["alphas_cumprod", "base_dropout_disabled", "ddim_step", "denoise_step", "noise_target",
+           "noisy_prediction"]
 
 
 def alphas_cumprod(scheduler, device) -> torch.Tensor:
@@ -60,6 +61,37 @@ def ddim_step(
     return (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(sample.dtype)
 
 
+def denoise_step(scheduler, sample: torch.Tensor, prediction: torch.Tensor, timesteps, prev_timesteps) -> torch.Tensor:
+    """One deterministic step from ``t`` to ``t_prev`` of the schedule, given the model's
+    ``prediction`` (what :func:`noise_target` names):
+
+    * ``epsilon``: :func:`ddim_step` exactly;
+    * ``v_prediction``: DDIM (η = 0) from ``x̂_0 = √ᾱ_t z_t − √(1−ᾱ_t) v̂`` and
+      ``ε̂ = √ᾱ_t v̂ + √(1−ᾱ_t) z_t``: ``z_{t_prev} = √ᾱ_{t_prev} x̂_0 + √(1−ᾱ_{t_prev}) ε̂``
+      (no division by √ᾱ_t, so zero-terminal-SNR schedules are fine);
+    * ``flow_prediction``: the Euler step ``z_{σ'} = z_σ + (σ' − σ) v̂``, σ = t/T
+      (:class:`motionmatcher.backbones.flow.FlowMatchSchedule`).
+    """
+    prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
+    if prediction_type == "epsilon":
+        return ddim_step(sample, prediction, timesteps, prev_timesteps, alphas_cumprod(scheduler, sample.device))
+    if prediction_type == "flow_prediction":
+        return scheduler.step(sample, prediction, timesteps, prev_timesteps)
+    if prediction_type != "v_prediction":
+        raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+    ac = alphas_cumprod(scheduler, sample.device)
+    t = torch.as_tensor(timesteps, device=sample.device).long().expand(sample.shape[0])
+    tp = torch.as_tensor(prev_timesteps, device=sample.device).long().expand(sample.shape[0])
+    final = torch.as_tensor(getattr(scheduler, "final_alpha_cumprod", ac[0]), device=sample.device,
+                            dtype=torch.float32)
+    a_t = _expand(ac[t], sample.ndim)
+    a_prev = _expand(torch.where(tp >= 0, ac[tp.clamp(min=0)], final), sample.ndim)
+    z, v = sample.float(), prediction.float()
+    x0 = a_t.sqrt() * z - (1 - a_t).sqrt() * v
+    eps = a_t.sqrt() * v + (1 - a_t).sqrt() * z
+    return (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(sample.dtype)
+
+
 def noisy_prediction(unet, scheduler, latents, noise, timesteps, text_embeddings):
     """``(t, z_t, ε̂_θ(z_t, t, c))`` with ``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε``, t broadcast over the batch."""
     timesteps = torch.as_tensor(timesteps, device=latents.device).long().expand(latents.shape[0])
@@ -75,6 +107,8 @@ def noise_target(scheduler, latents, noise, timesteps) -> torch.Tensor:
         return noise
     if prediction_type == "v_prediction":
         return scheduler.get_velocity(latents, noise, timesteps)
+    if prediction_type == "flow_prediction":  # flow matching (Wan): dz_σ/dσ = ε − z_0
+        return scheduler.velocity(latents, noise)
     raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 

@@ -23,7 +23,32 @@ def make_ddim_scheduler(scheduler_or_config):
     from diffusers import DDIMScheduler
 
     config = getattr(scheduler_or_config, "config", scheduler_or_config)
+    name = dict(config).get("_class_name")
+    if name in _DIT_SAMPLERS:  # a DiT backbone's own scheduler (motionmatcher.backbones)
+        return _DIT_SAMPLERS[name](config)
     return DDIMScheduler.from_config(config)
+
+
+def _flow_sampler(config):
+    from .backbones.flow import FlowSampler
+
+    return FlowSampler(config)
+
+
+def _cogvideox_sampler(config):
+    from .backbones.cogvideox import sampling_scheduler
+
+    return sampling_scheduler(config)
+
+
+#: scheduler classes of the DiT backbones: Wan's flow schedulers, CogVideoX's DDIM/DPM (sampled
+#: with its DDIM on the same ᾱ); every other config (Zeroscope's) is read as a DDIMScheduler
+_DIT_SAMPLERS = {
+    "UniPCMultistepScheduler": _flow_sampler,
+    "FlowMatchEulerDiscreteScheduler": _flow_sampler,
+    "CogVideoXDDIMScheduler": _cogvideox_sampler,
+    "CogVideoXDPMScheduler": _cogvideox_sampler,
+}
 
 
 def _x0_eps(model_output: torch.Tensor, sample: torch.Tensor, alpha_prod: torch.Tensor,
@@ -77,10 +102,22 @@ def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
     of timesteps), ``"kept"``: ``{t: z at t}`` (float32, CPU) for those t only, so a fine
     inversion (999 steps) keeps the few latents the guided methods read (ValueError naming the
     timesteps that are not inversion timesteps).
+
+    A flow-matching backbone's scheduler (Wan) is inverted by Euler steps up its sigmas instead
+    (:func:`motionmatcher.backbones.flow.flow_inversion`; ``keep_timesteps`` is not available
+    there); CogVideoX's by the steps above on its own ᾱ with v-prediction.
     """
     scheduler = make_ddim_scheduler(scheduler_config)
+    if type(scheduler).__name__ == "FlowSampler":
+        from .backbones.flow import flow_inversion
+
+        if keep_timesteps is not None:
+            raise ValueError("keep_timesteps: not available for a flow-matching scheduler (the guided "
+                             "methods that read it run on the UNet backbone only)")
+        return flow_inversion(unet, scheduler_config, latents, text_embeddings, num_steps,
+                              progress=progress, return_trajectory=return_trajectory)
     scheduler.set_timesteps(num_steps)
-    if scheduler.config.clip_sample or scheduler.config.thresholding:
+    if scheduler.config.clip_sample or getattr(scheduler.config, "thresholding", False):
         raise ValueError("DDIM inversion needs a scheduler without clip_sample/thresholding")
     prediction_type = scheduler.config.prediction_type
     step_ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps

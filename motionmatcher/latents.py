@@ -60,6 +60,10 @@ def encode_video(vae, frames_uint8, chunk_size: int = 8, generator: torch.Genera
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    from .backbones import vae3d
+
+    if vae3d.is_video_vae(vae):  # a DiT's causal 3-D VAE: the clip at once (motionmatcher.backbones.vae3d)
+        return vae3d.encode(vae, frames_uint8)
     x = frames_to_model_space(frames_uint8)
     s = _vae_scale_factor(vae)
     n_frames, _, height, width = x.shape
@@ -89,6 +93,10 @@ def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarra
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if latents.ndim != 5:
         raise ValueError(f"expected latents of shape (B, C, F, h, w), got {tuple(latents.shape)}")
+    from .backbones import vae3d
+
+    if vae3d.is_video_vae(vae):
+        return vae3d.decode(vae, latents)
     scale, shift = _scaling(vae)
     param = next(vae.parameters())
     b, c, f, h, w = latents.shape

@@ -21,7 +21,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from motionmatcher.models import load_t2v_model, resolve_device, resolve_dtype
+from motionmatcher.backbones import load_model
+from motionmatcher.models import resolve_device, resolve_dtype
 from motionmatcher.tensor_files import read_checked
 from motionmatcher.sampler import SamplingConfig, sample_videos
 from motionmatcher.training import load_trained
@@ -50,7 +51,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     device = resolve_device(args.device)
-    model = load_t2v_model(args.model, device, resolve_dtype(args.dtype, device))
+    model = load_model(args.model, device, resolve_dtype(args.dtype, device))
     has_adapter = False
     if args.adapter:
         has_adapter = bool(load_trained(model.unet, args.adapter, parts=args.part)["lora"])

@@ -269,7 +269,9 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
     s = model.vae_scale_factor
     if height % s or width % s:
         raise ValueError(f"height/width {height}x{width} must be multiples of {s}")
-    latent_shape = (model.unet.config.in_channels, n_frames, height // s, width // s)
+    # a DiT's VAE compresses time (4k+1 frames -> k+1 latent frames): the model says how many
+    frames = model.latent_frames(n_frames) if hasattr(model, "latent_frames") else n_frames
+    latent_shape = (model.unet.config.in_channels, frames, height // s, width // s)
     if cfg.noise_prior > 0 and inversion_latents is None:
         raise ValueError(f"noise_prior={cfg.noise_prior} > 0 needs inversion latents")
 

@@ -433,6 +433,8 @@ def train(
     accepts_generator = "generator" in inspect.signature(loss_fn).parameters
     unet = model.unet
     device = unet.device
+    if getattr(model, "backbone", None) is not None:  # a DiT: its own LoRA target modules
+        cfg = model.backbone.train_config(cfg, label)
     scheduler = model.ddim_scheduler()
     T = scheduler.config.num_train_timesteps
     t_lo, t_hi = cfg.min_timestep, cfg.max_timestep or T

@@ -13,7 +13,7 @@ from motionmatcher.metrics.mtbench import check_mtbench_config
 from motionmatcher.methods import load_video_overrides
 from motionmatcher.methods import method_config as _method_config
 from motionmatcher.methods import video_override as _video_override
-from motionmatcher.models import check_model_dir
+from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
 from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
 from motionmatcher.video_identity import record_video_identity
@@ -89,18 +89,36 @@ def video_override(cfg, method, video):
     return _VIDEO_OVERRIDES_OF[key]
 
 
-if config["model"] == "tiny":
-    MODEL_DIR = f"{C}/models/tiny"
-    MODEL_TAG = "tiny"
+# the tiny model rule build_tiny_model writes: the configured one (tiny, wan-tiny, cogvideox-tiny)
+TINY_MODEL = config["model"] if config["model"] in TINY_MODELS else "tiny"
+if config["model"] in TINY_MODELS:  # tiny, wan-tiny, cogvideox-tiny: built by rule build_tiny_model
+    MODEL_DIR = f"{C}/models/{config['model']}"
+    MODEL_TAG = config["model"]
 else:
     _model = Path(config["model"])
     if not _model.is_absolute() and not _model.exists() and (Path(workflow.basedir) / _model).exists():
         _model = Path(workflow.basedir) / _model  # a model shipped in the repository (models/toy_t2v)
     try:
-        MODEL_DIR = str(check_model_dir(_model))
-    except FileNotFoundError as e:
+        MODEL_DIR = str(backbone_for_config(str(_model)).check_dir(_model))
+    except (FileNotFoundError, BackboneError) as e:
         raise WorkflowError(f"config model: {e}") from None
     MODEL_TAG = "".join(c if c.isalnum() or c in "_-" else "_" for c in Path(MODEL_DIR).name)
+
+# The backbone (unet3d, wan, cogvideox): frame count and methods checked before any job runs.
+BACKBONE = backbone_for_config(config["model"], MODEL_DIR if config["model"] not in TINY_MODELS else None)
+try:
+    BACKBONE.check_frames(V["n_frames"], "config video.n_frames")
+    for _m in config["run_methods"]:
+        _mc = _method_config(config, _m)  # uncached: `sampling:` is completed below
+        BACKBONE.check_method(_m, (_mc["train"] or {}).get("loss"), (_mc["guidance"] or {}).get("type"))
+        if _mc["train"] and _mc["train"].get("trainable") and BACKBONE.supported_losses is not None:
+            raise BackboneError(f"method {_m!r} trains UNet module sets (`trainable:`), not available on "
+                                f"the {BACKBONE.name} backbone")
+except BackboneError as e:
+    raise WorkflowError(f"config model {config['model']!r}: {e}") from None
+# the backbone's own sampling defaults (config `backbone_sampling`) over `sampling:` (before any
+# cached method_config: the cache is filled by the rules' input functions and params)
+config["sampling"] = {**config.get("sampling", {}), **(config.get("backbone_sampling") or {}).get(BACKBONE.name, {})}
 
 
 wildcard_constraints:

@@ -99,6 +99,8 @@ rule summary:
         markdown=f"{R}/tables/summary.md",
     params:
         methods=config["run_methods"],
+        backbone=BACKBONE.name,
+        model=config["model"],
         # MTBench's split per video (manifest column `difficulty`): summary.md breaks mtbench_fidelity down by it
         difficulty={v: d for v, d in VIDEOS.get("difficulty", {}).items() if isinstance(d, str) and d},
     log:

@@ -1,8 +1,9 @@
 rule build_tiny_model:
     output:
-        directory(f"{C}/models/tiny"),
+        directory(f"{C}/models/{TINY_MODEL}"),
     params:
         seed=0,
+        name=TINY_MODEL,
     log:
         f"{R}/logs/build_tiny_model.log",
     conda:

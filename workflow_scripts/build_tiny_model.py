@@ -1,7 +1,7 @@
-"""Write the embedded tiny text-to-video model as a diffusers-format directory."""
-from motionmatcher.models import write_tiny_model
+"""Write a seeded tiny text-to-video model (`tiny`, `wan-tiny`, `cogvideox-tiny`) as a diffusers-format directory."""
+from motionmatcher.backbones import write_tiny
 from motionmatcher.runtime import setup_script
 
 log = setup_script(snakemake)
-path = write_tiny_model(snakemake.output[0], seed=snakemake.params.seed)
-log.info("tiny model written to %s", path)
+path = write_tiny(snakemake.params.name, snakemake.output[0], seed=snakemake.params.seed)
+log.info("tiny model %s written to %s", snakemake.params.name, path)

@@ -3,7 +3,8 @@ given an ``adapter`` input, with the method's trained weights on the UNet (as it
 from pathlib import Path
 
 from motionmatcher.inversion import invert_reference
-from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
+from motionmatcher.backbones import latent_frames_of, load_model
+from motionmatcher.models import model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import setup_script
 from motionmatcher.tensor_files import read_checked, write_checked
 
@@ -11,8 +12,8 @@ log = setup_script(snakemake)
 p = snakemake.params
 device = resolve_device(p.device)
 latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
-                       shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"].float()  # fp32
-model = load_t2v_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
+                       shapes={"latents": [1, None, latent_frames_of(snakemake.input.model, p.n_frames), None, None]})[0]["latents"].float()  # fp32
+model = load_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
 adapter = snakemake.input.get("adapter") or None
 weights_dir = Path(adapter).parent if adapter else None
 parts = getattr(p, "parts", None) if adapter else None

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
-from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
+from motionmatcher.backbones import latent_frames_of, load_model
+from motionmatcher.models import model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
 from motionmatcher.tensor_files import read_checked
 from motionmatcher.training import TrainConfig, save_trained, train, trained_parts
@@ -18,9 +19,9 @@ device = resolve_device(p.device)
 dtype = resolve_dtype(p.dtype, device)
 # checked before the model loads: hash, model identity, number of frames
 latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
-                       shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"]
+                       shapes={"latents": [1, None, latent_frames_of(snakemake.input.model, p.n_frames), None, None]})[0]["latents"]
 # fp32 master weights: the base is loaded in fp32 and the forward runs under autocast on GPU.
-model = load_t2v_model(snakemake.input.model, device)
+model = load_model(snakemake.input.model, device)
 attempt = int(getattr(snakemake.resources, "attempt", 1))
 level = memory_level(attempt, "train")
 train_settings, memory_changes = apply_memory_level(dict(p.train), "train", level)

@@ -7,7 +7,8 @@ import torch
 from motionmatcher.guidance import Reference, make_guidance
 from motionmatcher.manifest import OBJECT_COLUMNS
 from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
-from motionmatcher.models import load_t2v_model, model_identity, resolve_device, resolve_dtype
+from motionmatcher.backbones import latent_frames_of, load_model
+from motionmatcher.models import model_identity, resolve_device, resolve_dtype
 from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
 from motionmatcher.tensor_files import NonFiniteError, read_checked, write_checked
 from motionmatcher.sampler import SamplingConfig, sample_videos
@@ -20,9 +21,9 @@ p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
 inversion = read_checked(snakemake.input.inversion, device=device, model_identity=model_identity(snakemake.input.model),
-                         shapes={"inversion": [1, None, int(p.n_frames), None, None]})[0]["inversion"]
+                         shapes={"inversion": [1, None, latent_frames_of(snakemake.input.model, p.n_frames), None, None]})[0]["inversion"]
 reference = read_checked(snakemake.input.frames, shapes={"frames": [int(p.n_frames), int(p.height), int(p.width), 3]})[0]
-model = load_t2v_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
+model = load_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
 adapter = snakemake.input.get("adapter") or None
 attempt = int(getattr(snakemake.resources, "attempt", 1))
 level = memory_level(attempt, "sample")
@@ -41,7 +42,7 @@ if prefix:
 guide_ref = None
 if guidance is not None:
     ref_latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
-                               shapes={"latents": [1, None, int(p.n_frames), None, None]})[0]["latents"]
+                               shapes={"latents": [1, None, latent_frames_of(snakemake.input.model, p.n_frames), None, None]})[0]["latents"]
     with torch.no_grad():
         guide_ref = Reference(ref_latents.float(), model.encode_prompt([prefix + p.caption]),
                               model.encode_prompt([p.inversion_prompt]), caption=prefix + p.caption)

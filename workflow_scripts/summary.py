@@ -28,7 +28,8 @@ elif snakemake.rule == "summary":
     tmp = markdown.with_name(markdown.name + ".tmp")
     by_difficulty = difficulty_markdown(samples, dict(snakemake.params.difficulty),
                                         method_order=list(snakemake.params.methods))
-    tmp.write_text(summary_markdown(summary, reference, samples) + "\n" + statistics_markdown(summary)
+    title = f"MotionMatcher results: backbone {snakemake.params.backbone} (model {snakemake.params.model})"
+    tmp.write_text(summary_markdown(summary, reference, samples, title=title) + "\n" + statistics_markdown(summary)
                    + ("\n" + by_difficulty if by_difficulty else ""), encoding="utf-8")
     tmp.replace(markdown)
     log.info("%d method rows, %d video rows -> %s, %s", (summary["level"] == "method").sum(),

@@ -1,0 +1,105 @@
+"""Backbones: the text-to-video architectures the pipeline runs on (interface:
+:mod:`.base`; one module each: :mod:`.unet3d` (Zeroscope), :mod:`.wan` (Wan 2.1 T2V),
+:mod:`.cogvideox` (CogVideoX)).
+
+:func:`load_model` loads any diffusers model directory, picking the backbone from the
+denoiser class it declares (``model_index.json`` / the transformer's ``_class_name``);
+:func:`backbone_of` names it without loading; :func:`backbone_for_config` does the same for the
+config's ``model:`` value before a tiny model is built (``tiny``, ``wan-tiny``,
+``cogvideox-tiny``). Importing this package does not import torch-heavy modules beyond torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import Backbone, BackboneError, denoiser_class, pack_text, unpack_text
+
+__all__ = ["BACKBONES", "TINY_MODELS", "Backbone", "BackboneError", "backbone_for_config", "backbone_of",
+           "get_backbone", "latent_frames_of", "load_model", "pack_text", "unpack_text", "write_tiny"]
+
+#: config ``model:`` values of the seeded tiny models -> their backbone
+TINY_MODELS = {"tiny": "unet3d", "wan-tiny": "wan", "cogvideox-tiny": "cogvideox"}
+
+
+def _registry() -> dict[str, Backbone]:
+    from .cogvideox import CogVideoXBackbone
+    from .unet3d import UNet3DBackbone
+    from .wan import WanBackbone
+
+    return {b.name: b for b in (UNet3DBackbone(), WanBackbone(), CogVideoXBackbone())}
+
+
+BACKBONES = ("unet3d", "wan", "cogvideox")
+
+
+def get_backbone(name: str) -> Backbone:
+    reg = _registry()
+    if name not in reg:
+        raise BackboneError(f"unknown backbone {name!r} (known: {', '.join(reg)})")
+    return reg[name]
+
+
+def backbone_of(path: str | os.PathLike) -> Backbone:
+    """The backbone of a diffusers model directory, from the denoiser class it declares.
+
+    Raises :class:`BackboneError` naming the class when no backbone supports it, and
+    FileNotFoundError when ``path`` is not a directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model directory {path} does not exist. Set `model:` in the config to `tiny`, `wan-tiny`, "
+            "`cogvideox-tiny` or to a local diffusers-format text-to-video model (Zeroscope, Wan 2.1 "
+            "T2V, CogVideoX).")
+    cls = denoiser_class(path)
+    for b in _registry().values():
+        if cls == b.denoiser_class:
+            return b
+    known = ", ".join(f"{b.denoiser_class} ({b.name})" for b in _registry().values())
+    if not cls:
+        raise BackboneError(f"model directory {path}: no model_index.json, transformer/config.json or "
+                            f"unet/config.json names its denoiser class (supported: {known})")
+    raise BackboneError(f"model directory {path}: denoiser class {cls!r} is not supported "
+                        f"(supported: {known})")
+
+
+def backbone_for_config(model: str, model_dir: str | os.PathLike | None = None) -> Backbone:
+    """The backbone of the config's ``model:`` value (a tiny model's name or a directory)."""
+    if model in TINY_MODELS:
+        return get_backbone(TINY_MODELS[model])
+    return backbone_of(model_dir or model)
+
+
+def load_model(path: str | os.PathLike, device="cpu", dtype=None):
+    """Load a diffusers text-to-video directory of any backbone onto ``device`` (frozen, eval):
+    a :class:`motionmatcher.models.T2VModel` (Zeroscope) or a
+    :class:`motionmatcher.backbones.base.DiTModel`."""
+    import torch
+
+    backbone = backbone_of(path)
+    return backbone.load(backbone.check_dir(Path(path)), torch.device(device), dtype or torch.float32)
+
+
+def latent_frames_of(path: str | os.PathLike, n_frames: int) -> int:
+    """Latent frames of an ``n_frames`` video for the model at ``path`` (its VAE config read,
+    the model not loaded): ``n_frames`` on Zeroscope, (n − 1)/4 + 1 on Wan and CogVideoX."""
+    from types import SimpleNamespace
+
+    from .base import read_json
+
+    backbone = backbone_of(path)
+    vae_cfg = Path(path) / "vae" / "config.json"
+    cfg = SimpleNamespace(**read_json(vae_cfg)) if vae_cfg.is_file() else None
+    return backbone.latent_frames(int(n_frames), cfg)
+
+
+def write_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
+    """Write the seeded tiny model ``name`` (a key of :data:`TINY_MODELS`) to ``out``."""
+    if name not in TINY_MODELS:
+        raise BackboneError(f"unknown tiny model {name!r} (known: {', '.join(TINY_MODELS)})")
+    if name == "tiny":
+        from ..models import write_tiny_model
+
+        return write_tiny_model(out, seed=seed)
+    return get_backbone(TINY_MODELS[name]).write_tiny(out, seed=seed)

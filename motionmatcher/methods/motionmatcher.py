@@ -17,6 +17,12 @@ produces on a slightly denoised latent:
 
 3. ``L = λ_CA · MSE(CA(ẑ), CA(z*)) + λ_TSA · MSE(TSA(ẑ), TSA(z*))``.
 
+On a DiT backbone (docs/backbones.md) the step of 1. is that schedule's own
+(:func:`~motionmatcher.diffusion.denoise_step`: DDIM from v̂ on CogVideoX, the Euler step
+``z_{σ'} = z_σ + (σ' − σ) v̂`` with σ = t/1000 on Wan, and the true target v / ε − z_0 for
+``z*``) and the features of 2. our DiT definitions of CA and TSA
+(:mod:`motionmatcher.backbones.dit_features`).
+
 All three forwards run without the base model's dropout
 (:func:`~motionmatcher.diffusion.base_dropout_disabled`; the official UNet is built with dropout
 0, stock diffusers' ``TemporalConvLayer`` with 0.1); the LoRA's own dropout stays. MotionDirector
@@ -36,7 +42,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import alphas_cumprod, base_dropout_disabled, ddim_step, noisy_prediction
+from ..diffusion import base_dropout_disabled, denoise_step, noise_target, noisy_prediction
 from ..lora import lora_disabled
 from ..motion_features import motion_features
 
@@ -73,6 +79,9 @@ def motion_matching_loss(
     target_no_grad: bool = True,
     base_dropout: bool = False,
     fp32_extractor: bool = False,
+    ca_blocks: Sequence[int] | None = None,
+    tsa_blocks: Sequence[int] | None = None,
+    feature_mode: str = "same_position",
 ) -> dict[str, torch.Tensor]:
     """Motion feature matching loss ``λ_CA·MSE(CA(ẑ), CA(z*)) + λ_TSA·MSE(TSA(ẑ), TSA(z*))``.
 
@@ -102,6 +111,15 @@ def motion_matching_loss(
         fp32_extractor: run both feature-extractor passes in float32 (autocast off) while the
             ``ε̂`` forward stays under the caller's autocast (the DDIM step and the MSE are
             float32 always); see README "Precision".
+        ca_blocks, tsa_blocks, feature_mode: on a DiT backbone (``unet`` a
+            :class:`~motionmatcher.backbones.base.DiTDenoiser`), the transformer blocks whose
+            attention makes CA / TSA (None: ``DEFAULT_LAYERS`` of
+            :mod:`motionmatcher.backbones.dit_features`) and the TSA mode; the scale factors
+            and ``temporal_attn_layers`` are the UNet's and unused there (one token grid).
+            The one-step update is the backbone schedule's
+            (:func:`~motionmatcher.diffusion.denoise_step`: DDIM for ε and v, Euler for flow
+            matching), the target branch steps with the true target
+            (:func:`~motionmatcher.diffusion.noise_target`: ε, v or ε − z_0).
 
     Returns:
         ``{"loss": weighted total, "ca": MSE of CA, "tsa": MSE of TSA}`` -- scalar float32
@@ -118,24 +136,31 @@ def motion_matching_loss(
     do_ca, do_tsa = ca_weight > 0, tsa_weight > 0
     if not (do_ca or do_tsa):
         raise ValueError("ca_weight and tsa_weight are both 0: the loss would be constant")
-    ac = alphas_cumprod(scheduler, latents.device)
-    feature_kwargs = dict(spatial_scale_factor=spatial_scale_factor,
-                          temporal_scale_factor=temporal_scale_factor,
-                          temporal_attn_layers=temporal_attn_layers,
-                          return_ca=do_ca, return_tsa=do_tsa)
+    if hasattr(unet, "motion_features"):  # a DiT backbone (motionmatcher.backbones.base.DiTDenoiser)
+        extract = unet.motion_features
+        feature_kwargs = dict(ca_blocks=ca_blocks, tsa_blocks=tsa_blocks, mode=feature_mode,
+                              return_ca=do_ca, return_tsa=do_tsa)
+    else:
+        def extract(z, t, c, **kw):
+            return motion_features(unet, z, t, c, **kw)
+        feature_kwargs = dict(spatial_scale_factor=spatial_scale_factor,
+                              temporal_scale_factor=temporal_scale_factor,
+                              temporal_attn_layers=temporal_attn_layers,
+                              return_ca=do_ca, return_tsa=do_tsa)
 
     with base_dropout_disabled(unet, not base_dropout):
         timesteps, noisy, noise_pred = noisy_prediction(unet, scheduler, latents, noise, timesteps,
                                                         text_embeddings)
         prev_t = (timesteps - num_denoise_steps).clamp(min=0)
-        z_pred = ddim_step(noisy, noise_pred, timesteps, prev_t, ac)
+        z_pred = denoise_step(scheduler, noisy, noise_pred, timesteps, prev_t)
 
         fp32 = torch.autocast(latents.device.type, enabled=False) if fp32_extractor else nullcontext()
         with _restore_requires_grad(unet), lora_disabled(unet), fp32:
             with torch.no_grad() if target_no_grad else nullcontext():
-                z_target = ddim_step(noisy, noise, timesteps, prev_t, ac)
-                ca_tgt, tsa_tgt = motion_features(unet, z_target, prev_t, text_embeddings, **feature_kwargs)
-            ca_pred, tsa_pred = motion_features(unet, z_pred, prev_t, text_embeddings, **feature_kwargs)
+                z_target = denoise_step(scheduler, noisy, noise_target(scheduler, latents, noise, timesteps),
+                                        timesteps, prev_t)
+                ca_tgt, tsa_tgt = extract(z_target, prev_t, text_embeddings, **feature_kwargs)
+            ca_pred, tsa_pred = extract(z_pred, prev_t, text_embeddings, **feature_kwargs)
 
     nan = torch.full((), float("nan"), device=latents.device)
     loss = torch.zeros((), device=latents.device)

@@ -1,0 +1,354 @@
+"""The backbone interface: everything that differs between text-to-video architectures.
+
+Methods, the training loop, the sampler and the inversion talk to a loaded model (``model.unet``,
+``model.vae``, ``model.encode_prompt``, ``model.ddim_scheduler()``, ``model.scheduler_config``)
+and, where an architecture differs, to its :class:`Backbone`:
+
+=======================  ===========================  ============================  ==============================
+                         ``unet3d`` (Zeroscope)        ``wan`` (Wan 2.1 T2V)         ``cogvideox`` (CogVideoX)
+=======================  ===========================  ============================  ==============================
+denoiser                 ``UNet3DConditionModel``      ``WanTransformer3DModel``     ``CogVideoXTransformer3DModel``
+native latent layout     (B, C, F, H, W)               (B, C, F, H, W)               (B, F, C, H, W)
+VAE                      2-D ``AutoencoderKL``,        ``AutoencoderKLWan``, causal  ``AutoencoderKLCogVideoX``,
+                         per frame (F -> F)            3-D (4k+1 -> k+1)             causal 3-D (4k+1 -> k+1)
+text encoder             CLIP, 77 tokens               UMT5, 512 tokens, zero pad    T5, 226 tokens
+training target          ε (DDPM)                      ε − z_0 (flow matching)       v (v-prediction on ᾱ)
+one-step update          DDIM (η = 0)                  Euler on the flow ODE         DDIM (η = 0) from v
+sampler                  DDIM                          UniPC / FlowMatch Euler       CogVideoX DDIM
+inversion                DDIM inversion                Euler flow inversion          DDIM inversion (v)
+=======================  ===========================  ============================  ==============================
+
+Inside the pipeline every latent tensor (caches, noise priors, training, sampling) is in the
+layout ``(B, C, F, h, w)`` for all backbones; a backbone whose transformer wants another layout
+converts inside its denoiser (:class:`DiTDenoiser`), so caches and the shared code keep one shape.
+
+**Timesteps.** The pipeline's timestep ``t`` is an integer in [0, 1000) on every backbone, the
+number the denoiser itself receives:
+
+* ``unet3d`` / ``cogvideox``: the DDPM index of ``ᾱ_t`` (``scheduler.alphas_cumprod[t]``), as
+  in their own training and sampling. CogVideoX's ᾱ is the scaled-linear one with its SNR shift
+  (``snr_shift_scale`` 3) and zero terminal SNR: ``t ≥ 500`` means ᾱ ≤ 0.116 there (Zeroscope:
+  ᾱ ≤ 0.276).
+* ``wan`` (flow matching, ``z_σ = (1 − σ) z_0 + σ ε``): ``σ = t / 1000`` -- Wan's transformer is
+  trained and sampled with timestep ``1000 σ``, so ``t`` is again the number the model sees.
+  "LoRA active for t ≥ 500" means σ ≥ 0.5, and MotionMatcher's ``t ~ U[500, 1000)`` means
+  ``σ ~ U[0.5, 1.0)`` (uniform in σ, no shift). (Matching Zeroscope's signal-to-noise ratio at
+  t = 500 instead, ᾱ = 0.276, would put the threshold at σ = 1/(1 + √(ᾱ/(1−ᾱ))) ≈ 0.62: our
+  mapping is the model's own time axis, not an SNR match -- a design choice, stated in
+  docs/backbones.md.)
+
+**Text.** A DiT's ``encode_prompt`` returns ``(B, L, D + 1)``: the text encoder's states and, as
+the last channel, the padding mask (1 = a real token) -- :func:`pack_text` / :func:`unpack_text`.
+The mask rides along with the embeddings through batching, classifier-free guidance and device
+moves, and the denoiser strips it before the transformer, which sees exactly what the official
+pipeline gives it (Wan: the zero-padded states; CogVideoX: all 226 states, unmasked). The motion
+features use it to leave padding tokens out of CA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Backbone", "BackboneError", "DiTDenoiser", "DiTModel", "pack_text", "unpack_text"]
+
+
+class BackboneError(ValueError):
+    """A model directory, frame count or method that a backbone cannot run (the message says
+    which and why)."""
+
+
+def pack_text(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, L, D)`` states + ``(B, L)`` padding mask -> ``(B, L, D + 1)`` (mask last)."""
+    return torch.cat([states, mask.to(states.dtype).unsqueeze(-1)], dim=-1)
+
+
+def unpack_text(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`pack_text`: ``(states (B, L, D), mask (B, L) bool)``."""
+    return packed[..., :-1], packed[..., -1] > 0.5
+
+
+class Backbone:
+    """One architecture: how to load it and what its schedule, latents and text look like.
+
+    Subclasses set the class attributes and implement :meth:`load`.
+    """
+
+    #: short name used in configs, records and the summary
+    name: str = ""
+    #: ``arch`` of :func:`motionmatcher.backbones.dit_features.dit_motion_features` (DiTs)
+    arch: str | None = None
+    #: the denoiser's class name in ``model_index.json`` / ``transformer/config.json``
+    denoiser_class: str = ""
+    #: the denoiser's subfolder
+    denoiser_folder: str = "transformer"
+    #: axis order of the denoiser's own latent input
+    latent_layout: str = "BCFHW"
+    #: what the denoiser is trained to predict: epsilon | v_prediction | flow_prediction
+    prediction_type: str = "epsilon"
+    #: methods whose training loss / guidance runs on this backbone (None: all)
+    supported_losses: tuple[str, ...] | None = None
+    supports_guidance: bool = True
+    #: the official pipeline's sampling defaults (steps, classifier-free guidance)
+    sampling_defaults: dict = {}
+    required_subfolders: tuple[str, ...] = ("vae", "text_encoder", "tokenizer", "scheduler")
+    #: blocks of the published model the default feature layers were chosen for
+    real_depth: int = 30
+
+    # -- frames ---------------------------------------------------------------------------
+    def temporal_compression(self, vae_config=None) -> int:
+        """Pixel frames per latent frame of the VAE (1: frame-wise 2-D VAE)."""
+        return 1
+
+    def valid_frame_count(self, n_frames: int, vae_config=None) -> bool:
+        r = self.temporal_compression(vae_config)
+        return n_frames >= 1 and (n_frames - 1) % r == 0
+
+    def check_frames(self, n_frames: int, where: str = "video.n_frames", vae_config=None) -> None:
+        """Raise :class:`BackboneError` unless ``n_frames`` is a frame count the VAE encodes
+        (4k + 1 for Wan and CogVideoX), naming the nearest valid ones."""
+        r = self.temporal_compression(vae_config)
+        if not isinstance(n_frames, int) or not self.valid_frame_count(n_frames, vae_config):
+            k = max(0, (int(n_frames) - 1) // r)
+            raise BackboneError(
+                f"{where} = {n_frames}: the {self.name} VAE encodes {r}k+1 frames into k+1 latent "
+                f"frames; use {r * k + 1} or {r * (k + 1) + 1}")
+
+    def latent_frames(self, n_frames: int, vae_config=None) -> int:
+        """Latent frames of an ``n_frames`` video (checked)."""
+        self.check_frames(n_frames, vae_config=vae_config)
+        return (n_frames - 1) // self.temporal_compression(vae_config) + 1
+
+    # -- methods --------------------------------------------------------------------------
+    def check_method(self, method: str, loss: str | None, guidance: str | None) -> None:
+        """Raise :class:`BackboneError` if method ``method`` (its training ``loss`` or its
+        ``guidance`` type) does not run on this backbone."""
+        if guidance is not None and not self.supports_guidance:
+            raise BackboneError(
+                f"method {method!r} (guidance {guidance!r}) is not available on the {self.name} "
+                f"backbone: its features are UNet decoder blocks; it runs on unet3d (Zeroscope) only")
+        if loss is not None and self.supported_losses is not None and loss not in self.supported_losses:
+            raise BackboneError(
+                f"method {method!r} (loss {loss!r}) is not available on the {self.name} backbone "
+                f"(runs there: {', '.join(self.supported_losses)} losses; see docs/backbones.md)")
+
+    # -- loading --------------------------------------------------------------------------
+    def check_dir(self, path: Path) -> Path:
+        folders = (self.denoiser_folder, *self.required_subfolders)
+        missing = [s for s in folders if not (path / s).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"model directory {path} ({self.name}) lacks the subfolder(s) {', '.join(missing)}; "
+                f"expected {', '.join(s + '/' for s in folders)} (diffusers layout).")
+        return path
+
+    def load(self, path: Path, device: torch.device, dtype: torch.dtype):
+        raise NotImplementedError
+
+    def lora_targets(self, targets: str) -> str:
+        """The peft target regex of a named target set (or a regex) on this backbone's
+        denoiser as the pipeline holds it (``model.unet``)."""
+        return targets
+
+    def train_config(self, cfg, label: str = ""):
+        """``cfg`` (a :class:`motionmatcher.training.TrainConfig`) for this backbone: the loss
+        checked (:meth:`check_method`), named LoRA target sets resolved to its module names
+        (:meth:`lora_targets`); declared ``trainable:`` parts (MotionDirector, VMC) refused on
+        a DiT."""
+        import dataclasses
+
+        method = label or "this method"
+        self.check_method(method, cfg.loss, None)
+        if cfg.trainable and self.supported_losses is not None:
+            raise BackboneError(f"{method}: `trainable:` parts (UNet module sets) are not available on the "
+                                f"{self.name} backbone")
+        lora = dict(cfg.lora)
+        lora["targets"] = self.lora_targets(lora.get("targets", "motionmatcher"))
+        return dataclasses.replace(cfg, lora=lora)
+
+    def __repr__(self) -> str:
+        return f"<backbone {self.name}>"
+
+
+class DiTDenoiser(torch.nn.Module):
+    """A DiT transformer behind the UNet's calling convention, so the shared training loop,
+    sampler and inversion drive it unchanged::
+
+        denoiser(sample (B, C, F, h, w), timestep, encoder_hidden_states=packed_text).sample
+
+    It strips the padding mask from the packed text (:func:`unpack_text`), converts the latent
+    layout to the transformer's own (CogVideoX: (B, F, C, h, w)) and back, builds what the
+    official pipeline passes besides (CogVideoX-5B's RoPE), and broadcasts the timestep over the
+    batch. Its parameters are the transformer's (module names ``transformer.…``), so LoRA
+    adapters, dropout switches and ``requires_grad`` work as on the UNet.
+    """
+
+    def __init__(self, transformer: torch.nn.Module, backbone: "Backbone", vae_scale_factor: int):
+        super().__init__()
+        self.transformer = transformer
+        self.backbone = backbone
+        self.vae_scale_factor = vae_scale_factor
+
+    @property
+    def config(self):
+        return self.transformer.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    def to_native(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pipeline layout (B, C, F, h, w) -> the transformer's own."""
+        return latents.permute(0, 2, 1, 3, 4) if self.backbone.latent_layout == "BFCHW" else latents
+
+    def from_native(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.permute(0, 2, 1, 3, 4) if self.backbone.latent_layout == "BFCHW" else latents
+
+    def forward(self, sample, timestep, encoder_hidden_states, return_dict: bool = True, **kwargs):
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        states, _ = unpack_text(encoder_hidden_states)
+        t = torch.as_tensor(timestep, device=sample.device)
+        if t.ndim == 0:
+            t = t.expand(sample.shape[0])
+        out = self.backbone.denoise(self, self.to_native(sample), t, states.to(sample.dtype))
+        out = self.from_native(out)
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    def motion_features(self, latents, timesteps, text_embeddings, *, ca_blocks=None, tsa_blocks=None,
+                        return_ca=True, return_tsa=True, early_stop=True, mode="same_position", **_):
+        """CA and TSA of ``latents`` (pipeline layout) from the transformer as it is
+        (:func:`motionmatcher.backbones.dit_features.dit_motion_features`); layers default to
+        ``DEFAULT_LAYERS[arch]``. Shapes as the UNet's
+        :func:`motionmatcher.motion_features.motion_features`."""
+        from .dit_features import DEFAULT_LAYERS, dit_motion_features
+
+        states, mask = unpack_text(text_embeddings)
+        defaults = DEFAULT_LAYERS[self.backbone.arch]
+        depth = self.transformer.config.num_layers
+        ca_blocks = _blocks(ca_blocks, defaults["ca"], depth, self.backbone.real_depth, "ca_blocks")
+        tsa_blocks = _blocks(tsa_blocks, defaults["tsa"], depth, self.backbone.real_depth, "tsa_blocks")
+        t = torch.as_tensor(timesteps, device=latents.device)
+        if t.ndim == 0:
+            t = t.expand(latents.shape[0])
+        return dit_motion_features(
+            self.transformer, self.backbone.arch, self.to_native(latents), t, states.to(latents.dtype),
+            ca_blocks=ca_blocks, tsa_blocks=tsa_blocks, text_mask=mask, return_ca=return_ca,
+            return_tsa=return_tsa, early_stop=early_stop, mode=mode)
+
+
+def _blocks(blocks, defaults, depth: int, real_depth: int, what: str) -> list[int]:
+    """The configured blocks (checked against ``depth``), or the defaults: the published
+    blocks of the real ``real_depth``-block model, and for a shallower one (the tiny models)
+    the blocks at the same relative depth, ``⌊b · depth / real_depth⌋``."""
+    if blocks is not None:
+        blocks = [int(b) for b in blocks]
+        bad = [b for b in blocks if not 0 <= b < depth]
+        if not blocks or bad:
+            raise BackboneError(f"{what} {blocks}: the transformer has blocks 0..{depth - 1}")
+        return blocks
+    if depth >= real_depth:
+        return list(defaults)
+    return sorted({b * depth // real_depth for b in defaults})
+
+
+@dataclass
+class DiTModel:
+    """A loaded DiT text-to-video model, with the attributes the pipeline uses on
+    :class:`motionmatcher.models.T2VModel` (``unet`` is the :class:`DiTDenoiser`)."""
+
+    unet: DiTDenoiser
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler_config: dict
+    identity: str
+    path: Path
+    backbone: Backbone
+    max_text_length: int
+    #: pass the padding mask to the text encoder (Wan: yes; CogVideoX: no, as its pipeline)
+    text_encoder_mask: bool = True
+    #: zero the states of padding tokens (Wan's pipeline does)
+    zero_padding: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return self.unet.vae_scale_factor
+
+    @property
+    def transformer(self):
+        return self.unet.transformer
+
+    def latent_frames(self, n_frames: int) -> int:
+        return self.backbone.latent_frames(n_frames, self.vae.config)
+
+    def ddim_scheduler(self):
+        """The training schedule (``add_noise``, the target, ``num_train_timesteps``)."""
+        return self.backbone.training_schedule(self.scheduler_config)
+
+    def ddpm_scheduler(self):
+        return self.ddim_scheduler()
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str], *, warn_context: str = "") -> torch.Tensor:
+        """Packed text ``(len(prompts), L, D + 1)`` (:func:`pack_text`), L the backbone's max
+        length (Wan 512, CogVideoX 226), as the official pipeline encodes it; prompts longer
+        than L tokens are truncated with a warning naming ``warn_context``."""
+        tok = self.tokenizer
+        L = self.max_text_length
+        for p in prompts:
+            n = len(tok(p, truncation=False).input_ids)
+            if n > L:
+                log.warning("%sprompt has %d tokens, more than the text encoder's %d: truncated: %r",
+                            f"{warn_context}: " if warn_context else "", n, L, p)
+        enc = tok(list(prompts), padding="max_length", max_length=L, truncation=True,
+                  add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        dev = next(self.text_encoder.parameters()).device
+        ids, mask = enc.input_ids.to(dev), enc.attention_mask.to(dev)
+        if self.text_encoder_mask:
+            states = self.text_encoder(ids, attention_mask=mask).last_hidden_state
+        else:
+            states = self.text_encoder(ids).last_hidden_state
+        if self.zero_padding:
+            states = states * mask.unsqueeze(-1).to(states.dtype)
+        return pack_text(states, mask.bool())
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def denoiser_class(path: str | os.PathLike) -> str:
+    """The denoiser class a diffusers directory declares: ``model_index.json``'s ``unet`` /
+    ``transformer`` entry, else ``transformer/config.json``'s or ``unet/config.json``'s
+    ``_class_name``."""
+    path = Path(path)
+    index = path / "model_index.json"
+    if index.is_file():
+        meta = read_json(index)
+        for key in ("transformer", "unet"):
+            entry = meta.get(key)
+            if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1]:
+                return str(entry[1])
+    for folder in ("transformer", "unet"):
+        cfg = path / folder / "config.json"
+        if cfg.is_file():
+            return str(read_json(cfg).get("_class_name", ""))
+    return ""
