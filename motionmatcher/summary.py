@@ -81,11 +81,12 @@ def concat_metric_tables(frames: Iterable[pd.DataFrame], columns: Sequence[str])
 
 
 def aggregate_metric_tables(paths: Iterable[str | os.PathLike], out: str | os.PathLike,
-                            schema: pa.Schema | None = None, rows_per_group: int = 65536) -> int:
+                            schema: pa.Schema | None = None, rows_per_group: int = 65536,
+                            tables_per_group: int = 512) -> int:
     """Concatenate the per-(method, video) metric tables at ``paths`` into one Parquet file
     ``out`` with ``schema`` (default :data:`motionmatcher.tables.METRICS`), streaming: one input
-    table and at most ``rows_per_group`` buffered rows are in memory at a time, however many
-    files there are. The result equals ``write_table(concat_metric_tables(...))``. Atomic;
+    table and at most ``rows_per_group`` buffered rows from at most ``tables_per_group`` files
+    are in memory at a time, however many files there are. The result equals ``write_table(concat_metric_tables(...))``. Atomic;
     returns the number of rows."""
     from motionmatcher.tables import METRICS, read_arrow_table
 
@@ -102,7 +103,7 @@ def aggregate_metric_tables(paths: Iterable[str | os.PathLike], out: str | os.Pa
                     continue
                 buffered.append(table.select(schema.names).cast(schema))
                 n_buffered += table.num_rows
-                if n_buffered >= rows_per_group:
+                if n_buffered >= rows_per_group or len(buffered) >= tables_per_group:
                     writer.write_table(pa.concat_tables(buffered))
                     total += n_buffered
                     buffered, n_buffered = [], 0

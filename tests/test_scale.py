@@ -99,8 +99,8 @@ def _metric_table(method: str, video: str, n: int, seed: int) -> pd.DataFrame:
     return df
 
 
-@pytest.mark.parametrize("rows_per_group", [1, 3, 65536])
-def test_streaming_aggregation_equals_concatenation(tmp_path, rows_per_group):
+@pytest.mark.parametrize("rows_per_group,tables_per_group", [(1, 512), (3, 512), (65536, 2), (65536, 512)])
+def test_streaming_aggregation_equals_concatenation(tmp_path, rows_per_group, tables_per_group):
     paths = []
     for i, n in enumerate([2, 0, 3, 1]):  # an empty table in the middle
         p = tmp_path / f"t{i}.parquet"
@@ -109,7 +109,8 @@ def test_streaming_aggregation_equals_concatenation(tmp_path, rows_per_group):
     expected = tmp_path / "expected.parquet"
     write_table(concat_metric_tables((pd.read_parquet(p) for p in paths), METRICS.names), METRICS, expected)
     out = tmp_path / "samples.parquet"
-    assert aggregate_metric_tables(paths, out, METRICS, rows_per_group=rows_per_group) == 6
+    assert aggregate_metric_tables(paths, out, METRICS, rows_per_group=rows_per_group,
+                                   tables_per_group=tables_per_group) == 6
     assert pq.read_schema(out).equals(METRICS)
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(expected))
     assert not out.with_name(out.name + ".tmp").exists()
