@@ -1,6 +1,6 @@
 """What training-free guidance is for, on the trained toy model (models/toy_t2v).
 
-At toy scale DMT and MotionClone do not measurably move the object's trajectory (README, toy
+At toy scale DMT and MotionClone do not measurably move the object's trajectory (docs/toy.md,
 efficacy benchmark: trajectory error / base 0.97 and 1.10), so these tests assert the property
 their guidance exists to produce: along the sampler's own trajectory, the method's motion
 energy (the loss it guides with, against the reference video's inverted latents) is lower than

@@ -4,7 +4,7 @@ A small random checkpoint is written in the official ``ImageReward.pt`` layout (
 THUDM/ImageReward's ``ImageReward`` module: ``blip.visual_encoder.*`` from BLIP's ``vit.py``,
 ``blip.text_encoder.*`` from ``med.py``, ``mlp.layers.*``), with a matching ``med_config.json`` and
 a tiny ``vocab.txt``, then loaded and scored through the metrics stage. Equality with the
-official package on a full-size random checkpoint is checked outside the test suite (README).
+official package on a full-size random checkpoint is checked outside the test suite (docs/metrics.md).
 """
 
 from __future__ import annotations

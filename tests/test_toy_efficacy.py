@@ -14,7 +14,7 @@ TOY = Path(__file__).resolve().parents[1] / "models" / "toy_t2v"
 @pytest.mark.skipif(not (TOY / "unet").is_dir(), reason="the toy model is not committed")
 def test_motionmatcher_moves_trajectory_toward_reference():
     """Reference 1 (clockwise circle), a target prompt of another colour and shape, 4 seeds;
-    the toy benchmark's budget (400 MotionMatcher steps, lr 5e-3). Measured: README "Toy world",
+    the toy benchmark's budget (400 MotionMatcher steps, lr 5e-3). Measured: docs/toy.md,
     efficacy (``benchmarks/toy_efficacy.py --index 1``); the bound leaves room for platform
     rounding, not for customization that stops working."""
     model = load_t2v_model(TOY)
