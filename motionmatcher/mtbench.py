@@ -241,7 +241,7 @@ def mtbench_setup(cfg: Mapping[str, Any], video_id: str, video_path: str | Path,
         if not mask.any():
             raise MTBenchError(f"{mask_path}: the mask lies outside the centre crop to {size[1]}x{size[0]}")
     else:
-        from motionmatcher.video import read_mp4
+        from motionmatcher.files.video import read_mp4
 
         frames = read_mp4(video_path)
         if frames.shape[1:3] != mask.shape:

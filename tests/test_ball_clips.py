@@ -1,4 +1,4 @@
-"""Tests for motionmatcher.demo_data: procedural clips and the demo dataset."""
+"""Tests for ball_clips: procedural clips and the demo dataset."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from motionmatcher import demo_data
-from motionmatcher.demo_data import TRAJECTORIES, render_clip, write_demo_dataset
-from motionmatcher.video import probe_video, read_mp4
+import ball_clips
+from ball_clips import TRAJECTORIES, render_clip, write_demo_dataset
+from motionmatcher.files.video import probe_video, read_mp4
 
 SIZE = (96, 64)  # (width, height), non-square on purpose
 N = 12
@@ -190,7 +190,7 @@ def test_write_demo_dataset_is_idempotent(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    rc = demo_data.main([str(out), "--n-frames", "4", "--width", "48", "--height", "32", "--fps", "4"])
+    rc = ball_clips.main([str(out), "--n-frames", "4", "--width", "48", "--height", "32", "--fps", "4"])
     assert rc == 0
     printed = capsys.readouterr().out.strip()
     assert Path(printed) == out / "manifest.csv" and Path(printed).is_file()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from motionmatcher import lora
-from motionmatcher.sampler import SamplingConfig, initial_latents, sample_latents, sample_videos
+from motionmatcher.customization import lora
+from motionmatcher.customization.sampler import SamplingConfig, initial_latents, sample_latents, sample_videos
 
 SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8)
 LATENT = (1, 4, 8, 8, 8)
@@ -18,7 +18,7 @@ LATENT = (1, 4, 8, 8, 8)
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     """A shared base model for the tests that attach no adapter."""
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)
 
@@ -116,7 +116,7 @@ def test_batch_composition_does_not_change_a_sample(model, eta):
 
 
 def test_progress_bar_counts_samples_times_steps(model, monkeypatch):
-    import motionmatcher.sampler as sampler_mod
+    import motionmatcher.customization.sampler as sampler_mod
 
     bars = []
 

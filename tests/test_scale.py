@@ -15,12 +15,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import motionmatcher.manifest as manifest_mod
-from motionmatcher.demo_data import render_clip
-from motionmatcher.manifest import ManifestError, load_manifest
-from motionmatcher.summary import aggregate_metric_tables, concat_metric_tables
-from motionmatcher.tables import METRICS, write_table
-from motionmatcher.video import write_mp4
+import motionmatcher.files.manifest as manifest_mod
+from ball_clips import render_clip
+from motionmatcher.files.manifest import ManifestError, load_manifest
+from motionmatcher.results.summary_tables import aggregate_metric_tables, concat_metric_tables
+from motionmatcher.files.table_schemas import METRICS, write_table
+from motionmatcher.files.video import write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def test_method_config_is_merged_once_per_method_not_per_job(tmp_path):
 
 
 def test_streaming_aggregation_names_a_damaged_table(tmp_path):
-    from motionmatcher.tensor_files import CorruptFileError
+    from motionmatcher.files.tensor_files import CorruptFileError
 
     good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
     write_table(_metric_table("base", "a", 2, 0), METRICS, good)

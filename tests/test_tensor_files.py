@@ -1,4 +1,4 @@
-"""Checked tensor files (motionmatcher.tensor_files): faults are caught and named."""
+"""Checked tensor files (motionmatcher.files.tensor_files): faults are caught and named."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from motionmatcher.runtime import save_tensors
-from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
+from motionmatcher.jobs.rule_script import save_tensors
+from motionmatcher.files.tensor_files import CorruptFileError, read_checked, write_checked
 
 
 @pytest.fixture()
@@ -77,7 +77,7 @@ def test_file_without_hash_is_refused(tmp_path):
 
 def test_identical_writes_give_identical_bytes_across_processes(tmp_path):
     """safetensors orders metadata by a randomly seeded hash map; ours is sorted."""
-    code = ("import sys, torch; from motionmatcher.runtime import save_tensors; "
+    code = ("import sys, torch; from motionmatcher.jobs.rule_script import save_tensors; "
             "save_tensors({'a': torch.arange(4.0)}, sys.argv[1], metadata={k: i for i, k in enumerate('abcdefghij')})")
     outs = []
     for i in range(3):
@@ -90,7 +90,7 @@ def test_identical_writes_give_identical_bytes_across_processes(tmp_path):
 def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
     import os
 
-    from motionmatcher import runtime
+    from motionmatcher.jobs import rule_script as runtime
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
@@ -106,7 +106,7 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
 def test_metrics_refuse_a_damaged_frames_file(tmp_path):
     """The metrics stage reads sample and reference frames through the checked reader: a frames
     file altered after it was written is named, not scored."""
-    from motionmatcher.evaluate import load_frames_file, load_sample_frames
+    from motionmatcher.metrics.evaluate import load_frames_file, load_sample_frames
 
     path = tmp_path / "seed0.safetensors"
     frames = torch.randint(0, 255, (4, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 
 
-from motionmatcher.tables import read_table
-from motionmatcher.report import setup_report_script, video_page_html, write_text_atomic
+from motionmatcher.files.table_schemas import read_table
+from motionmatcher.results.report import setup_report_script, video_page_html, write_text_atomic
 
 log = setup_report_script(snakemake)
 p = snakemake.params

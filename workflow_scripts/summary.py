@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from motionmatcher.runtime import setup_script
-from motionmatcher.summary import (aggregate_metric_tables, difficulty_markdown, statistics_markdown, summarize,
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.results.summary_tables import (aggregate_metric_tables, difficulty_markdown, statistics_markdown, summarize,
                                    summary_markdown)
-from motionmatcher.tables import METRICS, SUMMARY, read_table, write_table
+from motionmatcher.files.table_schemas import METRICS, SUMMARY, read_table, write_table
 
 log = setup_script(snakemake)
 inp, out = snakemake.input, snakemake.output

@@ -73,7 +73,7 @@ def backbone_for_config(model: str, model_dir: str | os.PathLike | None = None) 
 
 def load_model(path: str | os.PathLike, device="cpu", dtype=None):
     """Load a diffusers text-to-video directory of any backbone onto ``device`` (frozen, eval):
-    a :class:`motionmatcher.models.T2VModel` (Zeroscope) or a
+    a :class:`motionmatcher.backbones.models.T2VModel` (Zeroscope) or a
     :class:`motionmatcher.backbones.base.DiTModel`."""
     import torch
 
@@ -99,7 +99,7 @@ def write_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
     if name not in TINY_MODELS:
         raise BackboneError(f"unknown tiny model {name!r} (known: {', '.join(TINY_MODELS)})")
     if name == "tiny":
-        from ..models import write_tiny_model
+        from .models import write_tiny_model
 
         return write_tiny_model(out, seed=seed)
     return get_backbone(TINY_MODELS[name]).write_tiny(out, seed=seed)

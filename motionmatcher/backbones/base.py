@@ -158,7 +158,7 @@ class Backbone:
         return targets
 
     def train_config(self, cfg, label: str = ""):
-        """``cfg`` (a :class:`motionmatcher.training.TrainConfig`) for this backbone: the loss
+        """``cfg`` (a :class:`motionmatcher.customization.training.TrainConfig`) for this backbone: the loss
         checked (:meth:`check_method`), named LoRA target sets resolved to its module names
         (:meth:`lora_targets`); declared ``trainable:`` parts (MotionDirector, VMC) refused on
         a DiT."""
@@ -231,7 +231,7 @@ class DiTDenoiser(torch.nn.Module):
         """CA and TSA of ``latents`` (pipeline layout) from the transformer as it is
         (:func:`motionmatcher.backbones.dit_features.dit_motion_features`); layers default to
         ``DEFAULT_LAYERS[arch]``. Shapes as the UNet's
-        :func:`motionmatcher.motion_features.motion_features`."""
+        :func:`motionmatcher.customization.motion_features.motion_features`."""
         from .dit_features import DEFAULT_LAYERS, dit_motion_features
 
         states, mask = unpack_text(text_embeddings)
@@ -266,7 +266,7 @@ def _blocks(blocks, defaults, depth: int, real_depth: int, what: str) -> list[in
 @dataclass
 class DiTModel:
     """A loaded DiT text-to-video model, with the attributes the pipeline uses on
-    :class:`motionmatcher.models.T2VModel` (``unet`` is the :class:`DiTDenoiser`)."""
+    :class:`motionmatcher.backbones.models.T2VModel` (``unet`` is the :class:`DiTDenoiser`)."""
 
     unet: DiTDenoiser
     vae: torch.nn.Module

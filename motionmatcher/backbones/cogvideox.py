@@ -104,7 +104,7 @@ class CogVideoXBackbone(Backbone):
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5EncoderModel
 
-        from ..models import model_identity
+        from .models import model_identity
         from .base import read_json
 
         transformer = CogVideoXTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)

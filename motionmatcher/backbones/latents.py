@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .tensor_files import check_finite
+from ..files.tensor_files import check_finite
 
 __all__ = ["encode_video", "decode_latents", "frames_to_model_space", "model_space_to_uint8"]
 
@@ -60,7 +60,7 @@ def encode_video(vae, frames_uint8, chunk_size: int = 8, generator: torch.Genera
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    from .backbones import vae3d
+    from . import vae3d
 
     if vae3d.is_video_vae(vae):  # a DiT's causal 3-D VAE: the clip at once (motionmatcher.backbones.vae3d)
         return vae3d.encode(vae, frames_uint8)
@@ -93,7 +93,7 @@ def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarra
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if latents.ndim != 5:
         raise ValueError(f"expected latents of shape (B, C, F, h, w), got {tuple(latents.shape)}")
-    from .backbones import vae3d
+    from . import vae3d
 
     if vae3d.is_video_vae(vae):
         return vae3d.decode(vae, latents)

@@ -5,7 +5,7 @@ transformer sees and decode back (layout ``(B, C, F', h, w)``, F' = (F − 1)/4 
   ``latents_std`` of the VAE config; Wan's pipelines), decode ``x = D(z · std_c + mean_c)``;
 * ``AutoencoderKLCogVideoX``: ``z = scaling_factor · μ``, decode ``x = D(z / scaling_factor)``.
 
-μ is the posterior mean (deterministic), as :func:`motionmatcher.latents.encode_video` uses for
+μ is the posterior mean (deterministic), as :func:`motionmatcher.backbones.latents.encode_video` uses for
 the 2-D VAE. The whole clip goes through the VAE at once: both VAEs process time causally in
 chunks inside (Wan: 1 + 4 frames at a time with a feature cache; CogVideoX: frame batches).
 """
@@ -34,7 +34,7 @@ def _stats(vae, device):
 
 def encode(vae, frames_uint8) -> torch.Tensor:
     """``uint8 (F, H, W, 3)`` -> latents ``(1, C, F', h, w)`` float32 on the VAE's device."""
-    from ..latents import frames_to_model_space
+    from .latents import frames_to_model_space
 
     x = frames_to_model_space(frames_uint8)  # (F, 3, H, W)
     param = next(vae.parameters())
@@ -47,7 +47,7 @@ def encode(vae, frames_uint8) -> torch.Tensor:
 
 def decode(vae, latents: torch.Tensor) -> np.ndarray:
     """Latents ``(B, C, F', h, w)`` -> ``uint8`` numpy video ``(B, F, H, W, 3)``."""
-    from ..latents import model_space_to_uint8
+    from .latents import model_space_to_uint8
 
     param = next(vae.parameters())
     with torch.inference_mode():

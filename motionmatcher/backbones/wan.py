@@ -81,7 +81,7 @@ class WanBackbone(Backbone):
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import UMT5EncoderModel
 
-        from ..models import model_identity
+        from .models import model_identity
         from .base import read_json
         from .cogvideox import load_tokenizer
 
@@ -151,15 +151,15 @@ def _dit_lora_targets(arch: str, targets: str, official: str) -> str:
       ``to_q/to_k/to_v/to_out.0`` of every attention (CogVideoX: diffusers' LoRA example; Wan:
       finetrainers, ``attn1`` and ``attn2``);
     * ``motionmatcher`` (the default of the trained methods): MotionMatcher's own choice carried
-      over from the UNet (``motionmatcher.lora.MOTIONMATCHER_TARGETS``: self-attention and
+      over from the UNet (``motionmatcher.customization.lora.MOTIONMATCHER_TARGETS``: self-attention and
       feed-forward, never the text cross-attention): the video self-attention projections and
       the feed-forward (Wan ``attn1`` + ``ffn``; CogVideoX the joint ``attn1`` + ``ff``);
-    * any other name of :data:`motionmatcher.lora.TARGETS` is a UNet set: refused;
+    * any other name of :data:`motionmatcher.customization.lora.TARGETS` is a UNet set: refused;
     * anything else is a regex over the denoiser's module names, used as given.
 
     (:func:`motionmatcher.backbones.dit_features.lora_targets` builds both sets.)
     """
-    from ..lora import TARGETS
+    from ..customization.lora import TARGETS
     from .base import BackboneError
     from .dit_features import lora_targets
 

@@ -1,7 +1,7 @@
 """Training-free guidance: the hook the one sampler takes, and the tools guided steps share.
 
 A training-free method (DMT, MotionClone; ``motionmatcher/methods/``) trains nothing: it steers
-sampling with features of the reference video. The sampler (:func:`motionmatcher.sampler.
+sampling with features of the reference video. The sampler (:func:`motionmatcher.customization.sampler.
 sample_latents`) calls a :class:`Guidance` at every DDIM step k (timestep t_k, latent z_k):
 
 * :meth:`Guidance.initial_latents` once on the initial latents (DMT's low-frequency init);
@@ -21,9 +21,9 @@ sample_latents`) calls a :class:`Guidance` at every DDIM step k (timestep t_k, l
 Gradients are taken with respect to the latent only: :func:`guided_forward` switches off
 ``requires_grad`` of every UNet weight while a guided forward runs (so no weight ever gets a
 ``.grad`` and no weight gradient is computed), turns on the training-time gradient
-checkpointing of :mod:`motionmatcher.checkpointing` (without putting any dropout into training
+checkpointing of :mod:`motionmatcher.customization.checkpointing` (without putting any dropout into training
 mode), and :func:`forward_until` stops the UNet after the last block whose features the loss
-needs. Only the needed maps are captured (:func:`motionmatcher.attention.capture_attention`,
+needs. Only the needed maps are captured (:func:`motionmatcher.customization.attention.capture_attention`,
 :class:`OutputStore`).
 
 The reference enters through :class:`Reference`: its cached clean latents z_0 and the prompts'
@@ -31,7 +31,7 @@ embeddings. :meth:`Guidance.setup` DDIM-inverts z_0 as the official code does: a
 inversion with ``inversion_steps`` steps (DMT 999, MotionClone 1000 officially: one step per
 train timestep) with the caption (``inversion_prompt: caption``), kept only at the sampling
 timesteps t_k, so ``reference_latents[t_k]`` is the fine inversion's z at t_k
-(:func:`motionmatcher.inversion.ddim_inversion`, ``keep_timesteps``). ``inversion_steps: null``
+(:func:`motionmatcher.customization.inversion.ddim_inversion`, ``keep_timesteps``). ``inversion_steps: null``
 inverts at the sampler's own steps instead (cheap; tests and the demo).
 """
 
@@ -72,7 +72,7 @@ class Reference:
 class OutputStore:
     """Forward outputs of named sub-modules, captured by forward hooks while installed.
 
-    Like :class:`motionmatcher.attention.AttentionStore` it only writes while ``active`` (the
+    Like :class:`motionmatcher.customization.attention.AttentionStore` it only writes while ``active`` (the
     install context clears it on exit), so a recomputation by gradient checkpointing during
     backward stores nothing.
     """
@@ -110,7 +110,7 @@ def guided_forward(unet, gradient_checkpointing: bool = True) -> Iterator[None]:
     Every UNet parameter gets ``requires_grad=False`` for the duration (restored after), so
     autograd builds no weight gradient and no ``.grad`` appears on a weight. With
     ``gradient_checkpointing`` the UNet's sub-modules are checkpointed as in training
-    (:mod:`motionmatcher.checkpointing`): the wrappers run only for modules flagged as training,
+    (:mod:`motionmatcher.customization.checkpointing`): the wrappers run only for modules flagged as training,
     so exactly the wrapped modules get ``training = True`` (their children, dropout included,
     stay in eval mode).
     """
@@ -226,7 +226,7 @@ class Guidance:
 def guidance_types() -> dict:
     """``type`` name of a ``guidance:`` entry → its :class:`Guidance` class
     (:data:`motionmatcher.methods.registry.GUIDANCES`)."""
-    from .methods.registry import GUIDANCES
+    from ..methods.registry import GUIDANCES
 
     return dict(GUIDANCES)
 

@@ -30,13 +30,13 @@ def make_ddim_scheduler(scheduler_or_config):
 
 
 def _flow_sampler(config):
-    from .backbones.flow import FlowSampler
+    from ..backbones.flow import FlowSampler
 
     return FlowSampler(config)
 
 
 def _cogvideox_sampler(config):
-    from .backbones.cogvideox import sampling_scheduler
+    from ..backbones.cogvideox import sampling_scheduler
 
     return sampling_scheduler(config)
 
@@ -109,7 +109,7 @@ def ddim_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
     """
     scheduler = make_ddim_scheduler(scheduler_config)
     if type(scheduler).__name__ == "FlowSampler":
-        from .backbones.flow import flow_inversion
+        from ..backbones.flow import flow_inversion
 
         if keep_timesteps is not None:
             raise ValueError("keep_timesteps: not available for a flow-matching scheduler (the guided "
@@ -177,7 +177,7 @@ def invert_reference(model, latents: torch.Tensor, prompt: str = "", num_steps: 
     method's trained weights on the UNet, as each official inference does (MotionMatcher: its
     LoRA at scale 1; MotionDirector: its temporal LoRA; VMC: its fine-tuned UNet).
 
-    ``weights_dir``: a saved method (:func:`motionmatcher.training.save_trained`), put onto
+    ``weights_dir``: a saved method (:func:`motionmatcher.customization.training.save_trained`), put onto
     ``model.unet`` in place (``parts``: the ones loaded at sampling, None: all); None inverts
     with the base model. The adapters are active at every timestep, scale 1. Returns z_T
     (float32).

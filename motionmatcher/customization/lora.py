@@ -25,7 +25,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
-from .tensor_files import read_checked
+from ..files.tensor_files import read_checked
 
 DEFAULT_ADAPTER = "motion"
 
@@ -54,7 +54,7 @@ MOTIONMATCHER_TARGETS = rf"{SPATIAL_SELF_ATTN_FF}|{TEMPORAL_ATTN_FF}"
 TEMPORAL_ATTN_QKV = r".*temp_attentions\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v)"
 
 #: Named module sets (regexes ``re.fullmatch``-ed against module names, as peft does). Used for
-#: LoRA targets and for the modules a full fine-tune trains (motionmatcher.training).
+#: LoRA targets and for the modules a full fine-tune trains (motionmatcher.customization.training).
 TARGETS = {
     "motionmatcher": MOTIONMATCHER_TARGETS,
     "all_transformer_linears": ALL_TRANSFORMER_LINEARS,
@@ -90,7 +90,7 @@ def dropout_after_up(unet: torch.nn.Module, adapter_name: str) -> None:
     ``nn.Dropout`` becomes a child ``lora_dropout`` of ``lora_B[adapter_name]``, applied by a
     forward hook: no weights, so the state dict keys stay peft's; still a module named
     ``*.lora_dropout*`` (train/eval mode, ``p``, checkpointing snapshots and
-    :func:`motionmatcher.diffusion.base_dropout_disabled`'s exception all see it)."""
+    :func:`motionmatcher.customization.diffusion.base_dropout_disabled`'s exception all see it)."""
     for layer in tuner_layers(unet):
         drops = getattr(layer, "lora_dropout", {})
         if adapter_name in drops and isinstance(drops[adapter_name], torch.nn.Dropout):
@@ -164,9 +164,9 @@ def set_lora_scale(unet: torch.nn.Module, scale: float, adapter_name: str | None
 def save_adapter(unet: torch.nn.Module, out_dir: str | os.PathLike, config: LoraConfig,
                  adapter_name: str = DEFAULT_ADAPTER) -> Path:
     """Save in peft format: ``adapter_config.json`` + ``adapter_model.safetensors``, the weights
-    with a content hash (:func:`motionmatcher.tensor_files.write_checked`; refused if not finite),
+    with a content hash (:func:`motionmatcher.files.tensor_files.write_checked`; refused if not finite),
     written atomically with the umask's permissions."""
-    from .tensor_files import write_checked
+    from ..files.tensor_files import write_checked
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Sample prompts with a given adapter outside the DAG.
 
-    python -m motionmatcher.sample_cli --model resources/models/tiny \
+    python -m motionmatcher.customization.sample_cli --model resources/models/tiny \
         --adapter results/customize/motionmatcher/zoom/adapter \
         --inversion results/inversion/motionmatcher/zoom.safetensors \
         --prompt "The camera zooms in on a lighthouse." --seed 0 --out /tmp/samples
@@ -22,11 +22,11 @@ import logging
 from pathlib import Path
 
 from motionmatcher.backbones import load_model
-from motionmatcher.models import resolve_device, resolve_dtype
-from motionmatcher.tensor_files import read_checked
-from motionmatcher.sampler import SamplingConfig, sample_videos
-from motionmatcher.training import load_trained
-from motionmatcher.video import write_mp4
+from motionmatcher.backbones.models import resolve_device, resolve_dtype
+from motionmatcher.files.tensor_files import read_checked
+from motionmatcher.customization.sampler import SamplingConfig, sample_videos
+from motionmatcher.customization.training import load_trained
+from motionmatcher.files.video import write_mp4
 
 
 def main(argv=None) -> None:

@@ -11,9 +11,9 @@ diffusers' ``TextToVideoSDPipeline`` is deprecated, so the loop is written here 
   scaled by ``lora_scale``; the adapter's enabled state and scale are restored afterwards;
 * noise prior: z_init = √p · z_inv + √(1 − p) · ε (p = ``noise_prior``, z_inv the DDIM-inverted
   reference latents, ε ~ N(0, I) from the sample's own seed);
-* training-free guidance (DMT, MotionClone): an optional :class:`motionmatcher.guidance.Guidance`
+* training-free guidance (DMT, MotionClone): an optional :class:`motionmatcher.customization.guidance.Guidance`
   may transform the initial latents, optimise the latent before a step, add a gradient on the
-  latent to the step's update, and restart steps (see :mod:`motionmatcher.guidance`). Without
+  latent to the step's update, and restart steps (see :mod:`motionmatcher.customization.guidance`). Without
   one the loop is the plain one above, under ``torch.inference_mode``.
 
 Every (prompt, seed) sample draws its initial noise (and, for η > 0, its step noise) from its own
@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 
 from . import lora as lora_mod
 from .inversion import make_ddim_scheduler
-from .latents import decode_latents
-from .tensor_files import check_finite
+from ..backbones.latents import decode_latents
+from ..files.tensor_files import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
     or None/False. ``on_step(t, adapter_enabled)`` is called before each UNet forward.
     ``generator``: for ``eta > 0``, one CPU generator per row (or one for all) for the step noise
     (and for a guidance's restart noise). ``guidance``: a set-up
-    :class:`motionmatcher.guidance.Guidance` whose hooks run at every step (None: plain DDIM).
+    :class:`motionmatcher.customization.guidance.Guidance` whose hooks run at every step (None: plain DDIM).
     """
     scheduler = make_ddim_scheduler(scheduler_config)
     scheduler.set_timesteps(cfg.num_steps)
@@ -223,7 +223,7 @@ def _alpha_prod(scheduler, t: int) -> torch.Tensor:
 
 def _guided_update(guidance, unet, scheduler, z, z_prev, i, t, ctx):
     """z_{k−1} − √(1 − ᾱ_{k−1})·√(1 − ᾱ_k)·score: the guidance's score on ε̂ in the DDIM
-    direction term (``motionmatcher.guidance``)."""
+    direction term (``motionmatcher.customization.guidance``)."""
     score = guidance.score(unet, z, i, t, ctx)
     if score is None:
         return z_prev
@@ -253,10 +253,10 @@ def sample_videos(model, prompts: list[str], seeds: list[int], *, n_frames: int,
     batch (sampling + decoding) divided by the batch's size. Samples are batched
     ``cfg.batch_size`` at a time. Prompts longer than the text encoder's context are truncated
     with a warning naming ``row_labels[i]``. ``inversion_latents`` ``(1, 4, F, h, w)`` is needed
-    when ``cfg.noise_prior > 0``. ``guidance`` (a :class:`motionmatcher.guidance.Guidance`, set up
-    here once with ``reference``, a :class:`motionmatcher.guidance.Reference`) guides every batch
+    when ``cfg.noise_prior > 0``. ``guidance`` (a :class:`motionmatcher.customization.guidance.Guidance`, set up
+    here once with ``reference``, a :class:`motionmatcher.customization.guidance.Reference`) guides every batch
     and transforms its initial latents; ``guidance_inputs[i]`` are sample i's own inputs to it
-    (MotionClone's object words; :meth:`~motionmatcher.guidance.Guidance.prepare_samples`).
+    (MotionClone's object words; :meth:`~motionmatcher.customization.guidance.Guidance.prepare_samples`).
     """
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: pass one seed per prompt")

@@ -46,10 +46,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from motionmatcher import lora as lora_lib
+from motionmatcher.customization import lora as lora_lib
 from motionmatcher.methods.registry import LOSSES
-from motionmatcher.runtime import config_hash, write_json
-from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
+from motionmatcher.jobs.rule_script import config_hash, write_json
+from motionmatcher.files.tensor_files import CorruptFileError, read_checked, write_checked
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Checkpointer:
     """Writes/reads training checkpoints in ``folder/step-XXXXXX`` (atomic rename).
 
     Every file of a checkpoint carries a content hash (the safetensors files through
-    :mod:`motionmatcher.tensor_files`, ``state.json`` its own ``content_sha256``), checked
+    :mod:`motionmatcher.files.tensor_files`, ``state.json`` its own ``content_sha256``), checked
     before anything is restored. The newest ``keep`` checkpoints are kept, so a damaged last
     one (a crash of the disk, not of the process: the rename is atomic) falls back to the one
     before; with none good, training starts over. Each skipped checkpoint is logged with its
@@ -444,7 +444,7 @@ def train(
     torch.manual_seed(seed)  # LoRA init, then dropout masks
     named, lcfg = attach_trainable(unet, cfg)
     if cfg.gradient_checkpointing:
-        from motionmatcher.checkpointing import enable_gradient_checkpointing
+        from motionmatcher.customization.checkpointing import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(unet)
     opt = torch.optim.AdamW(_param_groups(named, lcfg, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -516,7 +516,7 @@ def train(
     bar.close()
     unet.eval()
     if cfg.gradient_checkpointing:
-        from motionmatcher.checkpointing import disable_gradient_checkpointing
+        from motionmatcher.customization.checkpointing import disable_gradient_checkpointing
 
         disable_gradient_checkpointing(unet)
     frame = pd.DataFrame(rows)

@@ -29,8 +29,8 @@ import yaml
 
 __all__ = ["ConfigKeyError", "check_config_keys", "config_key_problems", "loss_keywords", "yaml_number"]
 
-SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schemas" / "config.schema.yaml"
-METHODS_DIR = Path(__file__).resolve().parent / "methods"
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schemas" / "config.schema.yaml"
+METHODS_DIR = Path(__file__).resolve().parents[1] / "methods"
 #: keyword arguments the training loop passes itself (not config keys)
 LOOP_KEYWORDS = {"generator"}
 
@@ -161,7 +161,7 @@ def loss_keywords() -> dict[str, list[str]]:
 
 
 def _loss_kwargs_problems(config: dict) -> list[str]:
-    from .methods.config import MethodError, _merge, method_entry
+    from ..methods.config import MethodError, _merge, method_entry
 
     problems, seen = [], set()
     losses = loss_keywords()

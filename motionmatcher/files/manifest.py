@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from jsonschema import Draft202012Validator
 
-SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schemas" / "manifest.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schemas" / "manifest.schema.yaml"
 REQUIRED = ("video_id", "video_path", "caption", "prompt")
 OVERRIDES = ("start_frame", "frame_step")
 #: optional object words of a row, MotionClone's location-aware masks (official ``obj_pairs``):
@@ -220,7 +220,7 @@ def _describe(err) -> str:
 
 def _probe(path: str) -> dict:
     """``{"info": probe_video(path)}`` or ``{"error": message}``."""
-    from motionmatcher.video import VideoError, probe_video
+    from motionmatcher.files.video import VideoError, probe_video
 
     try:
         return {"info": probe_video(path)}

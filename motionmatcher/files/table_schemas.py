@@ -1,6 +1,6 @@
 """Parquet tables with explicit pyarrow schemas, written atomically (:func:`write_table`) and
 read back checked (:func:`read_table`): a truncated, deleted or foreign file raises a
-:class:`~motionmatcher.tensor_files.CorruptFileError` naming the file and the command that
+:class:`~motionmatcher.files.tensor_files.CorruptFileError` naming the file and the command that
 rebuilds it, instead of pyarrow's "magic bytes not found"."""
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def read_table(path: str | os.PathLike, schema: pa.Schema | None = None,
     """Read a table written by :func:`write_table` (or any rule's Parquet output) as a frame.
 
     A missing or unreadable file (truncated, overwritten, not Parquet), or one without a column
-    of ``schema``, raises :class:`~motionmatcher.tensor_files.CorruptFileError` with
+    of ``schema``, raises :class:`~motionmatcher.files.tensor_files.CorruptFileError` with
     ``snakemake --force <path>`` (relative to the working directory)."""
     return read_arrow_table(path, schema, columns).to_pandas()
 
@@ -186,7 +186,7 @@ def read_table(path: str | os.PathLike, schema: pa.Schema | None = None,
 def read_arrow_table(path: str | os.PathLike, schema: pa.Schema | None = None,
                      columns: list[str] | None = None) -> pa.Table:
     """:func:`read_table` as a ``pyarrow.Table`` (same checks, same errors)."""
-    from motionmatcher.tensor_files import CorruptFileError, rebuild_command
+    from motionmatcher.files.tensor_files import CorruptFileError, rebuild_command
 
     path = Path(path)
     hint = rebuild_command(path)

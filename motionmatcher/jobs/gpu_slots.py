@@ -3,7 +3,7 @@
 Snakemake counts the ``gpu`` resource only as a number (``--resources gpu=N`` caps how many
 GPU jobs run at once) and never sets ``CUDA_VISIBLE_DEVICES``, so without help every
 concurrent GPU job would land on the first card. :func:`acquire_gpu_slot` (called by
-``motionmatcher.runtime.setup_script`` for every rule that requests ``gpu``) picks a free
+``motionmatcher.jobs.rule_script.setup_script`` for every rule that requests ``gpu``) picks a free
 device, sets ``CUDA_VISIBLE_DEVICES`` to it before torch initialises CUDA, and holds an
 exclusive ``fcntl.flock`` on ``<lock dir>/gpu-<device>.lock`` for the life of the process.
 The kernel drops the lock when the process ends, however it ends (exit, exception, SIGKILL,
@@ -28,7 +28,7 @@ minute; ``MOTIONMATCHER_GPU_WAIT_TIMEOUT`` (seconds) turns the wait into a
 :class:`GpuSlotTimeout` naming the holders. Inside Snakemake's cap (``gpu=N`` with N <= pool
 size) a job only waits when something outside the run holds a card.
 
-``python -m motionmatcher.gpu_slots`` prints the pool and who holds which slot.
+``python -m motionmatcher.jobs.gpu_slots`` prints the pool and who holds which slot.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("motionmatcher.gpu_slots")
+log = logging.getLogger("motionmatcher.jobs.gpu_slots")
 
 ENV_GPUS = "MOTIONMATCHER_GPUS"
 ENV_COUNT = "MOTIONMATCHER_GPU_COUNT"
@@ -343,7 +343,7 @@ def release_gpu_slot() -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m motionmatcher.gpu_slots",
+    ap = argparse.ArgumentParser(prog="python -m motionmatcher.jobs.gpu_slots",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--acquire", action="store_true",
                     help="take a slot, print CUDA_VISIBLE_DEVICES and hold it until killed (for tests)")

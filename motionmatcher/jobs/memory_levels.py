@@ -13,7 +13,7 @@ level  training (``customize``)                        sampling (``sample``)
 ====== =============================================== =============================================
 
 Every level computes the same thing: gradient checkpointing recomputes the same forward
-(motionmatcher.checkpointing; resume checkpoints stay valid across levels), and each sample has
+(motionmatcher.customization.checkpointing; resume checkpoints stay valid across levels), and each sample has
 its own seeded generator, so batching and VAE chunking change only floating-point rounding. The level and what it changed are recorded in ``run.json``.
 
 Only an out-of-memory is retried: Snakemake's ``retries`` reruns any failure, so attempt N > 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open
 
-from motionmatcher.tensor_files import serialize, write_bytes_atomic
+from motionmatcher.files.tensor_files import serialize, write_bytes_atomic
 
 log = logging.getLogger("motionmatcher")
 
@@ -24,14 +24,14 @@ VERSIONED_PACKAGES = ("torch", "diffusers", "peft", "transformers", "open_clip_t
 
 def setup_script(smk) -> logging.Logger:
     """Send a rule script's stderr (logging, tqdm, warnings) to the rule's ``log:`` file, take a
-    GPU slot for rules that request ``gpu`` (motionmatcher.gpu_slots) and use the rule's
+    GPU slot for rules that request ``gpu`` (motionmatcher.jobs.gpu_slots) and use the rule's
     ``threads`` for torch."""
     attempt = getattr(smk.resources, "attempt", None)
     if smk.log:
         Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
         target = smk.log[0]
         if attempt is not None:  # a retried rule: each attempt keeps its own log (memory_levels)
-            from motionmatcher.memory_levels import attempt_log
+            from motionmatcher.jobs.memory_levels import attempt_log
 
             target = attempt_log(smk.log[0], attempt)
         sys.stderr = open(target, "w", buffering=1)
@@ -52,13 +52,13 @@ def setup_script(smk) -> logging.Logger:
     )
     # before a GPU slot or any work: a retry only after an out-of-memory
     if attempt is not None and smk.log:
-        from motionmatcher.memory_levels import check_retry
+        from motionmatcher.jobs.memory_levels import check_retry
 
         check_retry(smk.log[0], attempt, f"rule {smk.rule} {dict(smk.wildcards)}")
     # A GPU rule on a workstation takes a free device (CUDA_VISIBLE_DEVICES) before anything
     # initialises CUDA; under Slurm, or without GPUs, this does nothing.
     if int(getattr(smk.resources, "gpu", 0) or 0) > 0:
-        from motionmatcher.gpu_slots import acquire_gpu_slot
+        from motionmatcher.jobs.gpu_slots import acquire_gpu_slot
 
         acquire_gpu_slot(f"{smk.rule} {dict(smk.wildcards)}", n=int(smk.resources.gpu))
     torch.set_num_threads(max(1, int(smk.threads)))
@@ -70,7 +70,7 @@ def setup_script(smk) -> logging.Logger:
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write safetensors atomically (temp file + rename, the temporary removed on failure);
     metadata values are stringified and written in sorted key order (identical inputs give
-    identical bytes). Cached files that readers must check: :func:`motionmatcher.tensor_files.write_checked`."""
+    identical bytes). Cached files that readers must check: :func:`motionmatcher.files.tensor_files.write_checked`."""
     write_bytes_atomic(path, serialize(tensors, metadata))
 
 
@@ -107,7 +107,7 @@ def library_versions() -> dict[str, str]:
 
 def code_version() -> str:
     """``git describe`` of the repository holding this package, or the package version."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
             ["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],

@@ -1,11 +1,11 @@
 """The registries of the methods: a trained method's ``train.loss`` names a key of
 :data:`LOSSES`, a training-free method's ``guidance.type`` a key of :data:`GUIDANCES`.
 
-The one training loop (:func:`motionmatcher.training.train`) calls
+The one training loop (:func:`motionmatcher.customization.training.train`) calls
 ``LOSSES[name](unet, scheduler, latents, noise, timesteps, text_embeddings, **loss_kwargs)``
 (plus ``generator=`` when the loss takes one) and backpropagates ``out["loss"]``; the one
-sampler (:func:`motionmatcher.sampler.sample_latents`) calls the hooks of the
-:class:`motionmatcher.guidance.Guidance` that ``GUIDANCES[type](**options)`` builds.
+sampler (:func:`motionmatcher.customization.sampler.sample_latents`) calls the hooks of the
+:class:`motionmatcher.customization.guidance.Guidance` that ``GUIDANCES[type](**options)`` builds.
 
 =================  ==========================  ===========================================
 method             hook                        module
@@ -43,7 +43,7 @@ LOSSES: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
     "motion_distillation": motion_distillation_loss,
 }
 
-#: ``type`` of a ``guidance:`` entry → its :class:`~motionmatcher.guidance.Guidance` class.
+#: ``type`` of a ``guidance:`` entry → its :class:`~motionmatcher.customization.guidance.Guidance` class.
 GUIDANCES: dict[str, type] = {
     "dmt": DMTGuidance,
     "motionclone": MotionCloneGuidance,

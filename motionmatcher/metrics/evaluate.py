@@ -55,7 +55,7 @@ from motionmatcher.metrics.mtbench import (
 )
 from motionmatcher.metrics.provenance import module_sha256
 from motionmatcher.metrics.groundtruth import GT_COLUMNS, score_sample
-from motionmatcher.runtime import config_hash
+from motionmatcher.jobs.rule_script import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def metrics_gpus(config: Mapping[str, Any], rule: str) -> int:
     which picks CUDA where there is one) both rules ask for one GPU, like the other GPU rules;
     with ``device: cpu`` none. Without the request the Slurm profile places the job on a CPU
     node (where ``device: cuda`` fails) and the local profile lets it use ``cuda:0`` without
-    taking a slot (:mod:`motionmatcher.gpu_slots`).
+    taking a slot (:mod:`motionmatcher.jobs.gpu_slots`).
     """
     if rule not in ("metrics", "reference_metrics"):
         raise ValueError(f"metrics_gpus: unknown rule {rule!r}")
@@ -149,9 +149,9 @@ def load_scorers(metrics_cfg: Mapping[str, Any], device: str = "cpu", need_track
 
 def load_frames_file(path: str | os.PathLike) -> np.ndarray:
     """uint8 ``(F, H, W, 3)`` frames of a cached frames file (a sample's or a reference's),
-    verified (content hash, shape) by :func:`motionmatcher.tensor_files.read_checked`: a damaged
+    verified (content hash, shape) by :func:`motionmatcher.files.tensor_files.read_checked`: a damaged
     file raises ``CorruptFileError`` naming it and its rebuild command instead of being scored."""
-    from motionmatcher.tensor_files import read_checked
+    from motionmatcher.files.tensor_files import read_checked
 
     return read_checked(path, shapes={"frames": [None, None, None, 3]})[0]["frames"].numpy()
 

@@ -136,7 +136,7 @@ def box_mask(mask: np.ndarray) -> np.ndarray:
 
 def crop_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """A mask of the original frame in the geometry of
-    :func:`motionmatcher.video.resize_center_crop` (scale to cover ``width x height``, centre
+    :func:`motionmatcher.files.video.resize_center_crop` (scale to cover ``width x height``, centre
     crop), nearest-neighbour: where the object is in the clip the sample sees."""
     import cv2
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from motionmatcher.summary import DASH, METRIC_SPECS, format_ci, format_diff, format_stat, mean_ci
+from motionmatcher.results.summary_tables import DASH, METRIC_SPECS, format_ci, format_diff, format_stat, mean_ci
 
 __all__ = [
     "setup_report_script",
@@ -32,7 +32,7 @@ __all__ = [
     "LOSS_META_COLUMNS",
 ]
 
-log = logging.getLogger("motionmatcher.report")
+log = logging.getLogger("motionmatcher.results.report")
 
 #: train_log.parquet columns that are not loss terms.
 LOSS_META_COLUMNS = ("video_id", "method", "step", "timestep", "lr", "seconds", "spatial_skipped")
@@ -125,7 +125,7 @@ def _diff(r, m: str) -> str:
 
 def summary_html(summary: pd.DataFrame, descriptions: Mapping[str, str] | None = None,
                  notes_markdown: str | None = None, title: str = "Table 1: motion customization") -> str:
-    """HTML of the summary table (:func:`motionmatcher.summary.summarize`): per method the mean ±
+    """HTML of the summary table (:func:`motionmatcher.results.summary_tables.summarize`): per method the mean ±
     std and the 95% CI of every metric (best mean in bold), the paired differences against
     the reference method, and the per-(method, video) rows (folded)."""
     descriptions = descriptions or {}

@@ -3,7 +3,7 @@ per-sample metrics, as a DataFrame and as Markdown. Pure pandas; the workflow sc
 read and write files.
 
 ``summarize`` returns one table with a ``level`` column (schema
-:data:`motionmatcher.tables.SUMMARY`):
+:data:`motionmatcher.files.table_schemas.SUMMARY`):
 
 * ``level == "method"``: one row per method (``video_id`` null);
 * ``level == "video"``: one row per (method, video).
@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from motionmatcher.tables import SUMMARY, SUMMARY_METRICS
+from motionmatcher.files.table_schemas import SUMMARY, SUMMARY_METRICS
 
 __all__ = ["METRIC_SPECS", "DASH", "PAIR_KEYS", "concat_metric_tables", "summarize", "format_stat",
            "summary_markdown", "statistics_markdown", "t_quantile", "mean_ci", "paired_differences",
@@ -84,11 +84,11 @@ def aggregate_metric_tables(paths: Iterable[str | os.PathLike], out: str | os.Pa
                             schema: pa.Schema | None = None, rows_per_group: int = 65536,
                             tables_per_group: int = 512) -> int:
     """Concatenate the per-(method, video) metric tables at ``paths`` into one Parquet file
-    ``out`` with ``schema`` (default :data:`motionmatcher.tables.METRICS`), streaming: one input
+    ``out`` with ``schema`` (default :data:`motionmatcher.files.table_schemas.METRICS`), streaming: one input
     table and at most ``rows_per_group`` buffered rows from at most ``tables_per_group`` files
     are in memory at a time, however many files there are. The result equals ``write_table(concat_metric_tables(...))``. Atomic;
     returns the number of rows."""
-    from motionmatcher.tables import METRICS, read_arrow_table
+    from motionmatcher.files.table_schemas import METRICS, read_arrow_table
 
     schema = schema or METRICS
     out = Path(out)
@@ -306,7 +306,7 @@ def summarize(
             (``M_diff_*`` columns; null when it has no samples, and for itself).
 
     Returns:
-        A DataFrame with the columns of :data:`motionmatcher.tables.SUMMARY`: the
+        A DataFrame with the columns of :data:`motionmatcher.files.table_schemas.SUMMARY`: the
         ``level == "method"`` rows first, then the ``level == "video"`` rows.
     """
     ref_clip = {}
@@ -382,7 +382,7 @@ def _metric_cells(row: pd.Series) -> list[str]:
             for m, _, _ in METRIC_SPECS]
 
 
-#: (column, label) of the per-sample columns that define the numbers (motionmatcher.evaluate)
+#: (column, label) of the per-sample columns that define the numbers (motionmatcher.metrics.evaluate)
 DEFINITIONS = (
     ("discrepancy_variant", "motion discrepancy variant"),
     ("fidelity_variant", "motion fidelity variant"),

@@ -2,14 +2,14 @@
 
 Snakemake decides what to rerun from file times, parameters and code, not from content: a
 truncated ``samples.parquet`` or a bit-flipped adapter is "up to date" to it. This reads every
-checked tensor file (:func:`motionmatcher.tensor_files.read_checked`: content hash, finite
-values) and every Parquet table (:func:`motionmatcher.tables.read_table`) under the given
+checked tensor file (:func:`motionmatcher.files.tensor_files.read_checked`: content hash, finite
+values) and every Parquet table (:func:`motionmatcher.files.table_schemas.read_table`) under the given
 folders and lists each damaged one with the workflow output that rebuilds it. With
 ``--delete`` that output is deleted, so the next plain ``snakemake`` run makes it again (and,
 by file time, everything made from it)::
 
-    python -m motionmatcher.verify results resources            # report only (exit 1 if damaged)
-    python -m motionmatcher.verify --delete results resources   # then rerun snakemake
+    python -m motionmatcher.results.verify results resources            # report only (exit 1 if damaged)
+    python -m motionmatcher.results.verify --delete results resources   # then rerun snakemake
 
 Not checked: training resume checkpoints (``checkpoints/``: the trainer checks them itself and
 falls back to an older one) and tensor files without a content hash that are not adapters
@@ -53,7 +53,7 @@ def _header(path: Path) -> dict | None:
 
 
 def _check_tensor_file(path: Path) -> Damage | None:
-    from .tensor_files import CorruptFileError, read_checked
+    from ..files.tensor_files import CorruptFileError, read_checked
 
     meta = _header(path)
     if meta is not None and "content_sha256" not in meta and path.name != "adapter_model.safetensors":
@@ -66,8 +66,8 @@ def _check_tensor_file(path: Path) -> Damage | None:
 
 
 def _check_table(path: Path) -> Damage | None:
-    from .tables import read_table
-    from .tensor_files import CorruptFileError
+    from ..files.table_schemas import read_table
+    from ..files.tensor_files import CorruptFileError
 
     try:
         read_table(path)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         print("now rerun your snakemake command (e.g. `make demo`): it rebuilds the deleted outputs "
               "and what is made from them")
         return 0
-    print(f"{len(damage)} damaged file(s); `python -m motionmatcher.verify --delete {' '.join(args.folders)}` "
+    print(f"{len(damage)} damaged file(s); `python -m motionmatcher.results.verify --delete {' '.join(args.folders)}` "
           "deletes their outputs so that the next snakemake run rebuilds them")
     return 1
 

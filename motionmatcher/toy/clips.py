@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..video import atomic_write, write_mp4
+from ..files.video import atomic_write, write_mp4
 from . import world
 
 #: (trajectory family, held-out appearance) of each reference clip.

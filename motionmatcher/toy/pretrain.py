@@ -13,7 +13,7 @@ Two stages, each resumable from its last checkpoint:
    the caption dropped (-> "") with probability ``p_uncond`` for classifier-free guidance.
 
 The result is a diffusers-format directory (``unet/ vae/ text_encoder/ tokenizer/
-scheduler/``, fp16 safetensors) that :func:`motionmatcher.models.load_t2v_model` loads.
+scheduler/``, fp16 safetensors) that :func:`motionmatcher.backbones.models.load_t2v_model` loads.
 
 CLI (``make toy-model``)::
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models import ZEROSCOPE_SCHEDULER, ZEROSCOPE_UNET, _write_tokenizer
+from ..backbones.models import ZEROSCOPE_SCHEDULER, ZEROSCOPE_UNET, _write_tokenizer
 from . import world
 
 log = logging.getLogger(__name__)
