@@ -84,7 +84,8 @@ def load_config(path: Path) -> dict:
 def run_child(args) -> dict:
     import torch
 
-    from motionmatcher.customization.guidance import Reference, make_guidance
+    from motionmatcher.customization.guidance import Reference
+    from motionmatcher.methods.registry import make_guidance
     from motionmatcher.methods import method_config
     from motionmatcher.backbones.models import (ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device,
                                       zeroscope_unet_random)

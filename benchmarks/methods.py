@@ -111,7 +111,8 @@ def run_child(args) -> dict:
 
     from motionmatcher.methods import method_config
     from motionmatcher.backbones.models import build_tiny_components, resolve_device, zeroscope_unet_random
-    from motionmatcher.customization.training import TrainConfig, save_trained, train
+    from motionmatcher.customization.training import TrainConfig, train
+    from motionmatcher.customization.trained_weights import save_trained
 
     if args.threads:
         torch.set_num_threads(args.threads)

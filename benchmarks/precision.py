@@ -116,7 +116,8 @@ def main_guidance(args, device) -> None:
 
     import yaml
 
-    from motionmatcher.customization.guidance import Reference, make_guidance
+    from motionmatcher.customization.guidance import Reference
+    from motionmatcher.methods.registry import make_guidance
     from motionmatcher.methods.config import method_config
     from motionmatcher.backbones.models import ZEROSCOPE_SCHEDULER
 

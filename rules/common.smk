@@ -14,7 +14,7 @@ from motionmatcher.methods import load_video_overrides
 from motionmatcher.methods import method_config as _method_config
 from motionmatcher.methods import video_override as _video_override
 from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
-from motionmatcher.jobs.rule_script import code_version
+from motionmatcher.jobs.provenance import code_version
 from motionmatcher.files.table_schemas import SUMMARY_METRICS
 from motionmatcher.files.video_identity import record_video_identity
 

@@ -42,7 +42,8 @@ from typing import Sequence
 
 import numpy as np
 
-from motionmatcher.files.video import atomic_write, write_mp4
+from motionmatcher.files.atomic import atomic_write
+from motionmatcher.files.video import write_mp4
 
 __all__ = ["TRAJECTORIES", "DEMO_PROMPTS", "render_clip", "write_demo_dataset", "main"]
 

@@ -13,7 +13,8 @@ from motionmatcher.customization.checkpointing import (
     enable_gradient_checkpointing,
     is_gradient_checkpointing_enabled,
 )
-from motionmatcher.customization.lora import add_lora, lora_config, lora_enabled
+from motionmatcher.customization.lora import add_lora, lora_config
+from helpers import lora_enabled
 from motionmatcher.methods.registry import LOSSES
 
 

@@ -50,7 +50,7 @@ def _trained_adapter(unet, tmp_path):
 
 
 def test_flipped_bit_in_an_adapter_is_refused_before_use(unet, base, tmp_path):
-    from motionmatcher.customization.training import load_trained
+    from motionmatcher.customization.trained_weights import load_trained
 
     out = _trained_adapter(unet, tmp_path)
     weights = out / "adapter_model.safetensors"
@@ -63,7 +63,8 @@ def test_flipped_bit_in_an_adapter_is_refused_before_use(unet, base, tmp_path):
 
 def test_flipped_bit_in_a_trained_part_is_refused(base, tmp_path):
     """The `trainable:` parts format (MotionDirector, VMC) goes through the same check."""
-    from motionmatcher.customization.training import TrainConfig, attach_trainable, load_trained, save_trained
+    from motionmatcher.customization.training import TrainConfig, attach_trainable
+    from motionmatcher.customization.trained_weights import load_trained, save_trained
 
     unet = copy.deepcopy(base.unet)
     cfg = TrainConfig.from_dict({"loss": "noise_prediction", "trainable": {
@@ -108,7 +109,8 @@ def test_nan_tensor_is_not_written_and_names_step_and_inputs(tmp_path):
 
 def test_reader_refuses_a_file_holding_nan(tmp_path):
     """A NaN file written by an older version (or another program) is not used either."""
-    from motionmatcher.files.tensor_files import content_hash, serialize, write_bytes_atomic
+    from motionmatcher.files.tensor_files import content_hash, serialize
+    from motionmatcher.files.atomic import write_bytes_atomic
 
     t = {"latents": torch.tensor([1.0, float("nan")])}
     path = tmp_path / "old.safetensors"
@@ -176,7 +178,8 @@ def test_hint_names_the_rule_output_relative_to_the_working_directory(tmp_path, 
 def test_hint_of_an_older_file_uses_where_it_is_now(tmp_path, monkeypatch):
     """Files written before `rebuild_target` recorded the absolute path they were first
     written at; the hint is computed from the path read instead."""
-    from motionmatcher.files.tensor_files import content_hash, serialize, write_bytes_atomic
+    from motionmatcher.files.tensor_files import content_hash, serialize
+    from motionmatcher.files.atomic import write_bytes_atomic
 
     monkeypatch.chdir(tmp_path)
     t = {"x": torch.ones(2)}
@@ -194,7 +197,8 @@ def test_hint_of_an_older_file_uses_where_it_is_now(tmp_path, monkeypatch):
 
 
 def test_adapter_files_respect_the_umask(unet, base, tmp_path):
-    from motionmatcher.customization.training import TrainConfig, attach_trainable, save_trained
+    from motionmatcher.customization.training import TrainConfig, attach_trainable
+    from motionmatcher.customization.trained_weights import save_trained
 
     old = os.umask(0o022)
     try:
@@ -451,7 +455,7 @@ def test_workflow_scripts_read_tables_through_the_checked_reader():
 
 
 def test_verify_finds_damage_and_deletes_the_outputs_that_rebuild_it(tmp_path, monkeypatch, capsys):
-    from motionmatcher.jobs.rule_script import save_tensors
+    from helpers import save_tensors
     from motionmatcher.results.verify import main
 
     monkeypatch.chdir(tmp_path)

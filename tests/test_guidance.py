@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from motionmatcher.customization.attention import capture_attention
-from motionmatcher.customization.guidance import Reference, guided_forward, guided_window, make_guidance
+from motionmatcher.customization.guidance import Reference, guided_forward, guided_window
+from motionmatcher.methods.registry import make_guidance
 from motionmatcher.methods.dmt import DMTGuidance, dmt_loss, low_frequency_init
 from motionmatcher.methods.motionclone import MotionCloneGuidance, sparse_mask
 from motionmatcher.customization.sampler import SamplingConfig, sample_videos

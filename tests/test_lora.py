@@ -14,12 +14,11 @@ from motionmatcher.customization.lora import (
     load_adapter,
     lora_config,
     lora_disabled,
-    lora_enabled,
-    lora_module_names,
     save_adapter,
     set_lora_enabled,
     set_lora_scale,
 )
+from helpers import lora_enabled, lora_module_names
 
 
 @pytest.fixture()

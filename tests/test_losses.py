@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from motionmatcher.customization.diffusion import ddim_step
-from motionmatcher.customization.lora import add_lora, lora_config, lora_disabled, lora_enabled, set_lora_scale
+from motionmatcher.customization.lora import add_lora, lora_config, lora_disabled, set_lora_scale
+from helpers import lora_enabled
 from motionmatcher.methods.ddpm_lora import noise_prediction_loss
 from motionmatcher.methods.motionmatcher import motion_matching_loss
 from motionmatcher.methods.registry import LOSSES

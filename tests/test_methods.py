@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import lora_module_names
 from motionmatcher.customization import lora as lora_lib
 from motionmatcher.methods.motiondirector import (
     appearance_debiased_mse,
@@ -30,15 +31,8 @@ from motionmatcher.methods.registry import LOSSES
 from motionmatcher.methods.vmc import frame_residual, motion_distillation_residual_loss
 from motionmatcher.methods import MethodError, method_config
 from motionmatcher.methods.config import _merge
-from motionmatcher.customization.training import (
-    TrainConfig,
-    TrainingError,
-    attach_trainable,
-    load_trained,
-    save_trained,
-    train,
-    trained_parts,
-)
+from motionmatcher.customization.training import TrainConfig, TrainingError, attach_trainable, train
+from motionmatcher.customization.trained_weights import load_trained, save_trained, trained_parts
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -356,7 +350,7 @@ def test_motiondirector_inference_loads_only_the_temporal_adapter(model, base_mo
     loaded = load_trained(fresh, out, parts)
     assert loaded == {"lora": ["temporal"], "full": []}
     assert lora_lib.adapter_names(fresh) == ["temporal"]
-    names = lora_lib.lora_module_names(fresh)
+    names = lora_module_names(fresh)
     assert names and all(TEMPORAL.search(n + ".") for n in names)
     got = dict(fresh.named_parameters())
     assert trained.keys() <= got.keys()

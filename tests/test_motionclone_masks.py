@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from motionmatcher.customization.attention import capture_attention
-from motionmatcher.customization.guidance import Reference, make_guidance
+from motionmatcher.customization.guidance import Reference
+from motionmatcher.methods.registry import make_guidance
 from motionmatcher.methods.motionclone import (EPS, block_grid, gaussian_at_centroid,
                                                object_masks, object_token_index, resize_masks,
                                                semantic_loss_global, semantic_loss_masked)

@@ -25,25 +25,23 @@ from ball_clips import render_clip
 from motionmatcher.metrics.evaluate import evaluate_samples
 from motionmatcher.files.manifest import load_manifest
 from motionmatcher.metrics.mtbench import (
+    MTBenchError,
     MTBenchSetup,
     align_frames,
     box_mask,
     check_mtbench_config,
     count_zero_steps,
     crop_mask,
-    grid_points,
-    load_mtbench_trajectories,
-    mtbench_motion_fidelity,
-    normalise_tracks,
-    track_mtbench,
-)
-from motionmatcher.mtbench import (
-    MTBenchError,
     first_frame_mask,
+    grid_points,
     import_mtbench,
+    load_mtbench_trajectories,
     main,
+    mtbench_motion_fidelity,
     mtbench_setup,
+    normalise_tracks,
     stored_trajectories,
+    track_mtbench,
     video_folder,
 )
 from motionmatcher.results.summary_tables import difficulty_breakdown, difficulty_markdown

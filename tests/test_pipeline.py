@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ball_clips import write_demo_dataset
-from motionmatcher.jobs.rule_script import load_tensors, tensor_metadata
+from helpers import load_tensors, tensor_metadata
 from motionmatcher.files.video import read_mp4
 from workflow_helpers import run_snakemake, write_small_config
 

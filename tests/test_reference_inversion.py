@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from motionmatcher.customization.guidance import Reference, make_guidance
+from motionmatcher.customization.guidance import Reference
+from motionmatcher.methods.registry import make_guidance
 from motionmatcher.customization.inversion import ddim_inversion, make_ddim_scheduler
 from motionmatcher.methods.dmt import low_frequency_init
 from motionmatcher.customization.sampler import SamplingConfig, sample_videos

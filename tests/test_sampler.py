@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import lora_enabled
 from motionmatcher.customization import lora
 from motionmatcher.customization.sampler import SamplingConfig, initial_latents, sample_latents, sample_videos
 
@@ -185,7 +186,7 @@ def test_lora_gating_switches_exactly_at_threshold(tiny_model):
         assert all(on == (t >= 501) for t, on in steps), steps
         assert (501, True) in steps and (451, False) in steps
         # Adapter state and scale restored afterwards.
-        assert lora.lora_enabled(model.unet) is initially
+        assert lora_enabled(model.unet) is initially
         assert [dict(layer.scaling) for layer in lora.tuner_layers(model.unet)] == scalings
 
 

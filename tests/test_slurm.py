@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from ball_clips import write_demo_dataset
-from motionmatcher.jobs.rule_script import load_tensors
+from helpers import load_tensors
 from workflow_helpers import write_small_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from motionmatcher.jobs.rule_script import save_tensors
 from motionmatcher.files.tensor_files import CorruptFileError, read_checked, write_checked
+from helpers import save_tensors
 
 
 @pytest.fixture()
@@ -77,7 +78,8 @@ def test_file_without_hash_is_refused(tmp_path):
 
 def test_identical_writes_give_identical_bytes_across_processes(tmp_path):
     """safetensors orders metadata by a randomly seeded hash map; ours is sorted."""
-    code = ("import sys, torch; from motionmatcher.jobs.rule_script import save_tensors; "
+    code = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "from helpers import save_tensors; "
             "save_tensors({'a': torch.arange(4.0)}, sys.argv[1], metadata={k: i for i, k in enumerate('abcdefghij')})")
     outs = []
     for i in range(3):
@@ -90,14 +92,14 @@ def test_identical_writes_give_identical_bytes_across_processes(tmp_path):
 def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
     import os
 
-    from motionmatcher.jobs import rule_script as runtime
+    from motionmatcher.files.atomic import write_json
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError):
-        runtime.write_json(tmp_path / "x.json", {"a": 1})
+        write_json(tmp_path / "x.json", {"a": 1})
     with pytest.raises(OSError):
         save_tensors({"a": torch.ones(2)}, tmp_path / "y.safetensors")
     assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from motionmatcher.customization.lora import lora_module_names
+from helpers import lora_module_names
 from motionmatcher.customization.training import TrainConfig, TrainingError, train
 
 

@@ -6,10 +6,11 @@ import pandas as pd
 
 from motionmatcher.metrics.evaluate import evaluate_samples, load_frames_file, load_scorers, metric_variants, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
-from motionmatcher.mtbench import mtbench_setup
+from motionmatcher.metrics.mtbench import mtbench_setup
 from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.backbones.models import resolve_device
-from motionmatcher.jobs.rule_script import code_version, setup_script
+from motionmatcher.jobs.provenance import code_version
+from motionmatcher.jobs.rule_script import setup_script
 from motionmatcher.files.table_schemas import METRICS, read_table, write_table
 
 log = setup_script(snakemake)

@@ -6,7 +6,8 @@ import pandas as pd
 from motionmatcher.metrics.evaluate import evaluate_reference, load_frames_file, load_scorers, metrics_config_hash
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.backbones.models import resolve_device
-from motionmatcher.jobs.rule_script import code_version, setup_script
+from motionmatcher.jobs.provenance import code_version
+from motionmatcher.jobs.rule_script import setup_script
 from motionmatcher.files.table_schemas import REFERENCE, write_table
 
 log = setup_script(snakemake)

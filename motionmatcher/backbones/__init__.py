@@ -1,6 +1,11 @@
 """Backbones: the text-to-video architectures the pipeline runs on (interface:
 :mod:`.base`; one module each: :mod:`.unet3d` (Zeroscope), :mod:`.wan` (Wan 2.1 T2V),
-:mod:`.cogvideox` (CogVideoX)).
+:mod:`.cogvideox` (CogVideoX)), with what they share: loading a diffusers model directory and the
+seeded tiny models (:mod:`.models`, :mod:`.tiny`), the VAEs' encoding to latents and back
+(:mod:`.latents`), flow-matching schedules (:mod:`.flow`) and the DiT features
+(:mod:`.dit_features`). Support for a new model architecture, or a change that concerns one
+architecture only, belongs here; what every method does on any backbone belongs in
+:mod:`motionmatcher.customization`.
 
 :func:`load_model` loads any diffusers model directory, picking the backbone from the
 denoiser class it declares (``model_index.json`` / the transformer's ``_class_name``);

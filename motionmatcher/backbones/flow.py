@@ -23,17 +23,10 @@ from types import SimpleNamespace
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["FLOW_SCHEDULERS", "FlowMatchSchedule", "FlowSampler", "flow_inversion", "is_flow_config"]
+__all__ = ["FLOW_SCHEDULERS", "FlowMatchSchedule", "FlowSampler", "flow_inversion"]
 
 #: diffusers scheduler classes that sample a flow-matching model
 FLOW_SCHEDULERS = ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler")
-
-
-def is_flow_config(config) -> bool:
-    cfg = dict(getattr(config, "config", config) or {})
-    return cfg.get("_class_name") in FLOW_SCHEDULERS and (
-        cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler"
-        or cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction")
 
 
 def _expand(a: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -11,6 +11,17 @@ Conventions (shared with the rest of the package):
 * latents: float ``(B, 4, F, H/s, W/s)`` (``s`` = the VAE's scale factor, 8 for Zeroscope)
   already multiplied by ``vae.config.scaling_factor`` (and shifted by ``shift_factor`` for the
   VAEs that have one), i.e. what the UNet sees.
+
+The causal 3-D video VAEs of the DiT backbones (:data:`VIDEO_VAES`) encode a pixel video to the
+latents the transformer sees and decode back (layout ``(B, C, F', h, w)``, F' = (F − 1)/4 + 1).
+
+* ``AutoencoderKLWan``: ``z = (μ − mean_c) / std_c`` per channel (``latents_mean`` /
+  ``latents_std`` of the VAE config; Wan's pipelines), decode ``x = D(z · std_c + mean_c)``;
+* ``AutoencoderKLCogVideoX``: ``z = scaling_factor · μ``, decode ``x = D(z / scaling_factor)``.
+
+μ is the posterior mean (deterministic), as :func:`encode_video` uses for
+the 2-D VAE. The whole clip goes through the VAE at once: both VAEs process time causally in
+chunks inside (Wan: 1 + 4 frames at a time with a feature cache; CogVideoX: frame batches).
 """
 
 from __future__ import annotations
@@ -60,10 +71,8 @@ def encode_video(vae, frames_uint8, chunk_size: int = 8, generator: torch.Genera
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    from . import vae3d
-
-    if vae3d.is_video_vae(vae):  # a DiT's causal 3-D VAE: the clip at once (motionmatcher.backbones.vae3d)
-        return vae3d.encode(vae, frames_uint8)
+    if is_video_vae(vae):  # a DiT's causal 3-D VAE: the clip at once
+        return _encode_video_vae(vae, frames_uint8)
     x = frames_to_model_space(frames_uint8)
     s = _vae_scale_factor(vae)
     n_frames, _, height, width = x.shape
@@ -93,10 +102,8 @@ def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarra
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if latents.ndim != 5:
         raise ValueError(f"expected latents of shape (B, C, F, h, w), got {tuple(latents.shape)}")
-    from . import vae3d
-
-    if vae3d.is_video_vae(vae):
-        return vae3d.decode(vae, latents)
+    if is_video_vae(vae):
+        return _decode_video_vae(vae, latents)
     scale, shift = _scaling(vae)
     param = next(vae.parameters())
     b, c, f, h, w = latents.shape
@@ -112,3 +119,44 @@ def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> np.ndarra
         video = torch.cat(frames)  # (B*F, 3, H, W)
         video = video.reshape(b, f, *video.shape[1:]).permute(0, 1, 3, 4, 2)
         return video.contiguous().numpy()
+
+
+# ---- the causal 3-D video VAEs of the DiT backbones --------------------------------------------
+
+#: the causal 3-D VAEs (the whole clip at once): Wan's and CogVideoX's
+VIDEO_VAES = ("AutoencoderKLWan", "AutoencoderKLCogVideoX")
+
+
+def is_video_vae(vae) -> bool:
+    return type(vae).__name__ in VIDEO_VAES
+
+
+def _video_vae_stats(vae, device):
+    c = vae.config
+    if type(vae).__name__ == "AutoencoderKLWan":
+        mean = torch.tensor(c.latents_mean, dtype=torch.float32, device=device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(c.latents_std, dtype=torch.float32, device=device).view(1, -1, 1, 1, 1)
+        return mean, std
+    s = float(c.scaling_factor)
+    return torch.zeros((), device=device), torch.tensor(1.0 / s, device=device)
+
+
+def _encode_video_vae(vae, frames_uint8) -> torch.Tensor:
+    """``uint8 (F, H, W, 3)`` -> latents ``(1, C, F', h, w)`` float32 on the VAE's device."""
+    x = frames_to_model_space(frames_uint8)  # (F, 3, H, W)
+    param = next(vae.parameters())
+    with torch.inference_mode():
+        x = x.permute(1, 0, 2, 3).unsqueeze(0).to(device=param.device, dtype=param.dtype)
+        mu = vae.encode(x).latent_dist.mean.to(torch.float32)
+        mean, std = _video_vae_stats(vae, mu.device)
+        return ((mu - mean) / std).contiguous()
+
+
+def _decode_video_vae(vae, latents: torch.Tensor) -> np.ndarray:
+    """Latents ``(B, C, F', h, w)`` -> ``uint8`` numpy video ``(B, F, H, W, 3)``."""
+    param = next(vae.parameters())
+    with torch.inference_mode():
+        z = latents.to(device=param.device, dtype=torch.float32)
+        mean, std = _video_vae_stats(vae, z.device)
+        x = vae.decode((z * std + mean).to(param.dtype)).sample  # (B, 3, F, H, W)
+        return model_space_to_uint8(x).permute(0, 2, 3, 4, 1).cpu().contiguous().numpy()

@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -282,13 +280,9 @@ def write_tiny_model(out: str | os.PathLike, seed: int = 0) -> Path:
     """Write the tiny model as a diffusers-format directory (atomically; no-op if present)."""
     from diffusers import DDIMScheduler
 
-    out = Path(out)
-    stamp = {"tiny_model_version": TINY_MODEL_VERSION, "seed": seed}
-    if (out / "tiny_model.json").exists() and json.loads((out / "tiny_model.json").read_text()) == stamp:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
+    from .tiny import write_atomically
+
+    def build(tmp: Path) -> None:
         unet, vae, text_encoder = build_tiny_components(seed)
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
@@ -308,14 +302,9 @@ def write_tiny_model(out: str | os.PathLike, seed: int = 0) -> Path:
                 indent=2,
             )
         )
-        (tmp / "tiny_model.json").write_text(json.dumps(stamp))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    log.info("wrote tiny model to %s", out)
+
+    out = write_atomically(out, {"tiny_model_version": TINY_MODEL_VERSION, "seed": seed}, build)
+    log.info("tiny model in %s", out)
     return out
 
 

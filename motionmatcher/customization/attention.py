@@ -156,11 +156,6 @@ class CapturingAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def attention_layer_names(model: torch.nn.Module) -> list[str]:
-    """Module names of every diffusers ``Attention`` layer of ``model`` (in module order)."""
-    return [k[: -len(".processor")] for k in model.attn_processors]
-
-
 @contextmanager
 def capture_attention(
     model: torch.nn.Module,

@@ -48,8 +48,7 @@ from .checkpointing import (checkpointed_module_names, enable_gradient_checkpoin
 from .inversion import ddim_inversion
 from .motion_features import forward_until
 
-__all__ = ["Guidance", "OutputStore", "Reference", "forward_until", "guided_forward",
-           "guidance_types", "make_guidance", "guided_window"]
+__all__ = ["Guidance", "OutputStore", "Reference", "forward_until", "guided_forward", "guided_window"]
 
 
 @dataclass
@@ -221,23 +220,3 @@ class Guidance:
 
     def score(self, unet, z: torch.Tensor, step: int, t: int, ctx: dict) -> torch.Tensor | None:
         return None
-
-
-def guidance_types() -> dict:
-    """``type`` name of a ``guidance:`` entry → its :class:`Guidance` class
-    (:data:`motionmatcher.methods.registry.GUIDANCES`)."""
-    from ..methods.registry import GUIDANCES
-
-    return dict(GUIDANCES)
-
-
-def make_guidance(spec: dict | None) -> Guidance | None:
-    """The guidance of a method's ``guidance:`` entry (``type`` + its options), or None."""
-    if not spec:
-        return None
-    spec = dict(spec)
-    kind = spec.pop("type", None)
-    types = guidance_types()
-    if kind not in types:
-        raise ValueError(f"unknown guidance type {kind!r} (known: {', '.join(types)})")
-    return types[kind](**spec)

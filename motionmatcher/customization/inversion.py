@@ -177,13 +177,13 @@ def invert_reference(model, latents: torch.Tensor, prompt: str = "", num_steps: 
     method's trained weights on the UNet, as each official inference does (MotionMatcher: its
     LoRA at scale 1; MotionDirector: its temporal LoRA; VMC: its fine-tuned UNet).
 
-    ``weights_dir``: a saved method (:func:`motionmatcher.customization.training.save_trained`), put onto
+    ``weights_dir``: a saved method (:func:`motionmatcher.customization.trained_weights.save_trained`), put onto
     ``model.unet`` in place (``parts``: the ones loaded at sampling, None: all); None inverts
     with the base model. The adapters are active at every timestep, scale 1. Returns z_T
     (float32).
     """
     if weights_dir is not None:
-        from .training import load_trained
+        from .trained_weights import load_trained
 
         load_trained(model.unet, weights_dir, parts)
     text = model.encode_prompt([prompt])

@@ -120,19 +120,9 @@ def tuner_layers(unet: torch.nn.Module) -> list[BaseTunerLayer]:
     return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
 
 
-def lora_module_names(unet: torch.nn.Module) -> list[str]:
-    """Names of the modules that carry a LoRA adapter."""
-    return [n for n, m in unet.named_modules() if isinstance(m, BaseTunerLayer)]
-
-
 def set_lora_enabled(unet: torch.nn.Module, enabled: bool) -> None:
     for layer in tuner_layers(unet):
         layer.enable_adapters(enabled)
-
-
-def lora_enabled(unet: torch.nn.Module) -> bool:
-    layers = tuner_layers(unet)
-    return bool(layers) and not layers[0].disable_adapters
 
 
 @contextmanager

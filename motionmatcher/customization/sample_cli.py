@@ -25,7 +25,7 @@ from motionmatcher.backbones import load_model
 from motionmatcher.backbones.models import resolve_device, resolve_dtype
 from motionmatcher.files.tensor_files import read_checked
 from motionmatcher.customization.sampler import SamplingConfig, sample_videos
-from motionmatcher.customization.training import load_trained
+from motionmatcher.customization.trained_weights import load_trained
 from motionmatcher.files.video import write_mp4
 
 

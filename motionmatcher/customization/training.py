@@ -11,8 +11,9 @@ checkpoints and resumes. What trains is declared (:func:`attach_trainable`):
   (``{type: lora, targets, rank, dropout, alpha}``, missing rank/dropout/alpha taken from
   ``lora``) or a full fine-tune of the matched modules' own weights
   (``{type: full, targets}``); a part may set its own ``lr``. MotionDirector: two adapters,
-  ``spatial`` and ``temporal``; VMC: ``temporal_qkv``, full. Saved by :func:`save_trained`
-  (changed tensors only) and put on a base UNet by :func:`load_trained`, optionally only some
+  ``spatial`` and ``temporal``; VMC: ``temporal_qkv``, full. Saved by
+  :func:`~motionmatcher.customization.trained_weights.save_trained` (changed tensors only) and put
+  on a base UNet by :func:`~motionmatcher.customization.trained_weights.load_trained`, optionally only some
   parts (MotionDirector samples with the temporal adapter alone).
 
 Each step:
@@ -47,8 +48,10 @@ import torch
 from tqdm.auto import tqdm
 
 from motionmatcher.customization import lora as lora_lib
+from motionmatcher.customization.trained_weights import TrainedParts
 from motionmatcher.methods.registry import LOSSES
-from motionmatcher.jobs.rule_script import config_hash, write_json
+from motionmatcher.jobs.provenance import config_hash
+from motionmatcher.files.atomic import atomic_directory, write_json
 from motionmatcher.files.tensor_files import CorruptFileError, read_checked, write_checked
 
 log = logging.getLogger(__name__)
@@ -169,22 +172,18 @@ class Checkpointer:
     def save(self, step: int, params: dict[str, torch.Tensor], opt, generator: torch.Generator,
              rows: list[dict], scaler=None) -> Path:
         final = self.folder / f"step-{step:06d}"
-        tmp = self.folder / f".tmp-step-{step:06d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         rebuild = f"delete {self.folder} to start training over"
-        write_checked(tmp / "trainable.safetensors", params, rebuild=rebuild)
-        opt_tensors, opt_meta = _optimizer_tensors(opt)
-        write_checked(tmp / "optimizer.safetensors", opt_tensors, rebuild=rebuild)
-        rng = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-        write_checked(tmp / "rng.safetensors", rng, rebuild=rebuild)
-        state = {"step": step, "fingerprint": self.fingerprint, "optimizer": opt_meta, "log": rows,
-                 "grad_scaler": scaler.state_dict() if scaler is not None else None}
-        write_json(tmp / "state.json", {**state, "content_sha256": config_hash(state, full=True)})
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        with atomic_directory(final) as tmp:
+            write_checked(tmp / "trainable.safetensors", params, rebuild=rebuild)
+            opt_tensors, opt_meta = _optimizer_tensors(opt)
+            write_checked(tmp / "optimizer.safetensors", opt_tensors, rebuild=rebuild)
+            rng = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+            write_checked(tmp / "rng.safetensors", rng, rebuild=rebuild)
+            state = {"step": step, "fingerprint": self.fingerprint, "optimizer": opt_meta, "log": rows,
+                     "grad_scaler": scaler.state_dict() if scaler is not None else None}
+            write_json(tmp / "state.json", {**state, "content_sha256": config_hash(state, full=True)})
         for old in self.candidates()[self.keep:]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -212,20 +211,6 @@ class Checkpointer:
         if scaler is not None and meta.get("grad_scaler"):
             scaler.load_state_dict(meta["grad_scaler"])
         return meta["step"], meta["log"]
-
-
-PARTS_FORMAT = "motionmatcher.trained_parts"
-
-
-@dataclass
-class TrainedParts:
-    """What :func:`attach_trainable` attached for a ``trainable:`` declaration: per part its
-    type, its peft config (LoRA) or its module regex (full) and its parameter names."""
-
-    parts: dict[str, dict]
-
-    def lora_configs(self) -> dict[str, object]:
-        return {n: p["config"] for n, p in self.parts.items() if p["type"] == "lora"}
 
 
 def _part_specs(cfg: TrainConfig) -> dict[str, dict]:
@@ -321,89 +306,6 @@ def _param_groups(named: dict[str, torch.nn.Parameter], spec, lr: float) -> list
     return groups
 
 
-def save_trained(unet: torch.nn.Module, out_dir: str | os.PathLike, spec) -> Path:
-    """Save what :func:`train` trained into ``out_dir``: ``adapter_config.json`` +
-    ``adapter_model.safetensors``.
-
-    A one-adapter method (``spec`` a ``LoraConfig``) is saved in plain peft format. A
-    :class:`TrainedParts` is saved as the trained tensors only -- each LoRA part's weights (peft
-    keys) and each full part's changed parameters, under ``"<part>/<key>"`` -- with a small JSON
-    index (``format: motionmatcher.trained_parts``: per part its type, LoRA config or module
-    regex, tensor names).
-    """
-    if not isinstance(spec, TrainedParts):
-        return lora_lib.save_adapter(unet, out_dir, spec)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors, index = {}, {}
-    params = dict(unet.named_parameters())
-    for name, part in spec.parts.items():
-        if part["type"] == "lora":
-            state = lora_lib.adapter_state_dict(unet, name)
-            cfg = part["config"].to_dict()
-            if isinstance(cfg.get("target_modules"), set):
-                cfg["target_modules"] = sorted(cfg["target_modules"])
-            index[name] = {"type": "lora", "lora_config": cfg, "tensors": sorted(state)}
-        else:
-            state = {n: params[n].detach().to("cpu", torch.float32) for n in part["params"]}
-            index[name] = {"type": "full", "targets": part["targets"], "tensors": sorted(state)}
-        tensors.update({f"{name}/{k}": v for k, v in state.items()})
-    write_checked(out / "adapter_model.safetensors", tensors, metadata={"format": PARTS_FORMAT},
-                  step=f"training of parts {', '.join(spec.parts)}")
-    write_json(out / "adapter_config.json", {"format": PARTS_FORMAT, "version": 1, "parts": index})
-    return out
-
-
-def trained_parts(weights_dir: str | os.PathLike) -> dict[str, str]:
-    """``{part: type}`` of a saved method (a plain peft adapter is one LoRA part ``motion``)."""
-    meta = json.loads((Path(weights_dir) / "adapter_config.json").read_text())
-    if meta.get("format") != PARTS_FORMAT:
-        return {lora_lib.DEFAULT_ADAPTER: "lora"}
-    return {n: p["type"] for n, p in meta["parts"].items()}
-
-
-def load_trained(unet: torch.nn.Module, weights_dir: str | os.PathLike, parts=None) -> dict:
-    """Put a saved method (:func:`save_trained`) onto a base ``unet``, frozen.
-
-    ``parts``: the part names to load (None: all). LoRA parts are injected as named adapters,
-    all active; full parts overwrite the matching base weights. Returns ``{"lora": [names],
-    "full": [names]}`` -- ``bool(result["lora"])`` is the sampler's ``has_adapter``.
-    """
-    weights_dir = Path(weights_dir)
-    available = trained_parts(weights_dir)
-    wanted = list(available) if parts is None else list(parts)
-    unknown = [p for p in wanted if p not in available]
-    if unknown:
-        raise ValueError(f"{weights_dir}: no part(s) {unknown} (saved parts: {', '.join(available)})")
-    meta = json.loads((weights_dir / "adapter_config.json").read_text())
-    if meta.get("format") != PARTS_FORMAT:
-        if wanted:
-            lora_lib.load_adapter(unet, weights_dir)
-        return {"lora": wanted, "full": []}
-    tensors = read_checked(weights_dir / "adapter_model.safetensors")[0]  # content hash checked before use
-    params = dict(unet.named_parameters())
-    loaded = {"lora": [], "full": []}
-    for name in wanted:
-        part = meta["parts"][name]
-        state = {k: tensors[f"{name}/{k}"] for k in part["tensors"]}
-        if part["type"] == "lora":
-            config = lora_lib.lora_config_from_dict(part["lora_config"])
-            lora_lib.load_adapter_state(unet, config, state, name)
-        else:
-            missing = [k for k in state if k not in params]
-            if missing:
-                raise ValueError(f"{weights_dir}: part {name!r}: the UNet has no parameter {missing[0]}")
-            with torch.no_grad():
-                for k, v in state.items():
-                    if params[k].shape != v.shape:
-                        raise ValueError(f"{weights_dir}: part {name!r}: {k} has shape {tuple(v.shape)}, "
-                                         f"the UNet's is {tuple(params[k].shape)}")
-                    params[k].copy_(v.to(params[k].device, params[k].dtype))
-        loaded[part["type"]].append(name)
-    unet.requires_grad_(False)
-    return loaded
-
-
 def train(
     model,
     latents: torch.Tensor,
@@ -420,7 +322,7 @@ def train(
 ) -> tuple[object, pd.DataFrame]:
     """Train ``model.unet`` in place on one reference video; return (spec, log frame) -- spec as
     :func:`attach_trainable` returns it (a peft config for a one-adapter method); save the
-    result with :func:`save_trained`.
+    result with :func:`~motionmatcher.customization.trained_weights.save_trained`.
 
     ``latents``: cached reference latents (1, 4, F, h, w). ``on_step(step, out)`` is called
     after every optimizer step (tests use it to simulate a crash). ``record``, a dict, gets

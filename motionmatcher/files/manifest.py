@@ -19,6 +19,8 @@ import pandas as pd
 import yaml
 from jsonschema import Draft202012Validator
 
+from .atomic import write_json
+
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schemas" / "manifest.schema.yaml"
 REQUIRED = ("video_id", "video_path", "caption", "prompt")
 OVERRIDES = ("start_frame", "frame_step")
@@ -254,18 +256,11 @@ def _check_videos(rows: list, n_frames: int, cache_path, workers: int | None) ->
             for p, result in zip(todo, pool.map(_probe, todo)):
                 cache[p] = {**stats[p], **result}
         if cache_path is not None:
-            _write_json_atomic(Path(cache_path), cache)
+            write_json(cache_path, cache)
     problems = []
     for row in rows:
         problems += _check_video(row, n_frames, cache.get(str(row["video_path"])))
     return problems
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
 
 
 def _check_video(row, n_frames: int, probed: dict | None = None) -> list[str]:

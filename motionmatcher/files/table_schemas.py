@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_write
+
 VIDEOS = pa.schema([
     ("video_id", pa.string()),
     ("video_path", pa.string()),
@@ -166,11 +168,7 @@ def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike)
     if missing:
         raise ValueError(f"{path}: table lacks columns {missing}")
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, ".parquet", lambda tmp: pq.write_table(table, tmp))
 
 
 def read_table(path: str | os.PathLike, schema: pa.Schema | None = None,

@@ -40,8 +40,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from .atomic import write_bytes_atomic
+
 __all__ = ["CorruptFileError", "NonFiniteError", "check_finite", "content_hash", "canonical_header", "write_checked",
-           "read_checked", "rebuild_command", "write_bytes_atomic"]
+           "read_checked", "rebuild_command"]
 
 
 class CorruptFileError(RuntimeError):
@@ -140,23 +142,6 @@ def canonical_header(data: bytes) -> bytes:
     if len(text) > n:  # cannot happen for a reordering of safetensors' own compact JSON
         raise ValueError("canonical safetensors header is longer than the original")
     return data[:8] + text + b" " * (n - len(text)) + data[8 + n:]
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place; the
-    temporary is removed when anything fails (e.g. a full disk)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def serialize(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:

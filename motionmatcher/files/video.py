@@ -12,23 +12,24 @@ All frame arrays in this module are ``uint8`` RGB with layout ``(F, H, W, 3)``.
   give the same bytes on the same ffmpeg build.
 * Every error about a file is a :class:`VideoError` whose message starts with
   the file path.
-* Files are written atomically: to a temporary file in the destination folder
-  that is :func:`os.replace`-d onto the final name only once complete.
+* Files are written atomically (:func:`motionmatcher.files.atomic.atomic_write`): to a
+  temporary file in the destination folder that is :func:`os.replace`-d onto the final name only
+  once complete.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import subprocess
 from fractions import Fraction
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .atomic import atomic_write
 
 __all__ = [
     "VideoError",
@@ -39,7 +40,6 @@ __all__ = [
     "write_mp4",
     "contact_sheet",
     "save_png",
-    "atomic_write",
 ]
 
 logger = logging.getLogger(__name__)
@@ -294,35 +294,6 @@ def resize_center_crop(frames: np.ndarray, width: int, height: int) -> np.ndarra
 # --------------------------------------------------------------------------- #
 # writing
 # --------------------------------------------------------------------------- #
-def atomic_write(path: PathLike, suffix: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the temp file onto ``path``.
-
-    The temporary file lives in the destination folder (created if needed) so
-    that :func:`os.replace` is atomic; it is removed if ``write`` fails.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: that creates mode 0600 files, and the final file
-    # should get the usual permissions (0666 minus the umask).
-    while True:
-        tmp = str(dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp{suffix}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:  # pragma: no cover - astronomically unlikely
-            continue
-        os.close(fd)
-        break
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _pad_to_even(frames: np.ndarray) -> np.ndarray:
     """Pad H and W up to even numbers by replicating the last row / column."""
     pad_h = frames.shape[1] % 2

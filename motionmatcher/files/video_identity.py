@@ -23,7 +23,7 @@ import json
 import os
 from pathlib import Path
 
-from .tensor_files import write_bytes_atomic
+from .atomic import write_bytes_atomic
 
 __all__ = ["file_sha256", "record_video_identity"]
 

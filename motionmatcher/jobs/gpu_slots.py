@@ -330,16 +330,6 @@ def acquire_gpu_slot(label: str = "", n: int = 1, timeout: float | None = None) 
     return visible
 
 
-def release_gpu_slot() -> None:
-    """Give the slots back before the process ends (normally the exit does it)."""
-    for dev, fd in list(_held.items()):
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-        del _held[dev]
-    if os.environ.get(ENV_HELD):
-        del os.environ[ENV_HELD]
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

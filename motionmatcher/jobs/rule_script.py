@@ -1,25 +1,18 @@
-"""Plumbing shared by the workflow scripts: logging, devices, atomic files, provenance."""
+"""The first call of every workflow rule script: :func:`setup_script` (the rule's log, a GPU slot,
+threads, a retry only after an out-of-memory)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import platform
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open
 
-from motionmatcher.files.tensor_files import serialize, write_bytes_atomic
+__all__ = ["setup_script"]
 
 log = logging.getLogger("motionmatcher")
-
-VERSIONED_PACKAGES = ("torch", "diffusers", "peft", "transformers", "open_clip_torch", "snakemake", "numpy")
 
 
 def setup_script(smk) -> logging.Logger:
@@ -65,59 +58,3 @@ def setup_script(smk) -> logging.Logger:
     log.info("rule %s, wildcards %s, threads %s, attempt %s", smk.rule, dict(smk.wildcards), smk.threads,
              getattr(smk.resources, "attempt", 1))
     return log
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write safetensors atomically (temp file + rename, the temporary removed on failure);
-    metadata values are stringified and written in sorted key order (identical inputs give
-    identical bytes). Cached files that readers must check: :func:`motionmatcher.files.tensor_files.write_checked`."""
-    write_bytes_atomic(path, serialize(tensors, metadata))
-
-
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    return load_file(str(path), device=str(device))
-
-
-def tensor_metadata(path: str | os.PathLike) -> dict:
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def config_hash(obj, full: bool = False) -> str:
-    """sha256 of ``obj`` as canonical JSON: 12 hex digits, or all 64 with ``full``."""
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-    return digest if full else digest[:12]
-
-
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in VERSIONED_PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def code_version() -> str:
-    """``git describe`` of the repository holding this package, or the package version."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True, text=True, timeout=10,
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return metadata.version("motionmatcher")
-    except metadata.PackageNotFoundError:
-        return "unknown"

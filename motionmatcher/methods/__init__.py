@@ -1,4 +1,6 @@
-"""The methods of the pipeline, one module each, named after the method:
+"""The methods of the pipeline, one module each, named after the method (a new method, or a
+change to one method's loss or guidance, belongs here; what all methods share belongs in
+:mod:`motionmatcher.customization`):
 
 * trained (a loss for the one training loop, :mod:`motionmatcher.customization.training`):
   :mod:`.motionmatcher` (motion feature matching), :mod:`.ddpm_lora` (noise prediction),

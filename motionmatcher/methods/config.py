@@ -92,7 +92,7 @@ def _guidance_keys() -> set[str]:
     """Options of any training-free guidance (its constructor's parameters)."""
     import inspect
 
-    from ..customization.guidance import guidance_types
+    from .registry import guidance_types
 
     return {k for cls in guidance_types().values()
             for k in inspect.signature(cls.__init__).parameters if k != "self"}
@@ -193,7 +193,7 @@ def method_entry(config: dict, name: str, _seen: tuple = (), video: str | None =
 
 def _check(name: str, train: dict | None, sample: dict, guidance: dict | None = None) -> None:
     if guidance is not None:
-        from ..customization.guidance import guidance_types
+        from .registry import guidance_types
 
         if not isinstance(guidance, dict) or guidance.get("type") not in guidance_types():
             raise MethodError(f"method {name!r}: guidance.type must be one of "

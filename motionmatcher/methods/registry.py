@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from ..customization.guidance import Guidance
 from .ddpm_lora import noise_prediction_loss
 from .dmt import DMTGuidance
 from .motionclone import MotionCloneGuidance
@@ -32,7 +33,7 @@ from .motiondirector import motiondirector_loss
 from .motionmatcher import motion_matching_loss
 from .vmc import motion_distillation_loss
 
-__all__ = ["GUIDANCES", "LOSSES"]
+__all__ = ["GUIDANCES", "LOSSES", "guidance_types", "make_guidance"]
 
 #: Registry used by the training loop: ``LOSSES[name](unet, scheduler, latents, noise,
 #: timesteps, text_embeddings, **loss_kwargs)`` → dict of scalar tensors with ``loss``.
@@ -48,3 +49,21 @@ GUIDANCES: dict[str, type] = {
     "dmt": DMTGuidance,
     "motionclone": MotionCloneGuidance,
 }
+
+
+def guidance_types() -> dict:
+    """``type`` name of a ``guidance:`` entry → its
+    :class:`~motionmatcher.customization.guidance.Guidance` class (:data:`GUIDANCES`)."""
+    return dict(GUIDANCES)
+
+
+def make_guidance(spec: dict | None) -> Guidance | None:
+    """The guidance of a method's ``guidance:`` entry (``type`` + its options), or None."""
+    if not spec:
+        return None
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    types = guidance_types()
+    if kind not in types:
+        raise ValueError(f"unknown guidance type {kind!r} (known: {', '.join(types)})")
+    return types[kind](**spec)

@@ -55,7 +55,7 @@ from motionmatcher.metrics.mtbench import (
 )
 from motionmatcher.metrics.provenance import module_sha256
 from motionmatcher.metrics.groundtruth import GT_COLUMNS, score_sample
-from motionmatcher.jobs.rule_script import config_hash
+from motionmatcher.jobs.provenance import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def evaluate_samples(
             ``frechet``, ``frechet_samples``, ``seed``); ``None`` or not enabled -> null
             ``mtbench_fidelity``.
         mtbench_setup: what MTBench tracks for this video
-            (:func:`motionmatcher.mtbench.mtbench_setup`: the box of the first-frame mask, and for
+            (:func:`motionmatcher.metrics.mtbench.mtbench_setup`: the box of the first-frame mask, and for
             ``reference: mtbench`` the original clip); ``None`` -> ``reference: clip`` on the
             whole ``grid_size`` grid (MTBench without a mask file).
         ground_truth: the reference's toy-world ground truth
@@ -253,7 +253,7 @@ def evaluate_samples(
     if mt_on and mtbench_setup is None:
         if str(mt.get("reference", "clip")) != "clip":
             raise ValueError("metrics.mtbench.reference: mtbench needs the video's MTBench setup (original "
-                             "clip and first-frame mask; motionmatcher.mtbench.mtbench_setup)")
+                             "clip and first-frame mask; motionmatcher.metrics.mtbench.mtbench_setup)")
         g = int(mt.get("grid_size", 50))
         mtbench_setup = MTBenchSetup("clip", grid_points(g), False, g)
     if mt_on and mtbench_setup.reference == "mtbench" and tracker.name != "cotracker3_offline":

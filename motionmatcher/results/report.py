@@ -91,14 +91,6 @@ def _table(header: list[str], rows: list[str]) -> str:
     return f"<table><tr>{''.join(header)}</tr>{''.join(rows)}</table>"
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _finite(x) -> bool:
     return x is not None and not (isinstance(x, float) and not math.isfinite(x)) and x is not pd.NA
 

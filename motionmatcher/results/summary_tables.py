@@ -36,7 +36,6 @@ from collections.abc import Iterable, Sequence
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,14 +87,15 @@ def aggregate_metric_tables(paths: Iterable[str | os.PathLike], out: str | os.Pa
     table and at most ``rows_per_group`` buffered rows from at most ``tables_per_group`` files
     are in memory at a time, however many files there are. The result equals ``write_table(concat_metric_tables(...))``. Atomic;
     returns the number of rows."""
+    from motionmatcher.files.atomic import atomic_write
     from motionmatcher.files.table_schemas import METRICS, read_arrow_table
 
     schema = schema or METRICS
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    buffered, n_buffered, total = [], 0, 0
-    try:
+    total = 0
+
+    def stream(tmp: str) -> None:
+        nonlocal total
+        buffered, n_buffered = [], 0
         with pq.ParquetWriter(tmp, schema) as writer:
             for path in paths:
                 table = read_arrow_table(path, schema, columns=schema.names)  # damaged: rebuild hint
@@ -110,10 +110,8 @@ def aggregate_metric_tables(paths: Iterable[str | os.PathLike], out: str | os.Pa
             if buffered:
                 writer.write_table(pa.concat_tables(buffered))
                 total += n_buffered
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
+
+    atomic_write(out, ".parquet", stream)
     return total
 
 
@@ -554,7 +552,7 @@ def difficulty_breakdown(samples: pd.DataFrame, difficulty: dict, metrics: Seque
     difficulty (``difficulty``: ``video_id -> easy | medium | hard``; empty or missing: left
     out), plus an ``all`` row per method over the videos that have one. Rows in the order
     easy, medium, hard, all."""
-    from motionmatcher.mtbench import DIFFICULTIES
+    from motionmatcher.metrics.mtbench import DIFFICULTIES
 
     labels = {str(k): str(v) for k, v in (difficulty or {}).items() if isinstance(v, str) and v.strip()}
     rows = samples[samples["video_id"].astype(str).isin(labels)]
