@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "motionmatcher"
 #: the only module allowed directly in motionmatcher/ (everything else lives in a subpackage)
 TOP_LEVEL_MODULES = {"__init__.py"}
 
-#: the subpackages (a new one is a decision about the layers: add it here and to the README map)
+#: the subpackages (a new one is a decision about the layers: add it here and to the map in
+#: motionmatcher/__init__.py)
 SUBPACKAGES = {"backbones", "customization", "files", "jobs", "methods", "metrics", "results", "toy"}
 
 
@@ -133,3 +134,9 @@ def test_top_level_holds_only_the_subpackages():
 def test_each_subpackage_says_what_belongs_in_it(name):
     doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text(encoding="utf-8")))
     assert doc and len(doc.split()) >= 30, f"motionmatcher/{name}/__init__.py needs a docstring saying what belongs there"
+
+
+def test_the_package_map_names_every_subpackage():
+    doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))) or ""
+    missing = [name for name in sorted(SUBPACKAGES) if f"``{name}``" not in doc]
+    assert not missing, f"motionmatcher/__init__.py's map lacks {missing}"

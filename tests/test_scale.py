@@ -113,7 +113,7 @@ def test_streaming_aggregation_equals_concatenation(tmp_path, rows_per_group, ta
                                    tables_per_group=tables_per_group) == 6
     assert pq.read_schema(out).equals(METRICS)
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(expected))
-    assert not out.with_name(out.name + ".tmp").exists()
+    assert not list(tmp_path.glob(".samples.parquet.*")), "a temporary was left behind"
 
 
 def _method_config_calls(tmp_path: Path, n_videos: int) -> tuple[int, int]:
@@ -167,4 +167,4 @@ def test_streaming_aggregation_names_a_damaged_table(tmp_path):
     with pytest.raises(CorruptFileError) as err:
         aggregate_metric_tables([good, bad], out, METRICS)
     assert "bad.parquet" in str(err.value)
-    assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+    assert not out.exists() and not list(tmp_path.glob(".samples.parquet.*"))

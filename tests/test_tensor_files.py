@@ -121,3 +121,44 @@ def test_metrics_refuse_a_damaged_frames_file(tmp_path):
         with pytest.raises(CorruptFileError, match="sha256") as e:
             read(str(path))
         assert str(path) in str(e.value)
+
+
+def test_one_atomic_writer_fsyncs_a_unique_temporary_and_keeps_the_umask(tmp_path, monkeypatch):
+    """files.atomic: the temporary is in the destination folder under a name no other writer
+    uses, fsynced before the rename and the folder after it; the file gets 0666 less the umask."""
+    import os
+
+    from motionmatcher.files import atomic
+
+    synced, replaced = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((str(a), str(b))), real_replace(a, b)))
+    old = os.umask(0o027)
+    try:
+        atomic.write_json(tmp_path / "a.json", {"x": 1})
+        atomic.write_json(tmp_path / "a.json", {"x": 2})
+    finally:
+        os.umask(old)
+    (tmp1, dest1), (tmp2, dest2) = replaced
+    assert dest1 == dest2 == str(tmp_path / "a.json")
+    assert tmp1 != tmp2 and all(Path(t).parent == tmp_path and Path(t).name.startswith(".a.json.") for t in (tmp1, tmp2))
+    assert synced == [tmp1, str(tmp_path), tmp2, str(tmp_path)]  # the file before the rename, the folder after
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.json"]
+
+
+def test_atomic_directory_appears_complete_or_not_at_all(tmp_path):
+    from motionmatcher.files.atomic import atomic_directory
+
+    out = tmp_path / "model"
+    with atomic_directory(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+        assert not out.exists()
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(out) as tmp:
+            (tmp / "b.txt").write_text("2")
+            raise RuntimeError("writer failed")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the old one is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left
