@@ -207,7 +207,8 @@ def run_child(args) -> dict:
     from motionmatcher.customization.lora import add_lora, lora_config
     from motionmatcher.methods.ddpm_lora import noise_prediction_loss
     from motionmatcher.methods.motionmatcher import motion_matching_loss
-    from motionmatcher.backbones.models import ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device, zeroscope_unet_random
+    from motionmatcher.backbones.models import (ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device,
+                                                zeroscope_unet_random)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -330,7 +330,8 @@ def test_noise_prediction_loss_base_dropout_option(base):
 
 def test_no_base_dropout_under_gradient_checkpointing(base):
     """Recomputation in backward runs with the dropout state of the forward (p = 0)."""
-    from motionmatcher.customization.checkpointing import disable_gradient_checkpointing, enable_gradient_checkpointing
+    from motionmatcher.customization.checkpointing import (disable_gradient_checkpointing,
+                                                           enable_gradient_checkpointing)
 
     unet, params = _lora_unet(base, dropout=0.0)
     _nonzero_temporal_convs(unet)

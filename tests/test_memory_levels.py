@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from motionmatcher.jobs.memory_levels import GpuOutOfMemory, apply_memory_level, memory_level, out_of_memory_hint
+from motionmatcher.jobs.memory_levels import (GpuOutOfMemory, apply_memory_level, memory_level,
+                                              out_of_memory_hint)
 
 
 def test_levels_step_up_and_cap():

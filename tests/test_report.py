@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from motionmatcher.results.summary_tables import mean_ci, paired_differences, statistics_markdown, summarize, t_quantile
+from motionmatcher.results.summary_tables import (mean_ci, paired_differences, statistics_markdown, summarize,
+                                                  t_quantile)
 from motionmatcher.files.table_schemas import SUMMARY, SUMMARY_METRICS
 from workflow_helpers import run_snakemake, write_small_config
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from motionmatcher.results.summary_tables import (DASH, concat_metric_tables, format_stat, statistics_markdown, summarize,
-                                  summary_markdown)
+from motionmatcher.results.summary_tables import (DASH, concat_metric_tables, format_stat,
+                                                  statistics_markdown, summarize, summary_markdown)
 from motionmatcher.files.table_schemas import SUMMARY, write_table
 
 NAN = float("nan")

@@ -4,7 +4,8 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.metrics.evaluate import evaluate_samples, load_frames_file, load_scorers, metric_variants, metrics_config_hash
+from motionmatcher.metrics.evaluate import (evaluate_samples, load_frames_file, load_scorers, metric_variants,
+                                            metrics_config_hash)
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.metrics.mtbench import mtbench_setup
 from motionmatcher.metrics.groundtruth import load_ground_truth

@@ -3,7 +3,8 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.metrics.evaluate import evaluate_reference, load_frames_file, load_scorers, metrics_config_hash
+from motionmatcher.metrics.evaluate import (evaluate_reference, load_frames_file, load_scorers,
+                                            metrics_config_hash)
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.backbones.models import resolve_device
 from motionmatcher.jobs.provenance import code_version

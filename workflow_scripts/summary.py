@@ -5,8 +5,8 @@ import pandas as pd
 from motionmatcher.files.atomic import write_text_atomic
 from motionmatcher.jobs.rule_script import setup_script
 from motionmatcher.files.table_schemas import METRICS, SUMMARY, read_table, write_table
-from motionmatcher.results.summary_tables import (aggregate_metric_tables, difficulty_markdown, statistics_markdown,
-                                                  summarize, summary_markdown)
+from motionmatcher.results.summary_tables import (aggregate_metric_tables, difficulty_markdown,
+                                                  statistics_markdown, summarize, summary_markdown)
 
 log = setup_script(snakemake)
 inp, out = snakemake.input, snakemake.output

@@ -16,8 +16,8 @@ torch, so the Snakefile can use it). The diffusion pieces the losses share are i
 
 from __future__ import annotations
 
-from .config import (DEFAULT_RESOURCES, DEFAULT_SAMPLE_RESOURCES, MethodError, load_video_overrides, method_config, method_entry,
-                     video_override)
+from .config import (DEFAULT_RESOURCES, DEFAULT_SAMPLE_RESOURCES, MethodError, load_video_overrides,
+                     method_config, method_entry, video_override)
 
 __all__ = ["DEFAULT_RESOURCES", "DEFAULT_SAMPLE_RESOURCES", "GUIDANCES", "LOSSES", "MethodError", "load_video_overrides",
            "method_config", "method_entry", "video_override"]

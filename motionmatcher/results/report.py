@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from motionmatcher.results.summary_tables import DASH, METRIC_SPECS, format_ci, format_diff, format_stat, mean_ci
+from motionmatcher.results.summary_tables import (DASH, METRIC_SPECS, format_ci, format_diff, format_stat,
+                                                  mean_ci)
 
 __all__ = [
     "setup_report_script",
