@@ -1,4 +1,4 @@
-"""Tests for ball_clips: procedural clips and the demo dataset."""
+"""Tests for motionmatcher.toy.ball_clips: procedural clips and the demo dataset."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ball_clips
-from ball_clips import TRAJECTORIES, render_clip, write_demo_dataset
+from motionmatcher.toy import ball_clips
+from motionmatcher.toy.ball_clips import TRAJECTORIES, render_clip, write_demo_dataset
 from motionmatcher.files.video import probe_video, read_mp4
 
 SIZE = (96, 64)  # (width, height), non-square on purpose

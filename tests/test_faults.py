@@ -218,7 +218,7 @@ def test_adapter_files_respect_the_umask(unet, base, tmp_path):
 
 
 def test_wrong_typed_manifest_cells_are_reported_with_row_and_column(tmp_path):
-    from ball_clips import render_clip
+    from motionmatcher.toy.ball_clips import render_clip
     from motionmatcher.files.manifest import ManifestError, load_manifest
     from motionmatcher.files.video import write_mp4
 
@@ -324,7 +324,7 @@ def test_loss_keywords_read_from_source_match_the_functions():
 @pytest.fixture(scope="module")
 def one_video(tmp_path_factory):
     """A one-video manifest (a 20-frame toy clip, 32 px)."""
-    from ball_clips import render_clip
+    from motionmatcher.toy.ball_clips import render_clip
     from motionmatcher.files.video import write_mp4
 
     d = tmp_path_factory.mktemp("one_video")
@@ -395,7 +395,7 @@ def test_identity_record_changes_time_only_when_the_content_changes(tmp_path, mo
 def test_replaced_older_reference_reruns_preprocess(one_video, tmp_path):
     """The issue's fault: `cp -p other.mp4 ref.mp4` (older timestamp, same name) said
     "Nothing to be done"."""
-    from ball_clips import render_clip
+    from motionmatcher.toy.ball_clips import render_clip
     from motionmatcher.files.video import write_mp4
     from workflow_helpers import run_snakemake, write_small_config
 

@@ -213,7 +213,7 @@ def test_sample_jobs_take_the_methods_inversion(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     manifest = repo.parent / "shared" / "reference_videos" / "manifest.csv"
     if not manifest.is_file():
-        from ball_clips import write_demo_dataset
+        from motionmatcher.toy.ball_clips import write_demo_dataset
 
         write_demo_dataset(tmp_path / "demo", n_frames=20, size=(80, 64))
         manifest = tmp_path / "demo" / "manifest.csv"

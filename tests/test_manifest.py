@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ball_clips import render_clip
+from motionmatcher.toy.ball_clips import render_clip
 from motionmatcher.files.manifest import ManifestError, load_manifest
 from motionmatcher.files.video import write_mp4
 

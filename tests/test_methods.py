@@ -623,7 +623,7 @@ def test_sample_job_resources_per_method(tmp_path):
 
     # the rule requests them (dry run on the tiny model)
     from motionmatcher.files.video import write_mp4
-    from ball_clips import render_clip
+    from motionmatcher.toy.ball_clips import render_clip
 
     write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)
     manifest = tmp_path / "m.csv"

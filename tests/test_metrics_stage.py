@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ball_clips import render_clip
+from motionmatcher.toy.ball_clips import render_clip
 from motionmatcher.metrics.evaluate import (
     METRIC_COLUMNS,
     SAMPLE_ID_COLUMNS,
@@ -223,7 +223,7 @@ def test_metrics_config_hash_sees_the_videos_overrides(tmp_path):
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
 
-    from ball_clips import render_clip
+    from motionmatcher.toy.ball_clips import render_clip
     from motionmatcher.files.video import write_mp4
     from workflow_helpers import REPO
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ball_clips import render_clip
+from motionmatcher.toy.ball_clips import render_clip
 from motionmatcher.metrics.evaluate import evaluate_samples
 from motionmatcher.files.manifest import load_manifest
 from motionmatcher.metrics.mtbench import (

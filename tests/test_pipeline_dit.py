@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ball_clips import write_demo_dataset
+from motionmatcher.toy.ball_clips import write_demo_dataset
 from helpers import load_tensors, tensor_metadata
 from workflow_helpers import run_snakemake, write_small_config
 

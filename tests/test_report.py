@@ -134,7 +134,7 @@ def test_report_pieces(samples, tmp_path):
 SUBSET = ["base", "motionmatcher", "motiondirector", "vmc"]  # every method code path
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
-    from ball_clips import write_demo_dataset
+    from motionmatcher.toy.ball_clips import write_demo_dataset
 
     workdir = tmp_path_factory.mktemp("report")
     manifest = pd.read_csv(write_demo_dataset(workdir / "demo", n_frames=12, size=(80, 64)))

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import motionmatcher.files.manifest as manifest_mod
-from ball_clips import render_clip
+from motionmatcher.toy.ball_clips import render_clip
 from motionmatcher.files.manifest import ManifestError, load_manifest
 from motionmatcher.results.summary_tables import aggregate_metric_tables, concat_metric_tables
 from motionmatcher.files.table_schemas import METRICS, write_table

@@ -32,7 +32,7 @@ import pytest
 import torch
 import yaml
 
-from ball_clips import write_demo_dataset
+from motionmatcher.toy.ball_clips import write_demo_dataset
 from helpers import load_tensors
 from workflow_helpers import write_small_config
 

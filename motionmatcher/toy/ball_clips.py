@@ -1,7 +1,7 @@
-"""Test fixture: procedural reference clips of a rolling ball, at any size and length, for the
-tests of the pipeline, the metrics and the video reader (``make demo`` uses the toy world's clips
-instead, :mod:`motionmatcher.toy.clips`). Formerly ``motionmatcher.demo_data``; only tests use
-it, so it lives with them.
+"""Procedural reference clips of a rolling ball, at any size and length: the fixtures of the tests
+of the pipeline, the metrics and the video reader, and of ``benchmarks/image_reward_equality.py``
+(``make demo`` uses the toy world's clips instead, :mod:`.clips`; formerly
+``motionmatcher.demo_data``, a name that said otherwise).
 
 Each clip shows a textured "meadow" background (a smooth colour gradient, a
 few soft blobs and low-amplitude sinusoidal texture, all drawn from ``seed``)
@@ -21,7 +21,7 @@ a zoom re-samples the background rather than blowing up pixels.
 
 CLI::
 
-    python tests/ball_clips.py OUT_DIR [--n-frames 24] [--width 160]
+    python -m motionmatcher.toy.ball_clips OUT_DIR [--n-frames 24] [--width 160]
         [--height 128] [--fps 8] [--seed 0]
 
 writes ``OUT_DIR/videos/<trajectory>.mp4`` and ``OUT_DIR/manifest.csv`` and
@@ -42,8 +42,8 @@ from typing import Sequence
 
 import numpy as np
 
-from motionmatcher.files.atomic import atomic_write
-from motionmatcher.files.video import write_mp4
+from ..files.atomic import atomic_write
+from ..files.video import write_mp4
 
 __all__ = ["TRAJECTORIES", "DEMO_PROMPTS", "render_clip", "write_demo_dataset", "main"]
 
@@ -344,7 +344,7 @@ def write_demo_dataset(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the manifest path."""
     ap = argparse.ArgumentParser(
-        prog="python tests/ball_clips.py",
+        prog="python -m motionmatcher.toy.ball_clips",
         description="Write procedural demo reference clips and a manifest.csv.",
     )
     ap.add_argument("out_dir", help="output folder (videos/ and manifest.csv go here)")
