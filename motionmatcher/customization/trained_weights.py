@@ -30,16 +30,15 @@ PARTS_FORMAT = "motionmatcher.trained_parts"
 @dataclass
 class TrainedParts:
     """What :func:`~motionmatcher.customization.training.attach_trainable` attached for a
-    ``trainable:`` declaration: per part its
-    type, its peft config (LoRA) or its module regex (full) and its parameter names."""
+    ``trainable:`` declaration: per part its type, its peft config (LoRA) or its module regex
+    (full) and its parameter names."""
 
     parts: dict[str, dict]
 
 
 def save_trained(unet: torch.nn.Module, out_dir: str | os.PathLike, spec) -> Path:
     """Save what :func:`~motionmatcher.customization.training.train` trained into ``out_dir``:
-    ``adapter_config.json`` +
-    ``adapter_model.safetensors``.
+    ``adapter_config.json`` + ``adapter_model.safetensors``.
 
     A one-adapter method (``spec`` a ``LoraConfig``) is saved in plain peft format. A
     :class:`TrainedParts` is saved as the trained tensors only -- each LoRA part's weights (peft
