@@ -50,7 +50,7 @@ mutants: setup
 VERIFY_DIRS ?= results resources
 SNAKEMAKE_ARGS ?=
 verify: setup
-	$(PY) -m motionmatcher.verify --delete $(VERIFY_DIRS)
+	$(PY) -m motionmatcher.results.verify --delete $(VERIFY_DIRS)
 	$(SNAKEMAKE) --profile profiles/local --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 dag: setup demo-data

@@ -55,7 +55,7 @@ def child(args) -> dict:
 
     from motionmatcher.backbones import get_backbone, pack_text
     from motionmatcher.backbones.base import DiTDenoiser
-    from motionmatcher.lora import add_lora, lora_config
+    from motionmatcher.customization.lora import add_lora, lora_config
     from motionmatcher.methods.ddpm_lora import noise_prediction_loss
     from motionmatcher.methods.motionmatcher import motion_matching_loss
 

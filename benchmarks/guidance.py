@@ -84,11 +84,12 @@ def load_config(path: Path) -> dict:
 def run_child(args) -> dict:
     import torch
 
-    from motionmatcher.guidance import Reference, make_guidance
+    from motionmatcher.customization.guidance import Reference
+    from motionmatcher.methods.registry import make_guidance
     from motionmatcher.methods import method_config
-    from motionmatcher.models import (ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device,
+    from motionmatcher.backbones.models import (ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device,
                                       zeroscope_unet_random)
-    from motionmatcher.sampler import SamplingConfig, sample_latents
+    from motionmatcher.customization.sampler import SamplingConfig, sample_latents
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

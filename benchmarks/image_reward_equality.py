@@ -83,7 +83,7 @@ def main() -> None:
 
     import torch
 
-    from motionmatcher.demo_data import render_clip
+    from motionmatcher.toy.ball_clips import render_clip
     from motionmatcher.metrics.image_reward import load_image_reward
 
     torch.set_num_threads(2)

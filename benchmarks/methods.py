@@ -1,7 +1,7 @@
 """Benchmark every method's training through the one training loop: time per step, peak memory,
 trainable parameters and the size of the saved weights.
 
-Each method runs :func:`motionmatcher.training.train` with its own training settings from a
+Each method runs :func:`motionmatcher.customization.training.train` with its own training settings from a
 config (default ``config/paper.yaml``: the official per-method settings -- loss, trained parts,
 LoRA rank, lr, clipping), for ``--steps`` steps, in a fresh subprocess (so allocator caches and
 peak counters of one method do not leak into the next). The model is built with random weights
@@ -98,7 +98,7 @@ class _BenchModel:
     def ddim_scheduler(self):
         from diffusers import DDIMScheduler
 
-        from motionmatcher.models import ZEROSCOPE_SCHEDULER
+        from motionmatcher.backbones.models import ZEROSCOPE_SCHEDULER
 
         return DDIMScheduler.from_config(ZEROSCOPE_SCHEDULER)
 
@@ -110,8 +110,9 @@ def run_child(args) -> dict:
     import torch
 
     from motionmatcher.methods import method_config
-    from motionmatcher.models import build_tiny_components, resolve_device, zeroscope_unet_random
-    from motionmatcher.training import TrainConfig, save_trained, train
+    from motionmatcher.backbones.models import build_tiny_components, resolve_device, zeroscope_unet_random
+    from motionmatcher.customization.training import TrainConfig, train
+    from motionmatcher.customization.trained_weights import save_trained
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -25,7 +25,7 @@ from motionmatcher.metrics.mtbench import (
     read_first_frame_mask,
     track_mtbench,
 )
-from motionmatcher.mtbench import mtbench_rows, mtbench_setup
+from motionmatcher.metrics.mtbench import mtbench_rows, mtbench_setup
 
 
 def main() -> None:

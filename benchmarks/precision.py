@@ -63,8 +63,8 @@ def build(arch: str, seed: int, device: torch.device, lora: bool = True):
     from diffusers import DDIMScheduler, UNet3DConditionModel
     from diffusers.models.unets.unet_3d_blocks import TemporalConvLayer
 
-    from motionmatcher.lora import add_lora, lora_config
-    from motionmatcher.models import TINY_UNET, ZEROSCOPE_SCHEDULER, ZEROSCOPE_UNET
+    from motionmatcher.customization.lora import add_lora, lora_config
+    from motionmatcher.backbones.models import TINY_UNET, ZEROSCOPE_SCHEDULER, ZEROSCOPE_UNET
 
     torch.manual_seed(seed)
     unet = UNet3DConditionModel(**(ZEROSCOPE_UNET if arch == "zeroscope" else TINY_UNET))
@@ -94,7 +94,7 @@ def guidance_gradient(kind: str, unet, fp32_guidance, latents, t: int, cond, neg
     of ``fp32_guidance`` (set up in fp32: the same reference latents) with its caches emptied."""
     import copy
 
-    from motionmatcher.guidance import guided_forward
+    from motionmatcher.customization.guidance import guided_forward
 
     g = copy.copy(fp32_guidance)
     if kind == "dmt":
@@ -116,9 +116,10 @@ def main_guidance(args, device) -> None:
 
     import yaml
 
-    from motionmatcher.guidance import Reference, make_guidance
+    from motionmatcher.customization.guidance import Reference
+    from motionmatcher.methods.registry import make_guidance
     from motionmatcher.methods.config import method_config
-    from motionmatcher.models import ZEROSCOPE_SCHEDULER
+    from motionmatcher.backbones.models import ZEROSCOPE_SCHEDULER
 
     paper = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "paper.yaml").read_text())
     h = args.size // 8

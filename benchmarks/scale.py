@@ -147,8 +147,8 @@ AGGREGATE = r"""
 import sys, time, resource
 from pathlib import Path
 import pandas as pd
-from motionmatcher.tables import METRICS, write_table
-import motionmatcher.summary as S
+from motionmatcher.files.table_schemas import METRICS, write_table
+import motionmatcher.results.summary_tables as S
 paths = Path(sys.argv[1]).read_text().split()
 out = sys.argv[2]
 t0 = time.perf_counter()
@@ -162,7 +162,7 @@ print(f"AGG {time.perf_counter() - t0:.3f} {resource.getrusage(resource.RUSAGE_S
 
 VALIDATE = r"""
 import sys, time
-from motionmatcher.manifest import load_manifest
+from motionmatcher.files.manifest import load_manifest
 kw = {}
 import inspect
 if "probe_cache" in inspect.signature(load_manifest).parameters:
@@ -181,7 +181,7 @@ def metric_tables(ws: Path, n: int, repo: Path, env: dict) -> Path:
     script = r"""
 import sys
 import numpy as np, pandas as pd
-from motionmatcher.tables import METRICS, write_table
+from motionmatcher.files.table_schemas import METRICS, write_table
 rows = []
 for p in range(2):
     row = {}

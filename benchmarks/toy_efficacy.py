@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from motionmatcher.models import load_t2v_model  # noqa: E402
+from motionmatcher.backbones.models import load_t2v_model  # noqa: E402
 from motionmatcher.toy import efficacy  # noqa: E402
-from motionmatcher.video import contact_sheet, save_png  # noqa: E402
+from motionmatcher.files.video import contact_sheet, save_png  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from motionmatcher.models import load_t2v_model  # noqa: E402
-from motionmatcher.sampler import SamplingConfig, sample_videos  # noqa: E402
+from motionmatcher.backbones.models import load_t2v_model  # noqa: E402
+from motionmatcher.customization.sampler import SamplingConfig, sample_videos  # noqa: E402
 from motionmatcher.toy import detector, world  # noqa: E402
 
 

@@ -158,8 +158,8 @@ def official_loss(unet, store, scheduler, latents, noise, t, emb, ssf, tsf, full
                   weights=(2000.0, 2000.0)):
     import torch.nn.functional as F
 
-    from motionmatcher.lora import set_lora_scale
-    from motionmatcher.diffusion import ddim_step
+    from motionmatcher.customization.lora import set_lora_scale
+    from motionmatcher.customization.diffusion import ddim_step
 
     class _Stop(Exception):
         pass
@@ -203,11 +203,12 @@ def official_loss(unet, store, scheduler, latents, noise, t, emb, ssf, tsf, full
 def run_child(args) -> dict:
     import torch
 
-    from motionmatcher.checkpointing import enable_gradient_checkpointing
-    from motionmatcher.lora import add_lora, lora_config
+    from motionmatcher.customization.checkpointing import enable_gradient_checkpointing
+    from motionmatcher.customization.lora import add_lora, lora_config
     from motionmatcher.methods.ddpm_lora import noise_prediction_loss
     from motionmatcher.methods.motionmatcher import motion_matching_loss
-    from motionmatcher.models import ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device, zeroscope_unet_random
+    from motionmatcher.backbones.models import (ZEROSCOPE_SCHEDULER, build_tiny_components, resolve_device,
+                                                zeroscope_unet_random)
 
     if args.threads:
         torch.set_num_threads(args.threads)

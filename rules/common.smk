@@ -7,16 +7,16 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from motionmatcher.config_keys import ConfigKeyError, check_config_keys
-from motionmatcher.manifest import ManifestError, load_manifest, object_words, videos
+from motionmatcher.files.config_keys import ConfigKeyError, check_config_keys
+from motionmatcher.files.manifest import ManifestError, load_manifest, object_words, videos
 from motionmatcher.metrics.mtbench import check_mtbench_config
 from motionmatcher.methods import load_video_overrides
 from motionmatcher.methods import method_config as _method_config
 from motionmatcher.methods import video_override as _video_override
 from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
-from motionmatcher.runtime import code_version
-from motionmatcher.tables import SUMMARY_METRICS
-from motionmatcher.video_identity import record_video_identity
+from motionmatcher.jobs.provenance import code_version
+from motionmatcher.files.table_schemas import SUMMARY_METRICS
+from motionmatcher.files.video_identity import record_video_identity
 
 
 try:  # misspelt keys and numbers YAML reads as text, with the nearest known key (before `validate`)
@@ -135,7 +135,7 @@ def video_param(field):
 
 
 def video_identity(wc):
-    """The reference's identity record (size + sha256, motionmatcher.video_identity), brought up
+    """The reference's identity record (size + sha256, motionmatcher.files.video_identity), brought up
     to date here: rewritten, and so newer than the preprocess outputs, when the file was replaced
     -- even by an older file of the same name."""
     record = f"{R}/video_identity/{wc.video}.json"
@@ -168,7 +168,7 @@ def sample_inputs(wc):
         "frames": f"{R}/preprocess/{wc.video}/frames.safetensors",
         "inversion": inversion_input(wc),
         "adapter": adapter_input(wc),
-        # training-free methods guide with the reference's cached latents (motionmatcher.guidance)
+        # training-free methods guide with the reference's cached latents (motionmatcher.customization.guidance)
         "latents": f"{C}/latents/{MODEL_TAG}/{wc.video}.safetensors"
         if method_config(config, wc.method)["guidance"] else [],
     }

@@ -21,7 +21,7 @@ rule customize:
     conda:
         ENV
     threads: 2
-    retries: 2  # only after a CUDA out-of-memory, at the next memory level (motionmatcher/memory_levels.py: check_retry)
+    retries: 2  # only after a CUDA out-of-memory, at the next memory level (motionmatcher/jobs/memory_levels.py: check_retry)
     resources:
         mem_mb=lambda wc: method_config(config, wc.method, wc.video)["resources"]["mem_mb"],
         runtime=lambda wc: method_config(config, wc.method, wc.video)["resources"]["runtime"],

@@ -12,9 +12,9 @@
 # config keys to set; reference_metrics only needs the preprocessed frames and has a high
 # priority, so on a real run that failure comes within minutes, not after training.
 # Both rules run CLIP (and ImageReward when configured) on config["device"], so they request a
-# GPU unless device is cpu (motionmatcher.evaluate.metrics_gpus; LK tracking alone needs none).
+# GPU unless device is cpu (motionmatcher.metrics.evaluate.metrics_gpus; LK tracking alone needs none).
 
-from motionmatcher.evaluate import metrics_gpus
+from motionmatcher.metrics.evaluate import metrics_gpus
 
 
 rule metrics:

@@ -17,7 +17,7 @@ SHARED_VIDEOS = REPO.parent / "shared" / "reference_videos"
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from motionmatcher.models import write_tiny_model
+    from motionmatcher.backbones.models import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
@@ -25,7 +25,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def tiny_model(tiny_model_dir):
     """A freshly loaded tiny model (function scope: tests may attach adapters to it)."""
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)
 
@@ -33,6 +33,6 @@ def tiny_model(tiny_model_dir):
 @pytest.fixture(scope="module")
 def base(tiny_model_dir):
     """The tiny model shared by a test module (tests deep-copy what they modify)."""
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)

@@ -15,7 +15,7 @@ from motionmatcher.backbones import (BackboneError, backbone_of, get_backbone, l
                                      unpack_text, write_tiny)
 from motionmatcher.backbones.base import DiTDenoiser
 from motionmatcher.backbones.flow import FlowMatchSchedule
-from motionmatcher.diffusion import denoise_step, noise_target
+from motionmatcher.customization.diffusion import denoise_step, noise_target
 from motionmatcher.methods import method_config
 from workflow_helpers import REPO
 
@@ -161,8 +161,8 @@ class _TimeOnlyVelocity(torch.nn.Module):
 
 
 def test_flow_inversion_then_euler_sampling_reconstructs():
-    from motionmatcher.inversion import ddim_inversion
-    from motionmatcher.sampler import SamplingConfig, sample_latents
+    from motionmatcher.customization.inversion import ddim_inversion
+    from motionmatcher.customization.sampler import SamplingConfig, sample_latents
 
     config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
     net = _TimeOnlyVelocity()
@@ -177,9 +177,9 @@ def test_flow_inversion_then_euler_sampling_reconstructs():
 
 def test_wan_sampling_gates_the_lora_at_sigma_one_half(dits):
     """t ≥ 500 on Wan means σ = t/1000 ≥ 0.5: the timestep the sampler passes is 1000 σ."""
-    from motionmatcher.inversion import make_ddim_scheduler
-    from motionmatcher.lora import add_lora, lora_config
-    from motionmatcher.sampler import SamplingConfig, sample_latents
+    from motionmatcher.customization.inversion import make_ddim_scheduler
+    from motionmatcher.customization.lora import add_lora, lora_config
+    from motionmatcher.customization.sampler import SamplingConfig, sample_latents
 
     m = dits["wan-tiny"]
     unet = DiTDenoiser(m.unet.transformer, m.backbone, 4)
@@ -228,7 +228,7 @@ def test_the_denoiser_converts_layouts_and_strips_the_mask(dits):
 def test_training_on_a_dit_moves_only_the_lora(dits, tmp_path):
     import copy
 
-    from motionmatcher.training import TrainConfig, train
+    from motionmatcher.customization.training import TrainConfig, train
 
     for name in dits:
         m = copy.copy(dits[name])
@@ -322,10 +322,10 @@ def test_zeroscope_path_is_bit_identical(tmp_path):
     computed by the same steps on main without the backbone interface (commit 9081c6d; before it,
     af5e1b6, with peft's default LoRA init, gave the same equality). A deliberate change of the
     UNet path updates these numbers; a backbone change must not."""
-    from motionmatcher.inversion import ddim_inversion
-    from motionmatcher.models import load_t2v_model, write_tiny_model
-    from motionmatcher.sampler import SamplingConfig, sample_latents
-    from motionmatcher.training import TrainConfig, train
+    from motionmatcher.customization.inversion import ddim_inversion
+    from motionmatcher.backbones.models import load_t2v_model, write_tiny_model
+    from motionmatcher.customization.sampler import SamplingConfig, sample_latents
+    from motionmatcher.customization.training import TrainConfig, train
 
     torch.set_num_threads(1)
     m = load_t2v_model(write_tiny_model(tmp_path / "tiny"))
@@ -348,8 +348,8 @@ def test_zeroscope_path_is_bit_identical(tmp_path):
 def test_the_unet_one_step_update_is_exactly_ddim_step():
     from diffusers import DDIMScheduler
 
-    from motionmatcher.diffusion import alphas_cumprod, ddim_step
-    from motionmatcher.models import ZEROSCOPE_SCHEDULER
+    from motionmatcher.customization.diffusion import alphas_cumprod, ddim_step
+    from motionmatcher.backbones.models import ZEROSCOPE_SCHEDULER
 
     s = DDIMScheduler(**ZEROSCOPE_SCHEDULER)
     z, e = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 4, 3, 4, 4)
@@ -362,7 +362,7 @@ def test_gradient_checkpointing_on_a_dit_gives_the_same_training(dits, tmp_path)
     """(The memory levels switch it on when a job is retried after running out of memory.)"""
     import copy
 
-    from motionmatcher.training import TrainConfig, train
+    from motionmatcher.customization.training import TrainConfig, train
 
     m = dits["wan-tiny"]
     z = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -377,14 +377,14 @@ def test_gradient_checkpointing_on_a_dit_gives_the_same_training(dits, tmp_path)
                          on_step=lambda step, out: patched.append("forward" in mm.unet.transformer.blocks[0].__dict__))
         assert patched == [gc, gc]  # each block's forward checkpointed while training
         logs.append(frame["loss"].tolist())
-        from motionmatcher.checkpointing import is_gradient_checkpointing_enabled
+        from motionmatcher.customization.checkpointing import is_gradient_checkpointing_enabled
 
         assert not is_gradient_checkpointing_enabled(mm.unet)  # switched off after training
     assert logs[0] == pytest.approx(logs[1], rel=1e-5)
 
 
 def test_tiny_dits_are_seeded_and_rewritten_only_when_changed(tmp_path):
-    from motionmatcher.models import model_identity
+    from motionmatcher.backbones.models import model_identity
 
     a = write_tiny("cogvideox-tiny", tmp_path / "a", seed=0)
     b = write_tiny("cogvideox-tiny", tmp_path / "b", seed=0)

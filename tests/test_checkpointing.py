@@ -1,4 +1,4 @@
-"""Gradient checkpointing of the UNet3D (motionmatcher.checkpointing)."""
+"""Gradient checkpointing of the UNet3D (motionmatcher.customization.checkpointing)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import copy
 import pytest
 import torch
 
-from motionmatcher.checkpointing import (
+from motionmatcher.customization.checkpointing import (
     checkpointed_module_names,
     disable_gradient_checkpointing,
     enable_gradient_checkpointing,
     is_gradient_checkpointing_enabled,
 )
-from motionmatcher.lora import add_lora, lora_config, lora_enabled
+from motionmatcher.customization.lora import add_lora, lora_config
+from helpers import lora_enabled
 from motionmatcher.methods.registry import LOSSES
 
 

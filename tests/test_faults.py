@@ -11,9 +11,9 @@ import shutil
 import pytest
 import torch
 
-from motionmatcher.lora import add_lora, load_adapter, lora_config, save_adapter
-import motionmatcher.tensor_files as tf
-from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
+from motionmatcher.customization.lora import add_lora, load_adapter, lora_config, save_adapter
+import motionmatcher.files.tensor_files as tf
+from motionmatcher.files.tensor_files import CorruptFileError, read_checked, write_checked
 
 
 @pytest.fixture()
@@ -50,7 +50,7 @@ def _trained_adapter(unet, tmp_path):
 
 
 def test_flipped_bit_in_an_adapter_is_refused_before_use(unet, base, tmp_path):
-    from motionmatcher.training import load_trained
+    from motionmatcher.customization.trained_weights import load_trained
 
     out = _trained_adapter(unet, tmp_path)
     weights = out / "adapter_model.safetensors"
@@ -63,7 +63,8 @@ def test_flipped_bit_in_an_adapter_is_refused_before_use(unet, base, tmp_path):
 
 def test_flipped_bit_in_a_trained_part_is_refused(base, tmp_path):
     """The `trainable:` parts format (MotionDirector, VMC) goes through the same check."""
-    from motionmatcher.training import TrainConfig, attach_trainable, load_trained, save_trained
+    from motionmatcher.customization.training import TrainConfig, attach_trainable
+    from motionmatcher.customization.trained_weights import load_trained, save_trained
 
     unet = copy.deepcopy(base.unet)
     cfg = TrainConfig.from_dict({"loss": "noise_prediction", "trainable": {
@@ -108,7 +109,8 @@ def test_nan_tensor_is_not_written_and_names_step_and_inputs(tmp_path):
 
 def test_reader_refuses_a_file_holding_nan(tmp_path):
     """A NaN file written by an older version (or another program) is not used either."""
-    from motionmatcher.tensor_files import content_hash, serialize, write_bytes_atomic
+    from motionmatcher.files.tensor_files import content_hash, serialize
+    from motionmatcher.files.atomic import write_bytes_atomic
 
     t = {"latents": torch.tensor([1.0, float("nan")])}
     path = tmp_path / "old.safetensors"
@@ -120,7 +122,7 @@ def test_reader_refuses_a_file_holding_nan(tmp_path):
 def test_nan_latents_are_never_decoded_to_black_frames(base):
     """The issue's fault: a NaN inversion gave all-black samples that were scored. The sampler
     stops at the NaN latents, naming the manifest row and the step."""
-    from motionmatcher.sampler import SamplingConfig, sample_videos
+    from motionmatcher.customization.sampler import SamplingConfig, sample_videos
 
     inversion = torch.full((1, 4, 2, 4, 4), float("nan"))
     cfg = SamplingConfig(num_steps=2, noise_prior=1.0, guidance_scale=1.0)
@@ -131,7 +133,7 @@ def test_nan_latents_are_never_decoded_to_black_frames(base):
 
 
 def test_vae_decode_refuses_non_finite_frames(base):
-    from motionmatcher.latents import decode_latents
+    from motionmatcher.backbones.latents import decode_latents
 
     z = torch.zeros(1, 4, 2, 4, 4)
     z[0, 0, 1] = float("inf")
@@ -176,7 +178,8 @@ def test_hint_names_the_rule_output_relative_to_the_working_directory(tmp_path, 
 def test_hint_of_an_older_file_uses_where_it_is_now(tmp_path, monkeypatch):
     """Files written before `rebuild_target` recorded the absolute path they were first
     written at; the hint is computed from the path read instead."""
-    from motionmatcher.tensor_files import content_hash, serialize, write_bytes_atomic
+    from motionmatcher.files.tensor_files import content_hash, serialize
+    from motionmatcher.files.atomic import write_bytes_atomic
 
     monkeypatch.chdir(tmp_path)
     t = {"x": torch.ones(2)}
@@ -194,7 +197,8 @@ def test_hint_of_an_older_file_uses_where_it_is_now(tmp_path, monkeypatch):
 
 
 def test_adapter_files_respect_the_umask(unet, base, tmp_path):
-    from motionmatcher.training import TrainConfig, attach_trainable, save_trained
+    from motionmatcher.customization.training import TrainConfig, attach_trainable
+    from motionmatcher.customization.trained_weights import save_trained
 
     old = os.umask(0o022)
     try:
@@ -214,9 +218,9 @@ def test_adapter_files_respect_the_umask(unet, base, tmp_path):
 
 
 def test_wrong_typed_manifest_cells_are_reported_with_row_and_column(tmp_path):
-    from motionmatcher.demo_data import render_clip
-    from motionmatcher.manifest import ManifestError, load_manifest
-    from motionmatcher.video import write_mp4
+    from motionmatcher.toy.ball_clips import render_clip
+    from motionmatcher.files.manifest import ManifestError, load_manifest
+    from motionmatcher.files.video import write_mp4
 
     write_mp4(render_clip("zoom", n_frames=12, size=(32, 32)), tmp_path / "a.mp4", fps=8)
     write_mp4(render_clip("circle", n_frames=12, size=(32, 32)), tmp_path / "b.mp4", fps=8)
@@ -274,7 +278,7 @@ def _demo_config():
      "metrics.clip.modle: unknown key (did you mean 'model'?"),
 ])
 def test_misspelt_key_is_named_with_the_nearest_known_one(edit, message):
-    from motionmatcher.config_keys import config_key_problems
+    from motionmatcher.files.config_keys import config_key_problems
 
     cfg = _demo_config()
     assert config_key_problems(cfg) == []
@@ -286,7 +290,7 @@ def test_misspelt_key_is_named_with_the_nearest_known_one(edit, message):
 def test_number_yaml_reads_as_text_shows_the_spelling_that_is_a_number():
     import yaml
 
-    from motionmatcher.config_keys import config_key_problems, yaml_number
+    from motionmatcher.files.config_keys import config_key_problems, yaml_number
 
     cfg = _demo_config()
     cfg["methods"]["vmc"]["train"].update(yaml.safe_load("lr: 1e-4\nsteps: '30'"))
@@ -308,7 +312,7 @@ def test_number_yaml_reads_as_text_shows_the_spelling_that_is_a_number():
 def test_loss_keywords_read_from_source_match_the_functions():
     import inspect
 
-    from motionmatcher.config_keys import LOOP_KEYWORDS, loss_keywords
+    from motionmatcher.files.config_keys import LOOP_KEYWORDS, loss_keywords
     from motionmatcher.methods.registry import LOSSES
 
     assert set(loss_keywords()) == set(LOSSES)
@@ -320,8 +324,8 @@ def test_loss_keywords_read_from_source_match_the_functions():
 @pytest.fixture(scope="module")
 def one_video(tmp_path_factory):
     """A one-video manifest (a 20-frame toy clip, 32 px)."""
-    from motionmatcher.demo_data import render_clip
-    from motionmatcher.video import write_mp4
+    from motionmatcher.toy.ball_clips import render_clip
+    from motionmatcher.files.video import write_mp4
 
     d = tmp_path_factory.mktemp("one_video")
     write_mp4(render_clip("zoom", n_frames=20, size=(32, 32)), d / "zoom.mp4", fps=8)
@@ -355,7 +359,7 @@ def test_dry_run_refuses_misspelt_keys_before_any_job(one_video, tmp_path):
 def test_identity_record_changes_time_only_when_the_content_changes(tmp_path, monkeypatch):
     import hashlib
 
-    from motionmatcher import video_identity as vi
+    from motionmatcher.files import video_identity as vi
 
     video, record = tmp_path / "ref.mp4", tmp_path / "id" / "ref.json"
     video.write_bytes(b"first clip")
@@ -391,8 +395,8 @@ def test_identity_record_changes_time_only_when_the_content_changes(tmp_path, mo
 def test_replaced_older_reference_reruns_preprocess(one_video, tmp_path):
     """The issue's fault: `cp -p other.mp4 ref.mp4` (older timestamp, same name) said
     "Nothing to be done"."""
-    from motionmatcher.demo_data import render_clip
-    from motionmatcher.video import write_mp4
+    from motionmatcher.toy.ball_clips import render_clip
+    from motionmatcher.files.video import write_mp4
     from workflow_helpers import run_snakemake, write_small_config
 
     shutil.copy(one_video / "zoom.mp4", tmp_path / "zoom.mp4")
@@ -416,7 +420,7 @@ def test_replaced_older_reference_reruns_preprocess(one_video, tmp_path):
 def _write_samples_table(path):
     import pandas as pd
 
-    from motionmatcher.tables import SAMPLES, write_table
+    from motionmatcher.files.table_schemas import SAMPLES, write_table
 
     row = {n: None for n in SAMPLES.names}
     row.update(video_id="zoom", method="base", prompt_id="p00", prompt="a car", manifest_row=1, seed=0)
@@ -424,7 +428,7 @@ def _write_samples_table(path):
 
 
 def test_truncated_table_is_named_with_its_rebuild_command(tmp_path, monkeypatch):
-    from motionmatcher.tables import SAMPLES, read_table
+    from motionmatcher.files.table_schemas import SAMPLES, read_table
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "results" / "samples" / "base" / "zoom" / "samples.parquet"
@@ -451,8 +455,8 @@ def test_workflow_scripts_read_tables_through_the_checked_reader():
 
 
 def test_verify_finds_damage_and_deletes_the_outputs_that_rebuild_it(tmp_path, monkeypatch, capsys):
-    from motionmatcher.runtime import save_tensors
-    from motionmatcher.verify import main
+    from helpers import save_tensors
+    from motionmatcher.results.verify import main
 
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "results" / "samples" / "base" / "zoom"

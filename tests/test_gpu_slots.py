@@ -1,4 +1,4 @@
-"""motionmatcher.gpu_slots: one device per concurrent GPU job on a workstation, with fake GPUs
+"""motionmatcher.jobs.gpu_slots: one device per concurrent GPU job on a workstation, with fake GPUs
 (MOTIONMATCHER_GPUS names the devices; nothing here needs a GPU)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from motionmatcher import gpu_slots
+from motionmatcher.jobs import gpu_slots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ class FakeJob:
 
     def __init__(self, env: dict[str, str], label: str, hold: float = 120.0):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "motionmatcher.gpu_slots", "--acquire", "--label", label,
+            [sys.executable, "-m", "motionmatcher.jobs.gpu_slots", "--acquire", "--label", label,
              "--hold", str(hold)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
@@ -95,7 +95,7 @@ def test_all_slots_taken_times_out_with_a_clear_message(tmp_path, jobs):
     assert jobs[0].device() == "0"
     t0 = time.monotonic()
     res = subprocess.run(
-        [sys.executable, "-m", "motionmatcher.gpu_slots", "--acquire", "--label", "late", "--hold", "0"],
+        [sys.executable, "-m", "motionmatcher.jobs.gpu_slots", "--acquire", "--label", "late", "--hold", "0"],
         env={**env, gpu_slots.ENV_TIMEOUT: "1.5"}, capture_output=True, text=True, timeout=60,
     )
     assert res.returncode == 3, res.stderr
@@ -106,7 +106,7 @@ def test_all_slots_taken_times_out_with_a_clear_message(tmp_path, jobs):
 
 def run_acquire(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "motionmatcher.gpu_slots", "--acquire", "--hold", "0"],
+        [sys.executable, "-m", "motionmatcher.jobs.gpu_slots", "--acquire", "--hold", "0"],
         env=env, capture_output=True, text=True, timeout=60,
     )
 
@@ -155,7 +155,7 @@ def test_gpu_count_and_child_of_a_holder(tmp_path, jobs):
 def test_setup_script_takes_a_slot_for_gpu_rules_only(tmp_path):
     code = """
 import os, sys, types
-from motionmatcher.runtime import setup_script
+from motionmatcher.jobs.rule_script import setup_script
 gpu = int(sys.argv[1])
 smk = types.SimpleNamespace(log=[sys.argv[2]], threads=1, rule="sample", wildcards={"video": "v"},
                             resources=types.SimpleNamespace(gpu=gpu) if gpu else types.SimpleNamespace())
@@ -177,7 +177,7 @@ def test_status_cli_lists_holders(tmp_path, jobs):
     env = clean_env(tmp_path / "locks", MOTIONMATCHER_GPUS="0,1")
     jobs.append(FakeJob(env, "busy"))
     dev = jobs[0].device()
-    out = subprocess.run([sys.executable, "-m", "motionmatcher.gpu_slots"], env=env,
+    out = subprocess.run([sys.executable, "-m", "motionmatcher.jobs.gpu_slots"], env=env,
                          capture_output=True, text=True, timeout=60).stdout
     assert f"gpu {dev}: pid={jobs[0].proc.pid}" in out
     assert f"gpu {({'0', '1'} - {dev}).pop()}: free" in out

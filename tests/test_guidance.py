@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from motionmatcher.attention import capture_attention
-from motionmatcher.guidance import Reference, guided_forward, guided_window, make_guidance
+from motionmatcher.customization.attention import capture_attention
+from motionmatcher.customization.guidance import Reference, guided_forward, guided_window
+from motionmatcher.methods.registry import make_guidance
 from motionmatcher.methods.dmt import DMTGuidance, dmt_loss, low_frequency_init
 from motionmatcher.methods.motionclone import MotionCloneGuidance, sparse_mask
-from motionmatcher.sampler import SamplingConfig, sample_videos
+from motionmatcher.customization.sampler import SamplingConfig, sample_videos
 from workflow_helpers import with_perturbed_temporal_convs
 
 SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8)

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from motionmatcher.guidance import Reference
-from motionmatcher.latents import encode_video
+from motionmatcher.customization.guidance import Reference
+from motionmatcher.backbones.latents import encode_video
 from motionmatcher.methods.dmt import DMTGuidance
 from motionmatcher.methods.motionclone import MotionCloneGuidance
-from motionmatcher.models import load_t2v_model
-from motionmatcher.sampler import SamplingConfig, sample_videos
+from motionmatcher.backbones.models import load_t2v_model
+from motionmatcher.customization.sampler import SamplingConfig, sample_videos
 from motionmatcher.toy import efficacy
 
 TOY = Path(__file__).resolve().parents[1] / "models" / "toy_t2v"

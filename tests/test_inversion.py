@@ -22,9 +22,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from motionmatcher.inversion import ddim_inversion
-from motionmatcher.latents import encode_video
-from motionmatcher.sampler import SamplingConfig, initial_latents, sample_latents
+from motionmatcher.customization.inversion import ddim_inversion
+from motionmatcher.backbones.latents import encode_video
+from motionmatcher.customization.sampler import SamplingConfig, initial_latents, sample_latents
 from test_latents import moving_pattern
 
 PROMPT = "a red car driving along a coastal road"
@@ -56,7 +56,7 @@ class GaussianDenoiserEps(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)
 
@@ -170,9 +170,9 @@ def test_invert_reference_uses_the_methods_adapter(tiny_model_dir, tmp_path):
     """Official inference inverts the reference with the customized UNet; ours does too."""
     import copy
 
-    from motionmatcher import lora as lora_lib
-    from motionmatcher.inversion import invert_reference
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.customization import lora as lora_lib
+    from motionmatcher.customization.inversion import invert_reference
+    from motionmatcher.backbones.models import load_t2v_model
 
     base = load_t2v_model(tiny_model_dir)
     trained = copy.copy(base)
@@ -213,7 +213,7 @@ def test_sample_jobs_take_the_methods_inversion(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     manifest = repo.parent / "shared" / "reference_videos" / "manifest.csv"
     if not manifest.is_file():
-        from motionmatcher.demo_data import write_demo_dataset
+        from motionmatcher.toy.ball_clips import write_demo_dataset
 
         write_demo_dataset(tmp_path / "demo", n_frames=20, size=(80, 64))
         manifest = tmp_path / "demo" / "manifest.csv"

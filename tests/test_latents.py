@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from motionmatcher.latents import decode_latents, encode_video
+from motionmatcher.backbones.latents import decode_latents, encode_video
 
 
 def moving_pattern(n_frames=8, height=64, width=64) -> np.ndarray:
@@ -23,7 +23,7 @@ def moving_pattern(n_frames=8, height=64, width=64) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)
 

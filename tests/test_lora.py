@@ -1,4 +1,4 @@
-"""LoRA injection on the UNet3D (motionmatcher.lora): targets, zero init, save/load, switching."""
+"""LoRA injection on the UNet3D (motionmatcher.customization.lora): targets, zero init, save/load, switching."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ import torch
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 
-from motionmatcher.lora import (
+from motionmatcher.customization.lora import (
     add_lora,
     load_adapter,
     lora_config,
     lora_disabled,
-    lora_enabled,
-    lora_module_names,
     save_adapter,
     set_lora_enabled,
     set_lora_scale,
 )
+from helpers import lora_enabled, lora_module_names
 
 
 @pytest.fixture()
@@ -91,8 +90,8 @@ def _official_motionmatcher_targets(unet) -> set[str]:
 def test_default_targets_are_the_official_motionmatcher_set_on_zeroscope():
     from diffusers import UNet3DConditionModel
 
-    from motionmatcher.models import ZEROSCOPE_UNET
-    from motionmatcher.training import TrainConfig
+    from motionmatcher.backbones.models import ZEROSCOPE_UNET
+    from motionmatcher.customization.training import TrainConfig
 
     with torch.device("meta"):  # the architecture only: no memory, no init time
         unet = UNet3DConditionModel(**ZEROSCOPE_UNET)

@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
-from motionmatcher.diffusion import ddim_step
-from motionmatcher.lora import add_lora, lora_config, lora_disabled, lora_enabled, set_lora_scale
+from motionmatcher.customization.diffusion import ddim_step
+from motionmatcher.customization.lora import add_lora, lora_config, lora_disabled, set_lora_scale
+from helpers import lora_enabled
 from motionmatcher.methods.ddpm_lora import noise_prediction_loss
 from motionmatcher.methods.motionmatcher import motion_matching_loss
 from motionmatcher.methods.registry import LOSSES
-from motionmatcher.models import ZEROSCOPE_SCHEDULER
-from motionmatcher.motion_features import motion_features
+from motionmatcher.backbones.models import ZEROSCOPE_SCHEDULER
+from motionmatcher.customization.motion_features import motion_features
 
 
 def _lora_unet(base, dropout=0.0, std=0.05, seed=1):
@@ -329,7 +330,8 @@ def test_noise_prediction_loss_base_dropout_option(base):
 
 def test_no_base_dropout_under_gradient_checkpointing(base):
     """Recomputation in backward runs with the dropout state of the forward (p = 0)."""
-    from motionmatcher.checkpointing import disable_gradient_checkpointing, enable_gradient_checkpointing
+    from motionmatcher.customization.checkpointing import (disable_gradient_checkpointing,
+                                                           enable_gradient_checkpointing)
 
     unet, params = _lora_unet(base, dropout=0.0)
     _nonzero_temporal_convs(unet)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from motionmatcher.demo_data import render_clip
-from motionmatcher.manifest import ManifestError, load_manifest
-from motionmatcher.video import write_mp4
+from motionmatcher.toy.ball_clips import render_clip
+from motionmatcher.files.manifest import ManifestError, load_manifest
+from motionmatcher.files.video import write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ bear,b.mp4,A ball circles.,A cat.
 
 
 def test_object_words_are_optional_and_checked_against_caption_and_prompt(clips):
-    from motionmatcher.manifest import object_words
+    from motionmatcher.files.manifest import object_words
 
     m = write_csv(clips / "objects.csv", """
 video_id,video_path,caption,prompt,caption_object,prompt_object

@@ -1,11 +1,12 @@
-"""GPU memory levels of retried jobs (motionmatcher.memory_levels)."""
+"""GPU memory levels of retried jobs (motionmatcher.jobs.memory_levels)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from motionmatcher.memory_levels import GpuOutOfMemory, apply_memory_level, memory_level, out_of_memory_hint
+from motionmatcher.jobs.memory_levels import (GpuOutOfMemory, apply_memory_level, memory_level,
+                                              out_of_memory_hint)
 
 
 def test_levels_step_up_and_cap():
@@ -43,8 +44,8 @@ def test_injection_switch_fires_on_the_first_level_only(monkeypatch):
 ATTEMPT_SCRIPT = """
 import sys, types
 import torch
-from motionmatcher.runtime import setup_script
-from motionmatcher.memory_levels import out_of_memory_hint
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.jobs.memory_levels import out_of_memory_hint
 smk = types.SimpleNamespace(log=[sys.argv[1]], resources=types.SimpleNamespace(attempt=int(sys.argv[2])),
                             threads=1, rule="sample", wildcards={"video": "v"})
 log = setup_script(smk)

@@ -1,6 +1,6 @@
 """Baselines and ablations as methods of one training loop (tiny model, CPU).
 
-Every method of config/config.yaml trains through motionmatcher.training.train for a couple of
+Every method of config/config.yaml trains through motionmatcher.customization.training.train for a couple of
 steps and changes exactly the parameters it declares; the MotionDirector and VMC losses on
 hand-made tensors; the one-frame bypass runs no temporal layer; MotionDirector samples with its
 temporal adapter only; VMC's full fine-tune saves only the changed tensors and resumes.
@@ -19,7 +19,8 @@ import pytest
 import torch
 import yaml
 
-from motionmatcher import lora as lora_lib
+from helpers import lora_module_names
+from motionmatcher.customization import lora as lora_lib
 from motionmatcher.methods.motiondirector import (
     appearance_debiased_mse,
     motiondirector_loss,
@@ -30,15 +31,8 @@ from motionmatcher.methods.registry import LOSSES
 from motionmatcher.methods.vmc import frame_residual, motion_distillation_residual_loss
 from motionmatcher.methods import MethodError, method_config
 from motionmatcher.methods.config import _merge
-from motionmatcher.training import (
-    TrainConfig,
-    TrainingError,
-    attach_trainable,
-    load_trained,
-    save_trained,
-    train,
-    trained_parts,
-)
+from motionmatcher.customization.training import TrainConfig, TrainingError, attach_trainable, train
+from motionmatcher.customization.trained_weights import load_trained, save_trained, trained_parts
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -62,7 +56,7 @@ def small(method: str, **over) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def base_model(tiny_model_dir):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)
 
@@ -221,7 +215,7 @@ def test_part_with_its_own_lr_gets_its_own_param_group(model, latents, tmp_path)
     cfg = small("motiondirector")
     cfg.trainable["temporal"]["lr"] = 1e-3
     named, spec = attach_trainable(model.unet, cfg)
-    from motionmatcher.training import _param_groups
+    from motionmatcher.customization.training import _param_groups
 
     groups = _param_groups(named, spec, cfg.lr)
     assert [g.get("lr") for g in groups] == [cfg.lr, 1e-3]
@@ -356,7 +350,7 @@ def test_motiondirector_inference_loads_only_the_temporal_adapter(model, base_mo
     loaded = load_trained(fresh, out, parts)
     assert loaded == {"lora": ["temporal"], "full": []}
     assert lora_lib.adapter_names(fresh) == ["temporal"]
-    names = lora_lib.lora_module_names(fresh)
+    names = lora_module_names(fresh)
     assert names and all(TEMPORAL.search(n + ".") for n in names)
     got = dict(fresh.named_parameters())
     assert trained.keys() <= got.keys()
@@ -462,7 +456,7 @@ def _md_grads(unet, scheduler, latents, noise, text, params):
 def test_motiondirector_spatial_lora_is_stepped_from_the_spatial_loss_only(model, latents, checkpointing):
     """Official loop: backward(L_s) -> spatial step; backward(L_t) -> temporal step. The spatial
     LoRA's gradient is ∇L_s alone, the temporal LoRA's ∇L_t alone."""
-    from motionmatcher.checkpointing import enable_gradient_checkpointing
+    from motionmatcher.customization.checkpointing import enable_gradient_checkpointing
 
     unet, noise, text, spatial, temporal = _md_setup(model, latents)
     scheduler = model.ddim_scheduler()
@@ -493,7 +487,7 @@ def test_motiondirector_spatial_lora_is_stepped_from_the_spatial_loss_only(model
 def test_vmc_samples_once_per_prompt():
     """Noise prior 1, η = 0: every seed would start from the same inverted latents and draw the
     same video; VMC samples once per prompt (as its official inference), more seeds are refused."""
-    from motionmatcher.sampler import initial_latents
+    from motionmatcher.customization.sampler import initial_latents
 
     z_inv = torch.randn(1, 4, 2, 4, 4)
     a, b = (initial_latents(z_inv.shape, torch.Generator().manual_seed(s), z_inv, 1.0) for s in (0, 1))
@@ -594,21 +588,6 @@ def test_every_method_hook_lives_in_the_module_named_after_its_method():
     assert not method_config(CONFIG, "base")["trains"] and method_config(CONFIG, "base")["guidance"] is None
 
 
-def test_old_losses_module_reexports_the_same_objects():
-    import motionmatcher.losses as old
-    from motionmatcher import diffusion
-    from motionmatcher.methods import ddpm_lora, motiondirector, motionmatcher, registry, vmc
-
-    assert old.LOSSES is registry.LOSSES
-    assert old.motion_matching_loss is motionmatcher.motion_matching_loss
-    assert old.noise_prediction_loss is ddpm_lora.noise_prediction_loss
-    assert old.motiondirector_loss is motiondirector.motiondirector_loss
-    assert old.motion_distillation_loss is vmc.motion_distillation_loss
-    assert old.ddim_step is diffusion.ddim_step
-    assert old.base_dropout_disabled is diffusion.base_dropout_disabled
-    assert set(old.__all__) <= set(dir(old))
-
-
 def test_methods_package_imports_without_torch():
     """rules/common.smk imports motionmatcher.methods when the Snakefile is parsed: the method
     configuration must not pull in torch and every method (the registries load on first use)."""
@@ -643,8 +622,8 @@ def test_sample_job_resources_per_method(tmp_path):
         assert method_config(paper, m)["sample_resources"]["runtime"] > base_rt, m
 
     # the rule requests them (dry run on the tiny model)
-    from motionmatcher.video import write_mp4
-    from motionmatcher.demo_data import render_clip
+    from motionmatcher.files.video import write_mp4
+    from motionmatcher.toy.ball_clips import render_clip
 
     write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)
     manifest = tmp_path / "m.csv"

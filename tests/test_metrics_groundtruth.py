@@ -70,8 +70,8 @@ def test_leakage_and_misalignment_are_seen(reference):
 
 
 def test_evaluate_samples_fills_gt_columns(reference, tmp_path):
-    from motionmatcher.evaluate import evaluate_samples
-    from motionmatcher.tables import METRICS
+    from motionmatcher.metrics.evaluate import evaluate_samples
+    from motionmatcher.files.table_schemas import METRICS
 
     spec, gt, _ = reference
     ref, _ = world.render_clip(spec)

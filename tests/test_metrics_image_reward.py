@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from motionmatcher.demo_data import render_clip
-from motionmatcher.evaluate import evaluate_samples, load_scorers
+from motionmatcher.toy.ball_clips import render_clip
+from motionmatcher.metrics.evaluate import evaluate_samples, load_scorers
 from motionmatcher.metrics import MetricUnavailable, make_tracker
 from motionmatcher.metrics.image_reward import REWARD_STD, load_image_reward, map_official_state_dict
 

@@ -1,4 +1,4 @@
-"""The `metrics` stage as functions (motionmatcher.evaluate) on a demo clip, random-init CLIP.
+"""The `metrics` stage as functions (motionmatcher.metrics.evaluate) on a demo clip, random-init CLIP.
 
 "Samples" of the reference clip are the clip itself (motion discrepancy 0, motion fidelity 1
 for every track that moves) and its time reversal (worse on both motion metrics)."""
@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from motionmatcher.demo_data import render_clip
-from motionmatcher.evaluate import (
+from motionmatcher.toy.ball_clips import render_clip
+from motionmatcher.metrics.evaluate import (
     METRIC_COLUMNS,
     SAMPLE_ID_COLUMNS,
     evaluate_reference,
@@ -23,8 +23,8 @@ from motionmatcher.evaluate import (
     metrics_config_hash,
 )
 from motionmatcher.metrics import ClipScorer, MetricUnavailable, make_tracker
-from motionmatcher.tensor_files import write_checked
-from motionmatcher.tables import METRICS, REFERENCE, write_table
+from motionmatcher.files.tensor_files import write_checked
+from motionmatcher.files.table_schemas import METRICS, REFERENCE, write_table
 
 GRID = 10
 PROMPT = "a red ball rolling from left to right"
@@ -106,7 +106,7 @@ def test_columns_and_null_image_reward(scored, tmp_path):
 
 
 def test_official_variants_through_the_stage(scored, scorer, tracker, reference, tmp_path):
-    from motionmatcher.summary import summarize, summary_markdown
+    from motionmatcher.results.summary_tables import summarize, summary_markdown
 
     rows = sample_rows(tmp_path, {"identity": reference, "reversed": reference[::-1]})
     official = evaluate_samples(rows, reference, scorer, tracker, GRID, expected_size=(64, 64),
@@ -179,7 +179,7 @@ def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
     import subprocess
     import sys
 
-    from motionmatcher.evaluate import metrics_gpus
+    from motionmatcher.metrics.evaluate import metrics_gpus
     from workflow_helpers import REPO
 
     for rule in ("metrics", "reference_metrics"):
@@ -189,7 +189,7 @@ def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
     with pytest.raises(ValueError):
         metrics_gpus({"device": "cuda"}, "summary")
     # the rules carry it: a dry run of the demo manifest shows the resources of each job
-    from motionmatcher.video import write_mp4
+    from motionmatcher.files.video import write_mp4
 
     write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)
     manifest = tmp_path / "m.csv"
@@ -223,8 +223,8 @@ def test_metrics_config_hash_sees_the_videos_overrides(tmp_path):
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
 
-    from motionmatcher.demo_data import render_clip
-    from motionmatcher.video import write_mp4
+    from motionmatcher.toy.ball_clips import render_clip
+    from motionmatcher.files.video import write_mp4
     from workflow_helpers import REPO
 
     write_mp4(render_clip("left_to_right", n_frames=20, size=(64, 48)), tmp_path / "a.mp4", fps=8)

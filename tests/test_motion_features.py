@@ -8,10 +8,10 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from motionmatcher.attention import AttentionStore, CapturingAttnProcessor, capture_attention
-from motionmatcher.diffusion import base_dropout_disabled
-from motionmatcher.lora import add_lora, lora_config, lora_disabled
-from motionmatcher.motion_features import motion_features, motion_layers, valid_scale_factors
+from motionmatcher.customization.attention import AttentionStore, CapturingAttnProcessor, capture_attention
+from motionmatcher.customization.diffusion import base_dropout_disabled
+from motionmatcher.customization.lora import add_lora, lora_config, lora_disabled
+from motionmatcher.customization.motion_features import motion_features, motion_layers, valid_scale_factors
 from workflow_helpers import with_perturbed_temporal_convs
 
 
@@ -51,7 +51,7 @@ def test_layers_at_scale_4_tiny_and_zeroscope(unet):
 
     from diffusers import UNet3DConditionModel
 
-    from motionmatcher.models import ZEROSCOPE_UNET
+    from motionmatcher.backbones.models import ZEROSCOPE_UNET
 
     with torch.device("meta"):
         zs = UNet3DConditionModel(**ZEROSCOPE_UNET)

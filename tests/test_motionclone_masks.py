@@ -9,12 +9,13 @@ import math
 import pytest
 import torch
 
-from motionmatcher.attention import capture_attention
-from motionmatcher.guidance import Reference, make_guidance
+from motionmatcher.customization.attention import capture_attention
+from motionmatcher.customization.guidance import Reference
+from motionmatcher.methods.registry import make_guidance
 from motionmatcher.methods.motionclone import (EPS, block_grid, gaussian_at_centroid,
                                                object_masks, object_token_index, resize_masks,
                                                semantic_loss_global, semantic_loss_masked)
-from motionmatcher.sampler import SamplingConfig, sample_videos
+from motionmatcher.customization.sampler import SamplingConfig, sample_videos
 from workflow_helpers import with_perturbed_temporal_convs
 
 SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8): up_blocks.1 grid 2x2

@@ -21,33 +21,31 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from motionmatcher.demo_data import render_clip
-from motionmatcher.evaluate import evaluate_samples
-from motionmatcher.manifest import load_manifest
+from motionmatcher.toy.ball_clips import render_clip
+from motionmatcher.metrics.evaluate import evaluate_samples
+from motionmatcher.files.manifest import load_manifest
 from motionmatcher.metrics.mtbench import (
+    MTBenchError,
     MTBenchSetup,
     align_frames,
     box_mask,
     check_mtbench_config,
     count_zero_steps,
     crop_mask,
-    grid_points,
-    load_mtbench_trajectories,
-    mtbench_motion_fidelity,
-    normalise_tracks,
-    track_mtbench,
-)
-from motionmatcher.mtbench import (
-    MTBenchError,
     first_frame_mask,
+    grid_points,
     import_mtbench,
+    load_mtbench_trajectories,
     main,
+    mtbench_motion_fidelity,
     mtbench_setup,
+    normalise_tracks,
     stored_trajectories,
+    track_mtbench,
     video_folder,
 )
-from motionmatcher.summary import difficulty_breakdown, difficulty_markdown
-from motionmatcher.video import read_mp4, resize_center_crop, write_mp4
+from motionmatcher.results.summary_tables import difficulty_breakdown, difficulty_markdown
+from motionmatcher.files.video import read_mp4, resize_center_crop, write_mp4
 
 # ---- the score's formula: known answers ------------------------------------------------------
 
@@ -545,7 +543,7 @@ def test_importer_takes_the_folder_of_the_splits(tmp_path):
 
 
 def test_manifest_difficulty_must_be_a_split_and_one_per_video(tmp_path):
-    from motionmatcher.manifest import ManifestError
+    from motionmatcher.files.manifest import ManifestError
 
     (tmp_path / "m.csv").write_text("video_id,video_path,caption,prompt,difficulty\n"
                                     "a,a.mp4,A.,B.,hard\na,a.mp4,A.,C.,easy\nb,b.mp4,A.,B.,extreme\n")

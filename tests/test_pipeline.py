@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from motionmatcher.demo_data import write_demo_dataset
-from motionmatcher.runtime import load_tensors, tensor_metadata
-from motionmatcher.video import read_mp4
+from motionmatcher.toy.ball_clips import write_demo_dataset
+from helpers import load_tensors, tensor_metadata
+from motionmatcher.files.video import read_mp4
 from workflow_helpers import run_snakemake, write_small_config
 
 pytestmark = pytest.mark.pipeline
@@ -224,7 +224,7 @@ def test_damaged_sample_frames_hint_names_a_rule_output(demo_run, tmp_path):
 def test_truncated_samples_table_is_named_and_a_verified_rerun_repairs_it(demo_run, tmp_path):
     """Before: pyarrow's "magic bytes not found" without a hint, and a plain rerun said
     "Nothing to be done". Now the metrics job names the table and its rebuild command, and
-    `python -m motionmatcher.verify --delete` (make verify) + a rerun repairs it."""
+    `python -m motionmatcher.results.verify --delete` (make verify) + a rerun repairs it."""
     import subprocess
     import sys
 
@@ -236,7 +236,7 @@ def test_truncated_samples_table_is_named_and_a_verified_rerun_repairs_it(demo_r
     log = (workdir / "results" / "logs" / "metrics" / "motionmatcher" / "zoom.log").read_text()
     assert "not a readable Parquet table" in log
     assert _hint(log) == "snakemake --force results/samples/motionmatcher/zoom/samples.parquet"
-    res = subprocess.run([sys.executable, "-m", "motionmatcher.verify", "--delete", "results", "resources"],
+    res = subprocess.run([sys.executable, "-m", "motionmatcher.results.verify", "--delete", "results", "resources"],
                          cwd=workdir, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     deleted = [line for line in res.stdout.splitlines() if line.startswith("deleted ")]

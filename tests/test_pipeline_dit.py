@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from motionmatcher.demo_data import write_demo_dataset
-from motionmatcher.runtime import load_tensors, tensor_metadata
+from motionmatcher.toy.ball_clips import write_demo_dataset
+from helpers import load_tensors, tensor_metadata
 from workflow_helpers import run_snakemake, write_small_config
 
 pytestmark = pytest.mark.pipeline

@@ -8,7 +8,7 @@ import pytest
 
 import yaml
 
-from motionmatcher.demo_data import write_demo_dataset
+from motionmatcher.toy.ball_clips import write_demo_dataset
 from workflow_helpers import REPO, run_snakemake, write_small_config
 
 pytestmark = pytest.mark.pipeline

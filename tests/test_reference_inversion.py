@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
-from motionmatcher.guidance import Reference, make_guidance
-from motionmatcher.inversion import ddim_inversion, make_ddim_scheduler
+from motionmatcher.customization.guidance import Reference
+from motionmatcher.methods.registry import make_guidance
+from motionmatcher.customization.inversion import ddim_inversion, make_ddim_scheduler
 from motionmatcher.methods.dmt import low_frequency_init
-from motionmatcher.sampler import SamplingConfig, sample_videos
+from motionmatcher.customization.sampler import SamplingConfig, sample_videos
 from workflow_helpers import REPO, with_perturbed_temporal_convs
 
 SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8)

@@ -1,7 +1,7 @@
 """The paper's tables and the Snakemake report.
 
 Unit tests: the t-distribution intervals and paired differences of the summary table, and the
-report's HTML / PNG pieces (motionmatcher.report). Pipeline test (marked ``pipeline``): a small
+report's HTML / PNG pieces (motionmatcher.results.report). Pipeline test (marked ``pipeline``): a small
 demo run with every method code path (untrained, one LoRA, two LoRAs with partial loading, full
 fine-tune) on 2 videos, then ``snakemake --report report.zip``; the zip's pages name every method
 and video and play their samples. ``MM_REPORT_TEST_ALL_METHODS=1`` runs all methods of the config
@@ -22,8 +22,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from motionmatcher.summary import mean_ci, paired_differences, statistics_markdown, summarize, t_quantile
-from motionmatcher.tables import SUMMARY, SUMMARY_METRICS
+from motionmatcher.results.summary_tables import (mean_ci, paired_differences, statistics_markdown, summarize,
+                                                  t_quantile)
+from motionmatcher.files.table_schemas import SUMMARY, SUMMARY_METRICS
 from workflow_helpers import run_snakemake, write_small_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_summary_has_intervals_and_paired_columns(samples):
 
 
 def test_report_pieces(samples, tmp_path):
-    from motionmatcher.report import metric_plot, summary_html, training_plot, video_page_html
+    from motionmatcher.results.report import metric_plot, summary_html, training_plot, video_page_html
 
     s = summarize(samples, method_order=["motionmatcher", "base"])
     page = summary_html(s, {"base": "no customization"})
@@ -133,7 +134,7 @@ def test_report_pieces(samples, tmp_path):
 SUBSET = ["base", "motionmatcher", "motiondirector", "vmc"]  # every method code path
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
-    from motionmatcher.demo_data import write_demo_dataset
+    from motionmatcher.toy.ball_clips import write_demo_dataset
 
     workdir = tmp_path_factory.mktemp("report")
     manifest = pd.read_csv(write_demo_dataset(workdir / "demo", n_frames=12, size=(80, 64)))

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from motionmatcher import lora
-from motionmatcher.sampler import SamplingConfig, initial_latents, sample_latents, sample_videos
+from helpers import lora_enabled
+from motionmatcher.customization import lora
+from motionmatcher.customization.sampler import SamplingConfig, initial_latents, sample_latents, sample_videos
 
 SIZE = dict(n_frames=8, height=64, width=64)  # latents (1, 4, 8, 8, 8)
 LATENT = (1, 4, 8, 8, 8)
@@ -18,7 +19,7 @@ LATENT = (1, 4, 8, 8, 8)
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     """A shared base model for the tests that attach no adapter."""
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     return load_t2v_model(tiny_model_dir)
 
@@ -116,7 +117,7 @@ def test_batch_composition_does_not_change_a_sample(model, eta):
 
 
 def test_progress_bar_counts_samples_times_steps(model, monkeypatch):
-    import motionmatcher.sampler as sampler_mod
+    import motionmatcher.customization.sampler as sampler_mod
 
     bars = []
 
@@ -185,7 +186,7 @@ def test_lora_gating_switches_exactly_at_threshold(tiny_model):
         assert all(on == (t >= 501) for t, on in steps), steps
         assert (501, True) in steps and (451, False) in steps
         # Adapter state and scale restored afterwards.
-        assert lora.lora_enabled(model.unet) is initially
+        assert lora_enabled(model.unet) is initially
         assert [dict(layer.scaling) for layer in lora.tuner_layers(model.unet)] == scalings
 
 

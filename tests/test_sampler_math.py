@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from motionmatcher.guidance import Guidance
-from motionmatcher.models import ZEROSCOPE_SCHEDULER
-from motionmatcher.sampler import SamplingConfig, sample_latents
+from motionmatcher.customization.guidance import Guidance
+from motionmatcher.backbones.models import ZEROSCOPE_SCHEDULER
+from motionmatcher.customization.sampler import SamplingConfig, sample_latents
 
 SHAPE = (2, 4, 3, 4, 4)
 T = ZEROSCOPE_SCHEDULER["num_train_timesteps"]

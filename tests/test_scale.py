@@ -15,12 +15,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import motionmatcher.manifest as manifest_mod
-from motionmatcher.demo_data import render_clip
-from motionmatcher.manifest import ManifestError, load_manifest
-from motionmatcher.summary import aggregate_metric_tables, concat_metric_tables
-from motionmatcher.tables import METRICS, write_table
-from motionmatcher.video import write_mp4
+import motionmatcher.files.manifest as manifest_mod
+from motionmatcher.toy.ball_clips import render_clip
+from motionmatcher.files.manifest import ManifestError, load_manifest
+from motionmatcher.results.summary_tables import aggregate_metric_tables, concat_metric_tables
+from motionmatcher.files.table_schemas import METRICS, write_table
+from motionmatcher.files.video import write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_streaming_aggregation_equals_concatenation(tmp_path, rows_per_group, ta
                                    tables_per_group=tables_per_group) == 6
     assert pq.read_schema(out).equals(METRICS)
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(expected))
-    assert not out.with_name(out.name + ".tmp").exists()
+    assert not list(tmp_path.glob(".samples.parquet.*")), "a temporary was left behind"
 
 
 def _method_config_calls(tmp_path: Path, n_videos: int) -> tuple[int, int]:
@@ -157,7 +157,7 @@ def test_method_config_is_merged_once_per_method_not_per_job(tmp_path):
 
 
 def test_streaming_aggregation_names_a_damaged_table(tmp_path):
-    from motionmatcher.tensor_files import CorruptFileError
+    from motionmatcher.files.tensor_files import CorruptFileError
 
     good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
     write_table(_metric_table("base", "a", 2, 0), METRICS, good)
@@ -167,4 +167,4 @@ def test_streaming_aggregation_names_a_damaged_table(tmp_path):
     with pytest.raises(CorruptFileError) as err:
         aggregate_metric_tables([good, bad], out, METRICS)
     assert "bad.parquet" in str(err.value)
-    assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+    assert not out.exists() and not list(tmp_path.glob(".samples.parquet.*"))

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import REPO, SHARED_VIDEOS
-from motionmatcher.latents import encode_video
-from motionmatcher.manifest import load_manifest, videos
-from motionmatcher.video import read_video_frames, resize_center_crop
+from motionmatcher.backbones.latents import encode_video
+from motionmatcher.files.manifest import load_manifest, videos
+from motionmatcher.files.video import read_video_frames, resize_center_crop
 
 pytestmark = pytest.mark.skipif(not (SHARED_VIDEOS / "manifest.csv").is_file(),
                                 reason=f"{SHARED_VIDEOS} is absent")

@@ -32,8 +32,8 @@ import pytest
 import torch
 import yaml
 
-from motionmatcher.demo_data import write_demo_dataset
-from motionmatcher.runtime import load_tensors
+from motionmatcher.toy.ball_clips import write_demo_dataset
+from helpers import load_tensors
 from workflow_helpers import write_small_config
 
 REPO = Path(__file__).resolve().parents[1]

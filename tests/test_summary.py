@@ -1,4 +1,4 @@
-"""Result tables: motionmatcher.summary on hand-made per-sample metrics."""
+"""Result tables: motionmatcher.results.summary_tables on hand-made per-sample metrics."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from motionmatcher.summary import (DASH, concat_metric_tables, format_stat, statistics_markdown, summarize,
-                                  summary_markdown)
-from motionmatcher.tables import SUMMARY, write_table
+from motionmatcher.results.summary_tables import (DASH, concat_metric_tables, format_stat,
+                                                  statistics_markdown, summarize, summary_markdown)
+from motionmatcher.files.table_schemas import SUMMARY, write_table
 
 NAN = float("nan")
 

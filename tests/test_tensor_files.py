@@ -1,15 +1,16 @@
-"""Checked tensor files (motionmatcher.tensor_files): faults are caught and named."""
+"""Checked tensor files (motionmatcher.files.tensor_files): faults are caught and named."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from motionmatcher.runtime import save_tensors
-from motionmatcher.tensor_files import CorruptFileError, read_checked, write_checked
+from motionmatcher.files.tensor_files import CorruptFileError, read_checked, write_checked
+from helpers import save_tensors
 
 
 @pytest.fixture()
@@ -77,7 +78,8 @@ def test_file_without_hash_is_refused(tmp_path):
 
 def test_identical_writes_give_identical_bytes_across_processes(tmp_path):
     """safetensors orders metadata by a randomly seeded hash map; ours is sorted."""
-    code = ("import sys, torch; from motionmatcher.runtime import save_tensors; "
+    code = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "from helpers import save_tensors; "
             "save_tensors({'a': torch.arange(4.0)}, sys.argv[1], metadata={k: i for i, k in enumerate('abcdefghij')})")
     outs = []
     for i in range(3):
@@ -90,14 +92,14 @@ def test_identical_writes_give_identical_bytes_across_processes(tmp_path):
 def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
     import os
 
-    from motionmatcher import runtime
+    from motionmatcher.files.atomic import write_json
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError):
-        runtime.write_json(tmp_path / "x.json", {"a": 1})
+        write_json(tmp_path / "x.json", {"a": 1})
     with pytest.raises(OSError):
         save_tensors({"a": torch.ones(2)}, tmp_path / "y.safetensors")
     assert list(tmp_path.iterdir()) == []
@@ -106,7 +108,7 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
 def test_metrics_refuse_a_damaged_frames_file(tmp_path):
     """The metrics stage reads sample and reference frames through the checked reader: a frames
     file altered after it was written is named, not scored."""
-    from motionmatcher.evaluate import load_frames_file, load_sample_frames
+    from motionmatcher.metrics.evaluate import load_frames_file, load_sample_frames
 
     path = tmp_path / "seed0.safetensors"
     frames = torch.randint(0, 255, (4, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -119,3 +121,44 @@ def test_metrics_refuse_a_damaged_frames_file(tmp_path):
         with pytest.raises(CorruptFileError, match="sha256") as e:
             read(str(path))
         assert str(path) in str(e.value)
+
+
+def test_one_atomic_writer_fsyncs_a_unique_temporary_and_keeps_the_umask(tmp_path, monkeypatch):
+    """files.atomic: the temporary is in the destination folder under a name no other writer
+    uses, fsynced before the rename and the folder after it; the file gets 0666 less the umask."""
+    import os
+
+    from motionmatcher.files import atomic
+
+    synced, replaced = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((str(a), str(b))), real_replace(a, b)))
+    old = os.umask(0o027)
+    try:
+        atomic.write_json(tmp_path / "a.json", {"x": 1})
+        atomic.write_json(tmp_path / "a.json", {"x": 2})
+    finally:
+        os.umask(old)
+    (tmp1, dest1), (tmp2, dest2) = replaced
+    assert dest1 == dest2 == str(tmp_path / "a.json")
+    assert tmp1 != tmp2 and all(Path(t).parent == tmp_path and Path(t).name.startswith(".a.json.") for t in (tmp1, tmp2))
+    assert synced == [tmp1, str(tmp_path), tmp2, str(tmp_path)]  # the file before the rename, the folder after
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.json"]
+
+
+def test_atomic_directory_appears_complete_or_not_at_all(tmp_path):
+    from motionmatcher.files.atomic import atomic_directory
+
+    out = tmp_path / "model"
+    with atomic_directory(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+        assert not out.exists()
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(out) as tmp:
+            (tmp / "b.txt").write_text("2")
+            raise RuntimeError("writer failed")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the old one is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from motionmatcher.models import load_t2v_model
+from motionmatcher.backbones.models import load_t2v_model
 from motionmatcher.toy import efficacy
 
 TOY = Path(__file__).resolve().parents[1] / "models" / "toy_t2v"

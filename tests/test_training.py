@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from motionmatcher.lora import lora_module_names
-from motionmatcher.training import TrainConfig, TrainingError, train
+from helpers import lora_module_names
+from motionmatcher.customization.training import TrainConfig, TrainingError, train
 
 
 def small_cfg(**kw) -> TrainConfig:
@@ -37,7 +37,7 @@ class Crash(RuntimeError):
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_adapter(tiny_model_dir, latents, tmp_path):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     cfg = small_cfg()
     ref_model = load_t2v_model(tiny_model_dir)
@@ -66,7 +66,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_adapter(tiny_model_dir, 
 
 
 def test_checkpoint_from_another_config_is_ignored(tiny_model_dir, latents, tmp_path):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     def crash_at_3(step, out):
         if step == 3:
@@ -107,7 +107,7 @@ def test_bad_timestep_range(tiny_model, latents, tmp_path):
 
 @pytest.fixture(scope="module")
 def uninterrupted_adapter(tiny_model_dir, tmp_path_factory):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     m = load_t2v_model(tiny_model_dir)
     lat = torch.randn(1, 4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -116,7 +116,7 @@ def uninterrupted_adapter(tiny_model_dir, tmp_path_factory):
 
 
 def _crashed_run(tiny_model_dir, latents, ckdir, crash_step, **kw):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     def crash(step, out):
         if step == crash_step:
@@ -140,7 +140,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, 
                                                                 uninterrupted_adapter):
     """Fault injection: the newest resume checkpoint is damaged. The run warns naming it,
     resumes from the one before and still ends with the uninterrupted run's adapter."""
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     _crashed_run(tiny_model_dir, latents, tmp_path / "b", 5)
     last = tmp_path / "b" / "step-000004"
@@ -170,7 +170,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, 
 
 
 def test_no_good_checkpoint_starts_over(tiny_model_dir, latents, tmp_path, caplog):
-    from motionmatcher.models import load_t2v_model
+    from motionmatcher.backbones.models import load_t2v_model
 
     _crashed_run(tiny_model_dir, latents, tmp_path, 5)
     for d in tmp_path.glob("step-*"):
@@ -191,8 +191,8 @@ def test_resume_keeps_the_fp16_loss_scale(tiny_model_dir, latents, tmp_path, mon
     had backed off after overflows would overflow again at every resume). The CPU has no fp16
     autocast: the loop is made to treat it as fp16 (the scaler is device-agnostic), and the
     scaler's growth interval is 1 so that its scale changes at every step."""
-    import motionmatcher.training as training
-    from motionmatcher.models import load_t2v_model
+    import motionmatcher.customization.training as training
+    from motionmatcher.backbones.models import load_t2v_model
 
     monkeypatch.setattr(training, "_autocast_dtype", lambda device, dtype: dtype if dtype == torch.float16 else None)
     monkeypatch.setattr(training, "_autocast", lambda device, dtype: __import__("contextlib").nullcontext())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from motionmatcher.methods.registry import LOSSES
-from motionmatcher.training import TrainConfig, train
+from motionmatcher.customization.training import TrainConfig, train
 
 
 @pytest.mark.parametrize("lo, hi", [(500, None), (200, 700), (997, None)])

@@ -1,4 +1,4 @@
-"""Tests for motionmatcher.video: decoding, resizing, H.264 writing, contact sheets."""
+"""Tests for motionmatcher.files.video: decoding, resizing, H.264 writing, contact sheets."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motionmatcher import video
-from motionmatcher.video import (
+from motionmatcher.files import video
+from motionmatcher.files.video import (
     VideoError,
     contact_sheet,
     probe_video,
@@ -377,7 +377,7 @@ def test_rule_log_receives_child_process_stderr(tmp_path: Path) -> None:
     log = tmp_path / "rule.log"
     code = f"""
 import subprocess, sys, types
-from motionmatcher.runtime import setup_script
+from motionmatcher.jobs.rule_script import setup_script
 smk = types.SimpleNamespace(log=[{str(log)!r}], resources=types.SimpleNamespace(), threads=1,
                             rule="r", wildcards={{}})
 setup_script(smk)

@@ -2,11 +2,11 @@
 given an ``adapter`` input, with the method's trained weights on the UNet (as its official code)."""
 from pathlib import Path
 
-from motionmatcher.inversion import invert_reference
+from motionmatcher.customization.inversion import invert_reference
 from motionmatcher.backbones import latent_frames_of, load_model
-from motionmatcher.models import model_identity, resolve_device, resolve_dtype
-from motionmatcher.runtime import setup_script
-from motionmatcher.tensor_files import read_checked, write_checked
+from motionmatcher.backbones.models import model_identity, resolve_device, resolve_dtype
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.tensor_files import read_checked, write_checked
 
 log = setup_script(snakemake)
 p = snakemake.params

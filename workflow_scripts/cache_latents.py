@@ -1,9 +1,9 @@
 """VAE-encode a preprocessed reference video into scaled latents (safetensors)."""
-from motionmatcher.latents import encode_video
+from motionmatcher.backbones.latents import encode_video
 from motionmatcher.backbones import load_model
-from motionmatcher.models import resolve_device, resolve_dtype
-from motionmatcher.runtime import setup_script
-from motionmatcher.tensor_files import read_checked, write_checked
+from motionmatcher.backbones.models import resolve_device, resolve_dtype
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.tensor_files import read_checked, write_checked
 
 log = setup_script(snakemake)
 p = snakemake.params

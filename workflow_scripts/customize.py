@@ -5,12 +5,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
+from motionmatcher.jobs.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
 from motionmatcher.backbones import latent_frames_of, load_model
-from motionmatcher.models import model_identity, resolve_device, resolve_dtype
-from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
-from motionmatcher.tensor_files import read_checked
-from motionmatcher.training import TrainConfig, save_trained, train, trained_parts
+from motionmatcher.backbones.models import model_identity, resolve_device, resolve_dtype
+from motionmatcher.jobs.provenance import code_version, library_versions
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.atomic import write_json
+from motionmatcher.files.tensor_files import read_checked
+from motionmatcher.customization.training import TrainConfig, train
+from motionmatcher.customization.trained_weights import save_trained, trained_parts
 
 log = setup_script(snakemake)
 p = snakemake.params

@@ -4,13 +4,15 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.evaluate import evaluate_samples, load_frames_file, load_scorers, metric_variants, metrics_config_hash
+from motionmatcher.metrics.evaluate import (evaluate_samples, load_frames_file, load_scorers, metric_variants,
+                                            metrics_config_hash)
 from motionmatcher.metrics import MetricUnavailable
-from motionmatcher.mtbench import mtbench_setup
+from motionmatcher.metrics.mtbench import mtbench_setup
 from motionmatcher.metrics.groundtruth import load_ground_truth
-from motionmatcher.models import resolve_device
-from motionmatcher.runtime import code_version, setup_script
-from motionmatcher.tables import METRICS, read_table, write_table
+from motionmatcher.backbones.models import resolve_device
+from motionmatcher.jobs.provenance import code_version
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.table_schemas import METRICS, read_table, write_table
 
 log = setup_script(snakemake)
 p = snakemake.params

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import torch
 
-from motionmatcher.runtime import setup_script, write_json
-from motionmatcher.tensor_files import write_checked
-from motionmatcher.video import read_video_frames, resize_center_crop, write_mp4
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.atomic import write_json
+from motionmatcher.files.tensor_files import write_checked
+from motionmatcher.files.video import read_video_frames, resize_center_crop, write_mp4
 
 log = setup_script(snakemake)
 p = snakemake.params

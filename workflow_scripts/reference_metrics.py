@@ -3,11 +3,13 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.evaluate import evaluate_reference, load_frames_file, load_scorers, metrics_config_hash
+from motionmatcher.metrics.evaluate import (evaluate_reference, load_frames_file, load_scorers,
+                                            metrics_config_hash)
 from motionmatcher.metrics import MetricUnavailable
-from motionmatcher.models import resolve_device
-from motionmatcher.runtime import code_version, setup_script
-from motionmatcher.tables import REFERENCE, write_table
+from motionmatcher.backbones.models import resolve_device
+from motionmatcher.jobs.provenance import code_version
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.table_schemas import REFERENCE, write_table
 
 log = setup_script(snakemake)
 p = snakemake.params

@@ -2,8 +2,8 @@
 (the training-loss curves of one method over its videos)."""
 import pandas as pd
 
-from motionmatcher.tables import read_table
-from motionmatcher.report import metric_plot, setup_report_script, training_plot
+from motionmatcher.files.table_schemas import read_table
+from motionmatcher.results.report import metric_plot, setup_report_script, training_plot
 
 log = setup_report_script(snakemake)
 if snakemake.rule == "report_metric_plot":

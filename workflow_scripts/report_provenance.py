@@ -1,8 +1,9 @@
 """Report: the configuration as run, the code version and library versions."""
 
-from motionmatcher.tables import read_table
-from motionmatcher.report import provenance_html, setup_report_script, write_text_atomic
-from motionmatcher.runtime import library_versions
+from motionmatcher.files.table_schemas import read_table
+from motionmatcher.results.report import provenance_html, setup_report_script
+from motionmatcher.files.atomic import write_text_atomic
+from motionmatcher.jobs.provenance import library_versions
 
 log = setup_report_script(snakemake)
 samples = read_table(snakemake.input.samples)

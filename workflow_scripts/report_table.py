@@ -2,8 +2,9 @@
 from pathlib import Path
 
 
-from motionmatcher.tables import read_table
-from motionmatcher.report import setup_report_script, summary_html, write_text_atomic
+from motionmatcher.files.table_schemas import read_table
+from motionmatcher.results.report import setup_report_script, summary_html
+from motionmatcher.files.atomic import write_text_atomic
 
 log = setup_report_script(snakemake)
 summary = read_table(snakemake.input.summary)

@@ -1,33 +1,27 @@
 """Report: one folder per reference video -- index.html with the reference and every method's
 samples playing side by side, and the mp4 files it plays."""
-import os
 import shutil
-from pathlib import Path
 
-
-from motionmatcher.tables import read_table
-from motionmatcher.report import setup_report_script, video_page_html, write_text_atomic
+from motionmatcher.files.atomic import atomic_directory, write_text_atomic
+from motionmatcher.files.table_schemas import read_table
+from motionmatcher.results.report import setup_report_script, video_page_html
 
 log = setup_report_script(snakemake)
 p = snakemake.params
-out = Path(snakemake.output.page)
-tmp = out.with_name(out.name + ".tmp")
-shutil.rmtree(tmp, ignore_errors=True)
-tmp.mkdir(parents=True)
-shutil.copyfile(snakemake.input.reference, tmp / "reference.mp4")
+out = snakemake.output.page
 cells = []
 limit = p.max_samples_per_method
-for method, table in zip(p.methods, snakemake.input.metrics):
-    rows = read_table(table).sort_values(["prompt_id", "seed"])
-    if limit:
-        rows = rows.head(int(limit))
-    (tmp / method).mkdir()
-    for row in rows.to_dict("records"):
-        name = f"{method}/{row['prompt_id']}_s{int(row['seed'])}.mp4"
-        shutil.copyfile(row["video_path"], tmp / name)
-        cells.append({**row, "method": method, "src": name})
-write_text_atomic(tmp / "index.html", video_page_html(snakemake.wildcards.video, p.caption, "reference.mp4",
-                                                      cells, list(p.methods), p.descriptions))
-shutil.rmtree(out, ignore_errors=True)
-os.replace(tmp, out)
+with atomic_directory(out) as tmp:  # the folder appears complete or not at all
+    shutil.copyfile(snakemake.input.reference, tmp / "reference.mp4")
+    for method, table in zip(p.methods, snakemake.input.metrics):
+        rows = read_table(table).sort_values(["prompt_id", "seed"])
+        if limit:
+            rows = rows.head(int(limit))
+        (tmp / method).mkdir()
+        for row in rows.to_dict("records"):
+            name = f"{method}/{row['prompt_id']}_s{int(row['seed'])}.mp4"
+            shutil.copyfile(row["video_path"], tmp / name)
+            cells.append({**row, "method": method, "src": name})
+    write_text_atomic(tmp / "index.html", video_page_html(snakemake.wildcards.video, p.caption, "reference.mp4",
+                                                          cells, list(p.methods), p.descriptions))
 log.info("%d samples of %d methods -> %s", len(cells), len(p.methods), out)

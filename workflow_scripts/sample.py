@@ -4,17 +4,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from motionmatcher.guidance import Reference, make_guidance
-from motionmatcher.manifest import OBJECT_COLUMNS
-from motionmatcher.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
+from motionmatcher.customization.guidance import Reference
+from motionmatcher.methods.registry import make_guidance
+from motionmatcher.files.manifest import OBJECT_COLUMNS
+from motionmatcher.jobs.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
 from motionmatcher.backbones import latent_frames_of, load_model
-from motionmatcher.models import model_identity, resolve_device, resolve_dtype
-from motionmatcher.runtime import code_version, library_versions, setup_script, write_json
-from motionmatcher.tensor_files import NonFiniteError, read_checked, write_checked
-from motionmatcher.sampler import SamplingConfig, sample_videos
-from motionmatcher.tables import SAMPLES, write_table
-from motionmatcher.training import load_trained
-from motionmatcher.video import contact_sheet, save_png, write_mp4
+from motionmatcher.backbones.models import model_identity, resolve_device, resolve_dtype
+from motionmatcher.jobs.provenance import code_version, library_versions
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.atomic import write_json
+from motionmatcher.files.tensor_files import NonFiniteError, read_checked, write_checked
+from motionmatcher.customization.sampler import SamplingConfig, sample_videos
+from motionmatcher.files.table_schemas import SAMPLES, write_table
+from motionmatcher.customization.trained_weights import load_trained
+from motionmatcher.files.video import contact_sheet, save_png, write_mp4
 
 log = setup_script(snakemake)
 p = snakemake.params

@@ -1,13 +1,12 @@
 """Result tables: `aggregate_samples` (concatenate the per-(method, video) metric tables) and
 `summary` (per-method and per-(method, video) statistics, Parquet + Markdown)."""
-from pathlib import Path
-
 import pandas as pd
 
-from motionmatcher.runtime import setup_script
-from motionmatcher.summary import (aggregate_metric_tables, difficulty_markdown, statistics_markdown, summarize,
-                                   summary_markdown)
-from motionmatcher.tables import METRICS, SUMMARY, read_table, write_table
+from motionmatcher.files.atomic import write_text_atomic
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.table_schemas import METRICS, SUMMARY, read_table, write_table
+from motionmatcher.results.summary_tables import (aggregate_metric_tables, difficulty_markdown,
+                                                  statistics_markdown, summarize, summary_markdown)
 
 log = setup_script(snakemake)
 inp, out = snakemake.input, snakemake.output
@@ -24,14 +23,11 @@ elif snakemake.rule == "summary":
     summary = summarize(samples, reference, method_order=list(snakemake.params.methods),
                         paired_reference=paired_reference)
     write_table(summary, SUMMARY, out.table)
-    markdown = Path(out.markdown)
-    tmp = markdown.with_name(markdown.name + ".tmp")
     by_difficulty = difficulty_markdown(samples, dict(snakemake.params.difficulty),
                                         method_order=list(snakemake.params.methods))
     title = f"MotionMatcher results: backbone {snakemake.params.backbone} (model {snakemake.params.model})"
-    tmp.write_text(summary_markdown(summary, reference, samples, title=title) + "\n" + statistics_markdown(summary)
-                   + ("\n" + by_difficulty if by_difficulty else ""), encoding="utf-8")
-    tmp.replace(markdown)
+    write_text_atomic(out.markdown, summary_markdown(summary, reference, samples, title=title) + "\n"
+                      + statistics_markdown(summary) + ("\n" + by_difficulty if by_difficulty else ""))
     log.info("%d method rows, %d video rows -> %s, %s", (summary["level"] == "method").sum(),
              (summary["level"] == "video").sum(), out.table, out.markdown)
 

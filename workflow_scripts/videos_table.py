@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from motionmatcher.runtime import setup_script
-from motionmatcher.tables import VIDEOS, write_table
+from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.files.table_schemas import VIDEOS, write_table
 
 log = setup_script(snakemake)
 manifest = pd.DataFrame(snakemake.params.manifest)

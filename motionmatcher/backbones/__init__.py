@@ -1,6 +1,11 @@
 """Backbones: the text-to-video architectures the pipeline runs on (interface:
 :mod:`.base`; one module each: :mod:`.unet3d` (Zeroscope), :mod:`.wan` (Wan 2.1 T2V),
-:mod:`.cogvideox` (CogVideoX)).
+:mod:`.cogvideox` (CogVideoX)), with what they share: loading a diffusers model directory and the
+seeded tiny models (:mod:`.models`, :mod:`.tiny`), the VAEs' encoding to latents and back
+(:mod:`.latents`), flow-matching schedules (:mod:`.flow`) and the DiT features
+(:mod:`.dit_features`). Support for a new model architecture, or a change that concerns one
+architecture only, belongs here; what every method does on any backbone belongs in
+:mod:`motionmatcher.customization`.
 
 :func:`load_model` loads any diffusers model directory, picking the backbone from the
 denoiser class it declares (``model_index.json`` / the transformer's ``_class_name``);
@@ -73,7 +78,7 @@ def backbone_for_config(model: str, model_dir: str | os.PathLike | None = None) 
 
 def load_model(path: str | os.PathLike, device="cpu", dtype=None):
     """Load a diffusers text-to-video directory of any backbone onto ``device`` (frozen, eval):
-    a :class:`motionmatcher.models.T2VModel` (Zeroscope) or a
+    a :class:`motionmatcher.backbones.models.T2VModel` (Zeroscope) or a
     :class:`motionmatcher.backbones.base.DiTModel`."""
     import torch
 
@@ -99,7 +104,7 @@ def write_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
     if name not in TINY_MODELS:
         raise BackboneError(f"unknown tiny model {name!r} (known: {', '.join(TINY_MODELS)})")
     if name == "tiny":
-        from ..models import write_tiny_model
+        from .models import write_tiny_model
 
         return write_tiny_model(out, seed=seed)
     return get_backbone(TINY_MODELS[name]).write_tiny(out, seed=seed)

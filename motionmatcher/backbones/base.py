@@ -158,7 +158,7 @@ class Backbone:
         return targets
 
     def train_config(self, cfg, label: str = ""):
-        """``cfg`` (a :class:`motionmatcher.training.TrainConfig`) for this backbone: the loss
+        """``cfg`` (a :class:`motionmatcher.customization.training.TrainConfig`) for this backbone: the loss
         checked (:meth:`check_method`), named LoRA target sets resolved to its module names
         (:meth:`lora_targets`); declared ``trainable:`` parts (MotionDirector, VMC) refused on
         a DiT."""
@@ -231,7 +231,7 @@ class DiTDenoiser(torch.nn.Module):
         """CA and TSA of ``latents`` (pipeline layout) from the transformer as it is
         (:func:`motionmatcher.backbones.dit_features.dit_motion_features`); layers default to
         ``DEFAULT_LAYERS[arch]``. Shapes as the UNet's
-        :func:`motionmatcher.motion_features.motion_features`."""
+        :func:`motionmatcher.customization.motion_features.motion_features`."""
         from .dit_features import DEFAULT_LAYERS, dit_motion_features
 
         states, mask = unpack_text(text_embeddings)
@@ -266,7 +266,7 @@ def _blocks(blocks, defaults, depth: int, real_depth: int, what: str) -> list[in
 @dataclass
 class DiTModel:
     """A loaded DiT text-to-video model, with the attributes the pipeline uses on
-    :class:`motionmatcher.models.T2VModel` (``unet`` is the :class:`DiTDenoiser`)."""
+    :class:`motionmatcher.backbones.models.T2VModel` (``unet`` is the :class:`DiTDenoiser`)."""
 
     unet: DiTDenoiser
     vae: torch.nn.Module
@@ -352,3 +352,48 @@ def denoiser_class(path: str | os.PathLike) -> str:
         if cfg.is_file():
             return str(read_json(cfg).get("_class_name", ""))
     return ""
+
+
+def load_tokenizer(path: Path):
+    """The directory's tokenizer (``AutoTokenizer``); a real T5/UMT5 tokenizer shipped only as
+    ``spiece.model`` needs ``sentencepiece``: say so."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path / "tokenizer")
+    except (ImportError, ValueError, OSError) as e:
+        raise BackboneError(
+            f"{path / 'tokenizer'}: cannot load the tokenizer ({e.__class__.__name__}: {e}). A T5/UMT5 "
+            "tokenizer without tokenizer.json needs the `sentencepiece` package, or a tokenizer.json "
+            "converted once on a machine that has it.") from None
+
+
+def dit_lora_targets(arch: str, targets: str, official: str) -> str:
+    """A named target set on a DiT, as a regex over the denoiser's module names
+    (``transformer.<name>``, :class:`~.base.DiTDenoiser`):
+
+    * ``official``: the official fine-tuning scripts' set -- the attention projections
+      ``to_q/to_k/to_v/to_out.0`` of every attention (CogVideoX: diffusers' LoRA example; Wan:
+      finetrainers, ``attn1`` and ``attn2``);
+    * ``motionmatcher`` (the default of the trained methods): MotionMatcher's own choice carried
+      over from the UNet (``motionmatcher.customization.lora.MOTIONMATCHER_TARGETS``: self-attention and
+      feed-forward, never the text cross-attention): the video self-attention projections and
+      the feed-forward (Wan ``attn1`` + ``ffn``; CogVideoX the joint ``attn1`` + ``ff``);
+    * any other name of :data:`motionmatcher.customization.lora.TARGETS` is a UNet set: refused;
+    * anything else is a regex over the denoiser's module names, used as given.
+
+    (:func:`motionmatcher.backbones.dit_features.lora_targets` builds both sets.)
+    """
+    from ..customization.lora import TARGETS
+    from .dit_features import lora_targets
+
+    if targets == "official":
+        pattern = lora_targets(arch, ffn=False, cross_attention=True)
+    elif targets == "motionmatcher":
+        pattern = lora_targets(arch, ffn=True, cross_attention=False)
+    elif targets in TARGETS:
+        raise BackboneError(f"LoRA targets {targets!r} name UNet modules; on the {arch} backbone use "
+                            "`motionmatcher`, `official` or a regex over `transformer.…` module names")
+    else:
+        return targets
+    return rf"transformer\.(?:{pattern})"

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Backbone, BackboneError, DiTDenoiser, DiTModel
+from .base import Backbone, DiTDenoiser, DiTModel, dit_lora_targets, load_tokenizer
 
 #: CogVideoX-2b transformer/config.json
 COGVIDEOX_2B = dict(num_attention_heads=30, attention_head_dim=64, in_channels=16, out_channels=16,
@@ -65,20 +65,6 @@ OFFICIAL_LORA = r".*(to_q|to_k|to_v|to_out\.0)"
 COGVIDEOX_SCHEDULERS = ("CogVideoXDDIMScheduler", "CogVideoXDPMScheduler")
 
 
-def load_tokenizer(path: Path):
-    """The directory's tokenizer (``AutoTokenizer``); a real T5/UMT5 tokenizer shipped only as
-    ``spiece.model`` needs ``sentencepiece``: say so."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path / "tokenizer")
-    except (ImportError, ValueError, OSError) as e:
-        raise BackboneError(
-            f"{path / 'tokenizer'}: cannot load the tokenizer ({e.__class__.__name__}: {e}). A T5/UMT5 "
-            "tokenizer without tokenizer.json needs the `sentencepiece` package, or a tokenizer.json "
-            "converted once on a machine that has it.") from None
-
-
 def sampling_scheduler(config: dict):
     """CogVideoX's DDIM scheduler (for a DPM config too: same ᾱ, deterministic steps)."""
     from diffusers import CogVideoXDDIMScheduler
@@ -104,7 +90,7 @@ class CogVideoXBackbone(Backbone):
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5EncoderModel
 
-        from ..models import model_identity
+        from .models import model_identity
         from .base import read_json
 
         transformer = CogVideoXTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
@@ -152,16 +138,13 @@ class CogVideoXBackbone(Backbone):
         return sampling_scheduler(scheduler_config)
 
     def lora_targets(self, targets: str) -> str:
-        from .wan import _dit_lora_targets
-
-        return _dit_lora_targets(self.arch, targets, OFFICIAL_LORA)
+        return dit_lora_targets(self.arch, targets, OFFICIAL_LORA)
 
     def write_tiny(self, out, seed: int = 0) -> Path:
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5Config, T5EncoderModel
 
-        from .tiny import TINY_DIT_VERSION, write_atomically, write_tokenizer
-        from .wan import _write_index
+        from .tiny import TINY_DIT_VERSION, write_atomically, write_index, write_tokenizer
 
         def build(tmp: Path):
             torch.manual_seed(seed)
@@ -172,7 +155,7 @@ class CogVideoXBackbone(Backbone):
             T5EncoderModel(T5Config(**TINY_TEXT)).save_pretrained(tmp / "text_encoder")
             write_tokenizer(tmp / "tokenizer", TINY_TRANSFORMER["max_text_seq_length"])
             sampling_scheduler(COGVIDEOX_SCHEDULER).save_pretrained(tmp / "scheduler")
-            _write_index(tmp, "CogVideoXPipeline", "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX",
+            write_index(tmp, "CogVideoXPipeline", "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX",
                          "T5EncoderModel", "CogVideoXDDIMScheduler")
 
         return write_atomically(out, {"tiny_model": "cogvideox-tiny", "version": TINY_DIT_VERSION, "seed": seed},

@@ -1,6 +1,6 @@
 """MotionMatcher's motion features (CA, TSA) on a diffusion transformer: Wan 2.1 and CogVideoX.
 
-On Zeroscope's UNet (:mod:`motionmatcher.motion_features`) the two features are attention maps
+On Zeroscope's UNet (:mod:`motionmatcher.customization.motion_features`) the two features are attention maps
 the network computes anyway: CA, the spatial cross-attention to the text, and TSA, the temporal
 self-attention, which only ever attends across frames at one spatial position. A DiT has
 neither as such: its video self-attention is full 3-D (every token attends to every token of
@@ -132,7 +132,7 @@ def lora_targets(arch: str, *, ffn: bool = True, cross_attention: bool = True) -
     (``"blocks.*(to_q|to_k|to_v|to_out.0)"``, which includes the cross-attention ``attn2``;
     ``cross_attention=False`` leaves ``attn2`` out, as MotionMatcher never adapts the UNet's
     spatial cross-attention). ``ffn`` adds the feed-forward, as MotionMatcher's own LoRA set on
-    the UNet does (``motionmatcher.lora.MOTIONMATCHER_TARGETS``): Wan's is named ``ffn``
+    the UNet does (``motionmatcher.customization.lora.MOTIONMATCHER_TARGETS``): Wan's is named ``ffn``
     (``ffn.net.0.proj``, ``ffn.net.2``), CogVideoX's ``ff``.
     """
     _check_arch(arch)

@@ -13,7 +13,7 @@ One deterministic step from σ to σ' (Euler on the ODE ``dz/dσ = v``)::
 Inversion walks the sampling sigmas upwards, 0 = σ_0 < σ_1 < … < σ_N, with the same Euler
 step, evaluating the model at the timestep that sampling uses for that interval (1000 σ_{k+1})
 on the latent at hand z_{σ_k} -- the same one approximation as DDIM inversion
-(:func:`motionmatcher.inversion.ddim_inversion`).
+(:func:`motionmatcher.customization.inversion.ddim_inversion`).
 """
 
 from __future__ import annotations
@@ -23,17 +23,10 @@ from types import SimpleNamespace
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["FLOW_SCHEDULERS", "FlowMatchSchedule", "FlowSampler", "flow_inversion", "is_flow_config"]
+__all__ = ["FLOW_SCHEDULERS", "FlowMatchSchedule", "FlowSampler", "flow_inversion"]
 
 #: diffusers scheduler classes that sample a flow-matching model
 FLOW_SCHEDULERS = ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler")
-
-
-def is_flow_config(config) -> bool:
-    cfg = dict(getattr(config, "config", config) or {})
-    return cfg.get("_class_name") in FLOW_SCHEDULERS and (
-        cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler"
-        or cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction")
 
 
 def _expand(a: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -110,7 +103,7 @@ def flow_inversion(unet, scheduler_config, latents: torch.Tensor, text_embedding
                    num_steps: int = 50, *, progress: bool = True, return_trajectory: bool = False) -> dict:
     """Invert clean latents ``z_0`` (``(B, C, F, h, w)``) to ``z_1`` along the sampling sigmas of
     ``num_steps`` steps (module docstring). Returns the same dict as
-    :func:`motionmatcher.inversion.ddim_inversion` (``timesteps`` ascending)."""
+    :func:`motionmatcher.customization.inversion.ddim_inversion` (``timesteps`` ascending)."""
     sampler = FlowSampler(scheduler_config)
     sampler.set_timesteps(num_steps)
     sigmas = sampler.sigmas.to(torch.float32).cpu()  # descending, ends at 0

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from ..files.atomic import atomic_directory
 
 TINY_DIT_VERSION = 1
 
@@ -37,20 +37,24 @@ def write_tokenizer(out: Path, max_length: int) -> None:
 
 
 def write_atomically(out: str | os.PathLike, stamp: dict, build) -> Path:
-    """``build(tmp_dir)`` writes the model; the directory appears at ``out`` only when complete
-    (no-op if ``out`` holds a model with the same ``tiny_model.json`` stamp)."""
+    """``build(tmp_dir)`` writes a seeded tiny model (any backbone's); the directory appears at
+    ``out`` only when complete (:func:`motionmatcher.files.atomic.atomic_directory`), with the
+    ``tiny_model.json`` ``stamp``. A no-op if ``out`` holds a model with the same stamp."""
     out = Path(out)
     if (out / "tiny_model.json").exists() and json.loads((out / "tiny_model.json").read_text()) == stamp:
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         build(tmp)
         (tmp / "tiny_model.json").write_text(json.dumps(stamp))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
+
+
+def write_index(tmp: Path, pipeline, transformer, vae, text_encoder, scheduler) -> None:
+    (tmp / "model_index.json").write_text(json.dumps({
+        "_class_name": pipeline,
+        "scheduler": ["diffusers", scheduler],
+        "text_encoder": ["transformers", text_encoder],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "transformer": ["diffusers", transformer],
+        "vae": ["diffusers", vae],
+    }, indent=2))

@@ -1,11 +1,11 @@
 """Zeroscope's ``UNet3DConditionModel`` behind the backbone interface.
 
 Everything here delegates to the modules that implemented this path before the interface
-existed (:mod:`motionmatcher.models`, :mod:`motionmatcher.diffusion`,
-:mod:`motionmatcher.motion_features`, :mod:`motionmatcher.lora`), so the Zeroscope path is
+existed (:mod:`motionmatcher.backbones.models`, :mod:`motionmatcher.customization.diffusion`,
+:mod:`motionmatcher.customization.motion_features`, :mod:`motionmatcher.customization.lora`), so the Zeroscope path is
 bit-identical: ε-prediction on ``ᾱ_t``, DDIM sampling and inversion, CA/TSA from the down
 blocks' spatial cross-attention and temporal self-attention, the forward cut after the last
-captured down block (:func:`motionmatcher.motion_features.forward_until`).
+captured down block (:func:`motionmatcher.customization.motion_features.forward_until`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class UNet3DBackbone(Backbone):
         return 1  # a 2-D VAE, frame by frame
 
     def load(self, path: Path, device: torch.device, dtype: torch.dtype):
-        from ..models import load_t2v_model
+        from .models import load_t2v_model
 
         return load_t2v_model(path, device, dtype)
 
@@ -42,6 +42,6 @@ class UNet3DBackbone(Backbone):
         return DDIMScheduler.from_config(scheduler_config)
 
     def lora_targets(self, targets: str) -> str:
-        from ..lora import TARGETS
+        from ..customization.lora import TARGETS
 
         return TARGETS.get(targets, targets)

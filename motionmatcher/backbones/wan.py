@@ -2,7 +2,7 @@
 backbone interface.
 
 * Latents ``(B, 16, F', H/8, W/8)`` (the transformer's own layout), F' = (F − 1)/4 + 1; the
-  VAE normalises each channel with ``latents_mean``/``latents_std`` (:mod:`.vae3d`).
+  VAE normalises each channel with ``latents_mean``/``latents_std`` (:mod:`.latents`).
 * Text: UMT5 encoder states of ``max_sequence_length`` = 512 tokens (the pipeline's default),
   computed with the attention mask and zeroed past the prompt's length, as
   ``WanPipeline._get_t5_prompt_embeds``; the transformer gets no mask (it attends to the zero
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Backbone, DiTDenoiser, DiTModel
+from .base import Backbone, DiTDenoiser, DiTModel, dit_lora_targets
 from .flow import FlowMatchSchedule
 
 #: Wan2.1-T2V-1.3B-Diffusers transformer/config.json
@@ -81,9 +81,8 @@ class WanBackbone(Backbone):
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import UMT5EncoderModel
 
-        from ..models import model_identity
-        from .base import read_json
-        from .cogvideox import load_tokenizer
+        from .models import model_identity
+        from .base import load_tokenizer, read_json
 
         transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
         vae = AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=dtype)
@@ -106,13 +105,13 @@ class WanBackbone(Backbone):
         return FlowMatchSchedule(scheduler_config.get("num_train_timesteps", 1000))
 
     def lora_targets(self, targets: str) -> str:
-        return _dit_lora_targets(self.arch, targets, OFFICIAL_LORA)
+        return dit_lora_targets(self.arch, targets, OFFICIAL_LORA)
 
     def write_tiny(self, out, seed: int = 0) -> Path:
         from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
         from transformers import UMT5Config, UMT5EncoderModel
 
-        from .tiny import TINY_DIT_VERSION, write_atomically, write_tokenizer
+        from .tiny import TINY_DIT_VERSION, write_atomically, write_index, write_tokenizer
 
         def build(tmp: Path):
             torch.manual_seed(seed)
@@ -124,52 +123,7 @@ class WanBackbone(Backbone):
             write_tokenizer(tmp / "tokenizer", TINY_TEXT_LENGTH)
             cfg = {k: v for k, v in WAN_SCHEDULER.items() if k != "_class_name"}
             UniPCMultistepScheduler(**cfg).save_pretrained(tmp / "scheduler")
-            _write_index(tmp, "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan",
+            write_index(tmp, "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan",
                          "UMT5EncoderModel", "UniPCMultistepScheduler")
 
         return write_atomically(out, {"tiny_model": "wan-tiny", "version": TINY_DIT_VERSION, "seed": seed}, build)
-
-
-def _write_index(tmp: Path, pipeline, transformer, vae, text_encoder, scheduler) -> None:
-    import json
-
-    (tmp / "model_index.json").write_text(json.dumps({
-        "_class_name": pipeline,
-        "scheduler": ["diffusers", scheduler],
-        "text_encoder": ["transformers", text_encoder],
-        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-        "transformer": ["diffusers", transformer],
-        "vae": ["diffusers", vae],
-    }, indent=2))
-
-
-def _dit_lora_targets(arch: str, targets: str, official: str) -> str:
-    """A named target set on a DiT, as a regex over the denoiser's module names
-    (``transformer.<name>``, :class:`~.base.DiTDenoiser`):
-
-    * ``official``: the official fine-tuning scripts' set -- the attention projections
-      ``to_q/to_k/to_v/to_out.0`` of every attention (CogVideoX: diffusers' LoRA example; Wan:
-      finetrainers, ``attn1`` and ``attn2``);
-    * ``motionmatcher`` (the default of the trained methods): MotionMatcher's own choice carried
-      over from the UNet (``motionmatcher.lora.MOTIONMATCHER_TARGETS``: self-attention and
-      feed-forward, never the text cross-attention): the video self-attention projections and
-      the feed-forward (Wan ``attn1`` + ``ffn``; CogVideoX the joint ``attn1`` + ``ff``);
-    * any other name of :data:`motionmatcher.lora.TARGETS` is a UNet set: refused;
-    * anything else is a regex over the denoiser's module names, used as given.
-
-    (:func:`motionmatcher.backbones.dit_features.lora_targets` builds both sets.)
-    """
-    from ..lora import TARGETS
-    from .base import BackboneError
-    from .dit_features import lora_targets
-
-    if targets == "official":
-        pattern = lora_targets(arch, ffn=False, cross_attention=True)
-    elif targets == "motionmatcher":
-        pattern = lora_targets(arch, ffn=True, cross_attention=False)
-    elif targets in TARGETS:
-        raise BackboneError(f"LoRA targets {targets!r} name UNet modules; on the {arch} backbone use "
-                            "`motionmatcher`, `official` or a regex over `transformer.…` module names")
-    else:
-        return targets
-    return rf"transformer\.(?:{pattern})"

@@ -2,7 +2,7 @@
 and the resources of its training job, declared under ``methods:`` in the config and merged
 over the ``training:`` and ``sampling:`` defaults. A method without ``train:`` is sampled from
 the base model; a training-free method (``dmt``, ``motionclone``) adds a ``guidance:`` section
-(``type`` + options: ``motionmatcher.guidance``; the registries of losses and guidances are in
+(``type`` + options: ``motionmatcher.customization.guidance``; the registries of losses and guidances are in
 :mod:`motionmatcher.methods.registry`, one module per method in this package).
 
 An entry::
@@ -10,14 +10,14 @@ An entry::
     methods:
       motiondirector:
         description: MotionDirector (Zhao et al. 2024), dual-path LoRA
-        train:                      # over `training:` -> motionmatcher.training.TrainConfig
+        train:                      # over `training:` -> motionmatcher.customization.training.TrainConfig
           loss: motiondirector      # a key of motionmatcher.methods.LOSSES
           loss_kwargs: {spatial_skip_prob: 0.2, beta: 1.0}
           steps: 150
           trainable:                # named parts; without it: one LoRA from `lora:`
             spatial: {type: lora, targets: spatial_self_attn_ff}
             temporal: {type: lora, targets: temporal_attn_ff}
-        sample:                     # over `sampling:` -> motionmatcher.sampler.SamplingConfig
+        sample:                     # over `sampling:` -> motionmatcher.customization.sampler.SamplingConfig
           load_parts: [temporal]    # parts put on the UNet at inference (null: all)
           noise_prior: 0.0
           lora_min_timestep: 0
@@ -76,13 +76,13 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _train_keys() -> set[str]:
-    from ..training import TrainConfig
+    from ..customization.training import TrainConfig
 
     return set(TrainConfig.__dataclass_fields__)
 
 
 def _sample_keys() -> set[str]:
-    from ..sampler import SamplingConfig
+    from ..customization.sampler import SamplingConfig
 
     return set(SamplingConfig.__dataclass_fields__) | {"seeds", "load_parts", "contact_sheet_frames",
                                                         "prompt_prefix"}
@@ -92,7 +92,7 @@ def _guidance_keys() -> set[str]:
     """Options of any training-free guidance (its constructor's parameters)."""
     import inspect
 
-    from ..guidance import guidance_types
+    from .registry import guidance_types
 
     return {k for cls in guidance_types().values()
             for k in inspect.signature(cls.__init__).parameters if k != "self"}
@@ -193,7 +193,7 @@ def method_entry(config: dict, name: str, _seen: tuple = (), video: str | None =
 
 def _check(name: str, train: dict | None, sample: dict, guidance: dict | None = None) -> None:
     if guidance is not None:
-        from ..guidance import guidance_types
+        from .registry import guidance_types
 
         if not isinstance(guidance, dict) or guidance.get("type") not in guidance_types():
             raise MethodError(f"method {name!r}: guidance.type must be one of "
@@ -215,7 +215,7 @@ def _check(name: str, train: dict | None, sample: dict, guidance: dict | None = 
                     raise MethodError(f"method {name!r}: part {part!r}: `targets` is required")
             parts = list(trainable)
         else:
-            parts = ["motion"]  # the one adapter of a `lora:` method (motionmatcher.lora.DEFAULT_ADAPTER)
+            parts = ["motion"]  # the one adapter of a `lora:` method (motionmatcher.customization.lora.DEFAULT_ADAPTER)
     seeds = sample.get("seeds") or []
     if sample.get("noise_prior") == 1.0 and not sample.get("eta") and len(set(seeds)) > 1:
         raise MethodError(

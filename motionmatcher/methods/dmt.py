@@ -57,8 +57,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..guidance import Guidance, OutputStore, forward_until, guided_forward, guided_window
-from ..inversion import make_ddim_scheduler
+from ..customization.guidance import Guidance, OutputStore, forward_until, guided_forward, guided_window
+from ..customization.inversion import make_ddim_scheduler
 
 log = logging.getLogger(__name__)
 

@@ -125,9 +125,9 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..attention import capture_attention
-from ..guidance import Guidance, OutputStore, forward_until, guided_forward
-from ..inversion import make_ddim_scheduler
+from ..customization.attention import capture_attention
+from ..customization.guidance import Guidance, OutputStore, forward_until, guided_forward
+from ..customization.inversion import make_ddim_scheduler
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 Diffusion Models"): the dual-path LoRA and its appearance-debiased loss (``motiondirector``).
 
 A spatial LoRA (spatial transformers' self-attention + FF) and a temporal LoRA (temporal
-transformers, ``transformer_in`` included) on one UNet (notation: :mod:`motionmatcher.diffusion`).
+transformers, ``transformer_in`` included) on one UNet (notation: :mod:`motionmatcher.customization.diffusion`).
 Each step, with probability ``spatial_skip_prob`` the spatial path is skipped; otherwise the
 **spatial path** denoises one random frame ``f`` as a one-frame video with every temporal layer
 bypassed (:func:`temporal_layers_bypassed`) and the temporal LoRA off:
@@ -33,8 +33,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import noise_target
-from ..lora import adapter_names, adapters_disabled
+from ..customization.diffusion import noise_target
+from ..customization.lora import adapter_names, adapters_disabled
 
 __all__ = ["appearance_debiased_mse", "motiondirector_loss", "temporal_layer_names",
            "temporal_layers_bypassed"]

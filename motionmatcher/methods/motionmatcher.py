@@ -1,7 +1,7 @@
 """MotionMatcher: motion feature matching (Wu et al. 2025, Sec. 3) -- the ``motion_matching``
 loss of the ``motionmatcher`` method and its ablations (``motionmatcher_ca``, ...).
 
-Notation: :mod:`motionmatcher.diffusion`. Instead of matching the noise, match *motion
+Notation: :mod:`motionmatcher.customization.diffusion`. Instead of matching the noise, match *motion
 features* -- the attention maps CA (cross-attention, where each word is) and TSA (temporal
 self-attention, frame-to-frame correspondence) that the frozen pre-trained UNet ``ε_φ``
 produces on a slightly denoised latent:
@@ -13,18 +13,18 @@ produces on a slightly denoised latent:
        x_0  = (z_t − √(1−ᾱ_t) ε ) / √ᾱ_t,       z*_{t'} = √ᾱ_{t'} x_0 + √(1−ᾱ_{t'}) ε
 
 2. motion features of both with the *base* model (LoRA off) at ``t'``:
-   ``F(z) = (CA_φ(z, t', c), TSA_φ(z, t', c))`` (:func:`~motionmatcher.motion_features.motion_features`);
+   ``F(z) = (CA_φ(z, t', c), TSA_φ(z, t', c))`` (:func:`~motionmatcher.customization.motion_features.motion_features`);
 
 3. ``L = λ_CA · MSE(CA(ẑ), CA(z*)) + λ_TSA · MSE(TSA(ẑ), TSA(z*))``.
 
 On a DiT backbone (docs/backbones.md) the step of 1. is that schedule's own
-(:func:`~motionmatcher.diffusion.denoise_step`: DDIM from v̂ on CogVideoX, the Euler step
+(:func:`~motionmatcher.customization.diffusion.denoise_step`: DDIM from v̂ on CogVideoX, the Euler step
 ``z_{σ'} = z_σ + (σ' − σ) v̂`` with σ = t/1000 on Wan, and the true target v / ε − z_0 for
 ``z*``) and the features of 2. our DiT definitions of CA and TSA
 (:mod:`motionmatcher.backbones.dit_features`).
 
 All three forwards run without the base model's dropout
-(:func:`~motionmatcher.diffusion.base_dropout_disabled`; the official UNet is built with dropout
+(:func:`~motionmatcher.customization.diffusion.base_dropout_disabled`; the official UNet is built with dropout
 0, stock diffusers' ``TemporalConvLayer`` with 0.1); the LoRA's own dropout stays. MotionDirector
 and VMC keep the dropout as built, as their official code (``unet.train()`` on a UNet whose
 temporal convs have dropout 0.1).
@@ -42,9 +42,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import base_dropout_disabled, denoise_step, noise_target, noisy_prediction
-from ..lora import lora_disabled
-from ..motion_features import motion_features
+from ..customization.diffusion import base_dropout_disabled, denoise_step, noise_target, noisy_prediction
+from ..customization.lora import lora_disabled
+from ..customization.motion_features import motion_features
 
 __all__ = ["motion_matching_loss"]
 
@@ -94,7 +94,7 @@ def motion_matching_loss(
         timesteps: (B,) integer timesteps ``t`` (per sample).
         text_embeddings: (B, 77, D).
         spatial_scale_factor, temporal_scale_factor: resolution of CA / TSA as a fraction of
-            the latent size (see :func:`~motionmatcher.motion_features.motion_features`).
+            the latent size (see :func:`~motionmatcher.customization.motion_features.motion_features`).
         ca_weight, tsa_weight: λ_CA, λ_TSA (the official configs use 2000 and 2000). A term
             with weight 0 is not computed (its layers are not captured, the forward may stop
             earlier) and is reported as NaN.
@@ -105,7 +105,7 @@ def motion_matching_loss(
             records its graph as the official code does -- the gradient is the same (the
             target does not depend on the trained weights); only for tests and benchmarks.
         base_dropout: keep the base model's dropout layers active in train mode. Default False
-            (:func:`~motionmatcher.diffusion.base_dropout_disabled` around all three forwards),
+            (:func:`~motionmatcher.customization.diffusion.base_dropout_disabled` around all three forwards),
             as the official UNet, built with dropout 0: the matched signal ``ẑ − z* = c·(ε̂ − ε)``
             with ``|c| ≈ 0.003–0.006`` for t ∈ [500, 1000) is far below dropout's noise.
         fp32_extractor: run both feature-extractor passes in float32 (autocast off) while the
@@ -117,9 +117,9 @@ def motion_matching_loss(
             :mod:`motionmatcher.backbones.dit_features`) and the TSA mode; the scale factors
             and ``temporal_attn_layers`` are the UNet's and unused there (one token grid).
             The one-step update is the backbone schedule's
-            (:func:`~motionmatcher.diffusion.denoise_step`: DDIM for ε and v, Euler for flow
+            (:func:`~motionmatcher.customization.diffusion.denoise_step`: DDIM for ε and v, Euler for flow
             matching), the target branch steps with the true target
-            (:func:`~motionmatcher.diffusion.noise_target`: ε, v or ε − z_0).
+            (:func:`~motionmatcher.customization.diffusion.noise_target`: ε, v or ε − z_0).
 
     Returns:
         ``{"loss": weighted total, "ca": MSE of CA, "tsa": MSE of TSA}`` -- scalar float32

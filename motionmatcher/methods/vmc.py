@@ -3,7 +3,7 @@ for Text-to-Video Diffusion Models"): the motion distillation loss (``motion_dis
 on Zeroscope with a full fine-tune of the temporal attentions' q/k/v (``trainable:
 temporal_qkv``).
 
-With the frame residuals of a (B, C, F, h, w) tensor (notation: :mod:`motionmatcher.diffusion`)
+With the frame residuals of a (B, C, F, h, w) tensor (notation: :mod:`motionmatcher.customization.diffusion`)
 
     R(x) = |x[:, :, 1:] − x[:, :, :-1]|     (:func:`frame_residual`)
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import noise_target, noisy_prediction
+from ..customization.diffusion import noise_target, noisy_prediction
 
 __all__ = ["frame_residual", "motion_distillation_loss", "motion_distillation_residual_loss"]
 

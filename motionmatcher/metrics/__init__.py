@@ -1,4 +1,8 @@
-"""Evaluation metrics for MotionMatcher (the pipeline's ``metrics`` stage).
+"""Evaluation metrics for MotionMatcher (the pipeline's ``metrics`` stage): how a sample is scored
+against its reference and its prompt -- trackers, motion and text/image scores, the benchmarks'
+own definitions (MTBench, the toy world's ground truth) and the stage that runs them all
+(:mod:`.evaluate`). A new metric, tracker or scorer belongs here; how scores are summarised into
+tables belongs in :mod:`motionmatcher.results`.
 
 Sub-modules
 -----------
@@ -10,7 +14,14 @@ Sub-modules
     Motion discrepancy (MotionMatcher paper / official script) and motion
     fidelity (DMT, with or without its identity term) between two sets of tracks.
 ``mtbench``
-    MTBench's motion-fidelity score (DeT) as its evaluation.py computes it: the box-masked grid.
+    Everything of MTBench (DeT) in one place: its motion-fidelity score as its evaluation.py
+    computes it (the box-masked grid), and importing an MTBench folder as a manifest.
+``groundtruth``
+    The toy world's ground-truth trajectory metrics (:mod:`motionmatcher.toy`).
+``evaluate``
+    The ``metrics`` stage as functions: every metric of one method's samples of one video.
+``unavailable``
+    :class:`MetricUnavailable`, the error of a metric that cannot be computed here.
 ``provenance``
     Short SHA-256 fingerprints of the weights behind each metric.
 ``clip_score``
@@ -28,23 +39,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-
-class MetricUnavailable(RuntimeError):
-    """A metric cannot be computed because a model, package or weight file is missing.
-
-    The message always says what is missing and how to provide it. Callers that
-    treat the metric as optional catch this and write a null column.
-    """
-
-
-from .motion import motion_discrepancy, motion_fidelity  # noqa: E402
-from .tracking import (  # noqa: E402
+from .motion import motion_discrepancy, motion_fidelity
+from .tracking import (
     CoTrackerTracker,
     LucasKanadeTracker,
     TrackerUnavailable,
     grid_queries,
     make_tracker,
 )
+from .unavailable import MetricUnavailable
 
 _LAZY = {
     "ClipScorer": "clip_score",

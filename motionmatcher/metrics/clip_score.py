@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import MetricUnavailable
+from .unavailable import MetricUnavailable
 
 logger = logging.getLogger(__name__)
 

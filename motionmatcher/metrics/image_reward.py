@@ -39,7 +39,7 @@ from torch import nn
 from transformers.models.blip.modeling_blip import BlipVisionModel
 from transformers.models.blip.modeling_blip_text import BlipTextModel
 
-from . import MetricUnavailable
+from .unavailable import MetricUnavailable
 
 logger = logging.getLogger(__name__)
 

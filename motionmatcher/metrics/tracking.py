@@ -30,7 +30,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from . import MetricUnavailable
+from .unavailable import MetricUnavailable
 
 logger = logging.getLogger(__name__)
 

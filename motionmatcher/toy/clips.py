@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..video import atomic_write, write_mp4
+from ..files.atomic import atomic_write
+from ..files.video import write_mp4
 from . import world
 
 #: (trajectory family, held-out appearance) of each reference clip.

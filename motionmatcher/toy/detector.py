@@ -91,12 +91,6 @@ def shape_of(mask: np.ndarray, min_area: int = 6) -> str | None:
     return "triangle" if r < 0.66 else ("circle" if r < 0.86 else "square")
 
 
-def path_length(centroid: np.ndarray) -> float:
-    """Sum of frame-to-frame centroid displacements (pixels), over frames where it is found."""
-    c = centroid[~np.isnan(centroid).any(1)]
-    return float(np.linalg.norm(np.diff(c, axis=0), axis=1).sum()) if len(c) > 1 else 0.0
-
-
 def displacement(centroid: np.ndarray) -> float:
     """Mean distance (pixels) of the centroid from its clip mean: how much the object moves."""
     c = centroid[~np.isnan(centroid).any(1)]

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..inversion import ddim_inversion
-from ..latents import encode_video
+from ..customization.inversion import ddim_inversion
+from ..backbones.latents import encode_video
 from ..metrics.groundtruth import score_sample
-from ..sampler import SamplingConfig, sample_videos
-from ..training import TrainConfig, train
+from ..customization.sampler import SamplingConfig, sample_videos
+from ..customization.training import TrainConfig, train
 from . import clips, world
 
 

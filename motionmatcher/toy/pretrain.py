@@ -13,7 +13,7 @@ Two stages, each resumable from its last checkpoint:
    the caption dropped (-> "") with probability ``p_uncond`` for classifier-free guidance.
 
 The result is a diffusers-format directory (``unet/ vae/ text_encoder/ tokenizer/
-scheduler/``, fp16 safetensors) that :func:`motionmatcher.models.load_t2v_model` loads.
+scheduler/``, fp16 safetensors) that :func:`motionmatcher.backbones.models.load_t2v_model` loads.
 
 CLI (``make toy-model``)::
 
@@ -27,9 +27,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models import ZEROSCOPE_SCHEDULER, ZEROSCOPE_UNET, _write_tokenizer
+from ..backbones.models import ZEROSCOPE_SCHEDULER, ZEROSCOPE_UNET, _write_tokenizer
+from ..files.atomic import atomic_directory
 from . import world
 
 log = logging.getLogger(__name__)
@@ -101,13 +99,9 @@ def _save_ckpt(path: Path, step: int, modules: dict[str, torch.nn.Module], opt: 
     for i, st in opt.state_dict()["state"].items():
         for n, v in st.items():
             tensors[f"opt.{i}.{n}"] = torch.as_tensor(v).contiguous()
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(dict(step=step, **(extra or {}))))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_directory(path) as tmp:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(dict(step=step, **(extra or {}))))
 
 
 def _load_ckpt(path: Path, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer) -> dict:
@@ -294,9 +288,7 @@ def save_model(out: Path, unet, vae, te, stamp: dict) -> Path:
     """Write the diffusers-format directory (fp16 weights) atomically."""
     from diffusers import DDIMScheduler
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         for name, m in (("unet", unet), ("vae", vae), ("text_encoder", te)):
             m.to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
             m.to(torch.float32)
@@ -311,12 +303,6 @@ def save_model(out: Path, unet, vae, te, stamp: dict) -> Path:
             "vae": ["diffusers", "AutoencoderKL"],
         }, indent=2))
         (tmp / "toy_model.json").write_text(json.dumps(stamp, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
