@@ -96,7 +96,7 @@ MUTANTS: list[Mutant] = [
       "z_target = denoise_step(scheduler, noisy, noise_pred.detach(),",
       ("tests/test_losses.py::test_motion_matching_loss_by_hand",), "target from ε̂ instead of ε"),
     M("motionmatcher-ca-weight", "motionmatcher/methods/motionmatcher.py",
-      "loss = loss + ca_weight * l_ca", "loss = loss + tsa_weight * l_ca",
+      "loss = loss + self.ca_weight * l_ca", "loss = loss + self.tsa_weight * l_ca",
       ("tests/test_losses.py::test_motion_matching_loss_by_hand",), "CA term weighted by λ_TSA"),
     M("ddpm-loss", "motionmatcher/methods/ddpm_lora.py",
       'return {"loss": F.mse_loss(pred.float(), target.float())}',
