@@ -299,8 +299,9 @@ class _SampleScoring:
             motion_discrepancy=motion_discrepancy(self.reference_tracks, tracks, height, width,
                                                   variant=self.variants["discrepancy"]),
             motion_fidelity=motion_fidelity(self.reference_tracks, tracks, variant=self.variants["fidelity"]),
-            mtbench_fidelity=(_mtbench_score(self.mt_reference, frames, self.tracker, self.mt_setup, self.mt_kw,
-                                             label) if self.mt_setup is not None else None),
+            mtbench_fidelity=(None if self.mt_setup is None else
+                              _mtbench_score(self.mt_reference, frames, self.tracker, self.mt_setup,
+                                             self.mt_kw, label)),
             **self.definition,
             n_frames=int(n_frames),
             height=int(height),

@@ -164,7 +164,7 @@ class _LoraGate:
 
 
 class _NoisePrediction:
-    """ε̂(z_t, t) with classifier-free guidance (Ho & Salimans 2022, Eq. 6):
+    """ε̂(z_t, t) with classifier-free guidance (Ho & Salimans 2022, Eq. 6, with g = 1 + w):
     ε̂ = ε_u + g · (ε_c − ε_u), the unconditional and conditional halves in one batched UNet
     forward; with g = 1 only the conditional half runs. Float32 in and out, the UNet in its
     parameters' dtype."""
@@ -219,8 +219,9 @@ def _check_sampling_inputs(text_embeddings, negative_embeddings, batch: int, gui
 
 def _ddim_step(scheduler, eps: _NoisePrediction, z: torch.Tensor, t, eta: float,
                row_noise: Callable[[], torch.Tensor] | None) -> torch.Tensor:
-    """One scheduler step z_t → z_{t−1} on ε̂(z_t, t) (DDIM, Song et al. 2021, Eq. 12); for
-    η > 0 the step noise comes from the rows' generators (``row_noise``), else the scheduler's."""
+    """One scheduler step z_t → z_{t−1} on ε̂(z_t, t) (on the UNet DDIM, Song et al. 2021, Eq. 12;
+    on a DiT its schedule's own step); for η > 0 the step noise comes from the rows' generators
+    (``row_noise``), else the scheduler's."""
     out = eps(z, t)
     variance_noise = row_noise() if eta > 0 and row_noise is not None else None
     return scheduler.step(out, t, z, eta=eta, variance_noise=variance_noise).prev_sample
