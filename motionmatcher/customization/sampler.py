@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -117,6 +118,131 @@ class _AdapterState:
             layer.scaling.update(scaling)
 
 
+class _LoraGate:
+    """MotionDirector-style timestep gating of a LoRA adapter.
+
+    With an adapter (``has_adapter``) it is scaled by ``scale`` and enabled exactly at the
+    timesteps t ≥ ``min_timestep`` (the high-noise steps that lay out the motion), disabled
+    below; :meth:`restore` puts every layer's enabled flag and scaling back as they were when the
+    gate was made. Without one the UNet runs as it is.
+    """
+
+    def __init__(self, unet, has_adapter: bool, min_timestep: int, scale: float):
+        self.unet, self.has_adapter = unet, has_adapter
+        self.min_timestep, self.scale = min_timestep, scale
+        self.layers = lora_mod.tuner_layers(unet)
+        if has_adapter and not self.layers:
+            raise ValueError("has_adapter=True but the UNet carries no LoRA adapter")
+        self.enabled: bool | None = None  # as last switched (None: not yet)
+        self._state: _AdapterState | None = None
+
+    def save(self) -> None:
+        if self.has_adapter:
+            self._state = _AdapterState(self.unet)
+
+    def apply_scale(self) -> None:
+        if self.has_adapter:
+            lora_mod.set_lora_scale(self.unet, self.scale)
+
+    def switch(self, t) -> None:
+        """Enable the adapter for timestep ``t`` iff t ≥ ``min_timestep`` (toggled on change only)."""
+        if self.has_adapter:
+            on = t >= self.min_timestep
+            if on != self.enabled:
+                lora_mod.set_lora_enabled(self.unet, on)
+                self.enabled = on
+
+    def is_enabled(self) -> bool:
+        """Whether the UNet's adapter runs at the current step (False without one)."""
+        if self.has_adapter:
+            return bool(self.enabled)
+        return bool(self.layers) and not self.layers[0].disable_adapters
+
+    def restore(self) -> None:
+        if self._state is not None:
+            self._state.restore()
+
+
+class _NoisePrediction:
+    """ε̂(z_t, t) with classifier-free guidance (Ho & Salimans 2022, Eq. 6, with g = 1 + w):
+    ε̂ = ε_u + g · (ε_c − ε_u), the unconditional and conditional halves in one batched UNet
+    forward; with g = 1 only the conditional half runs. Float32 in and out, the UNet in its
+    parameters' dtype."""
+
+    def __init__(self, unet, text_embeddings: torch.Tensor, negative_embeddings: torch.Tensor | None,
+                 guidance_scale: float, batch: int):
+        param = next(unet.parameters())
+        self.unet, self.device, self.dtype = unet, param.device, param.dtype
+        self.guidance_scale = guidance_scale
+        self.guided = guidance_scale != 1.0
+        self.cond = text_embeddings.to(device=self.device, dtype=self.dtype)
+        self.neg = None
+        if self.guided:
+            self.neg = negative_embeddings.to(device=self.device, dtype=self.dtype).expand(batch, -1, -1)
+            self.embeddings = torch.cat([self.neg, self.cond])
+        else:
+            self.embeddings = self.cond
+
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        z_in = torch.cat([z, z]) if self.guided else z
+        out = self.unet(z_in.to(self.dtype), torch.tensor(t, device=self.device),
+                        encoder_hidden_states=self.embeddings).sample.to(torch.float32)
+        if self.guided:
+            eps_u, eps_c = out.chunk(2)
+            out = eps_u + self.guidance_scale * (eps_c - eps_u)
+        return out
+
+    def guidance_context(self) -> dict:
+        """What a :class:`~motionmatcher.customization.guidance.Guidance` hook gets as ``ctx``."""
+        return {"cond": self.cond, "neg": self.neg, "guided": self.guided,
+                "guidance_scale": self.guidance_scale}
+
+
+def _row_noise(gens: list[torch.Generator], shape, device) -> torch.Tensor:
+    """ε ~ N(0, I) of shape ``(len(gens), *shape)``, row i from ``gens[i]`` on the CPU in float32
+    (independent of the batch's other rows and of the device), then moved to ``device``."""
+    return torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in gens]).to(device)
+
+
+def _check_sampling_inputs(text_embeddings, negative_embeddings, batch: int, guided: bool,
+                           generator, guidance) -> list[torch.Generator] | None:
+    """Raise on inputs that do not fit together; return the rows' CPU generators (None: none)."""
+    if text_embeddings.shape[0] != batch:
+        raise ValueError(f"text_embeddings batch {text_embeddings.shape[0]} != latents batch {batch}")
+    if guided and negative_embeddings is None:
+        raise ValueError("guidance_scale != 1 needs negative_embeddings")
+    gens = _cpu_generators(generator, batch) if generator is not None else None
+    if guidance is not None and guidance.restart_sampling and gens is None:
+        raise ValueError(f"guidance {guidance.name!r} restarts steps: pass the rows' generators")
+    return gens
+
+
+def _ddim_step(scheduler, eps: _NoisePrediction, z: torch.Tensor, t, eta: float,
+               row_noise: Callable[[], torch.Tensor] | None) -> torch.Tensor:
+    """One scheduler step z_t → z_{t−1} on ε̂(z_t, t) (on the UNet DDIM, Song et al. 2021, Eq. 12;
+    on a DiT its schedule's own step); for η > 0 the step noise comes from the rows' generators
+    (``row_noise``), else the scheduler's."""
+    out = eps(z, t)
+    variance_noise = row_noise() if eta > 0 and row_noise is not None else None
+    return scheduler.step(out, t, z, eta=eta, variance_noise=variance_noise).prev_sample
+
+
+def _guided_ddim_step(guidance, unet, scheduler, eps: _NoisePrediction, z: torch.Tensor, i: int,
+                      timesteps: list, eta: float, row_noise, ctx: dict) -> torch.Tensor:
+    """Step i of a guided trajectory (:mod:`motionmatcher.customization.guidance`): the guidance's
+    ``before_step`` on z_k, the DDIM step, its score in the direction term
+    (:func:`_guided_update`) and, for a restarting guidance except at the last step, the result
+    re-noised back to t_k (:func:`_renoise`) and stepped again."""
+    t = timesteps[i]
+    z = guidance.before_step(unet, z, i, t, ctx)
+    z_prev = _ddim_step(scheduler, eps, z, t, eta, row_noise)
+    z_prev = _guided_update(guidance, unet, scheduler, z, z_prev, i, t, ctx)
+    if guidance.restart_sampling and i < len(timesteps) - 1:
+        z_prev = _renoise(scheduler, z_prev, timesteps[i + 1], row_noise)
+        z_prev = _ddim_step(scheduler, eps, z_prev, t, eta, row_noise)
+    return z_prev
+
+
 def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
                    negative_embeddings: torch.Tensor | None, latents_init: torch.Tensor,
                    cfg: SamplingConfig, *, has_adapter: bool, progress=None,
@@ -135,84 +261,38 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
     """
     scheduler = make_ddim_scheduler(scheduler_config)
     scheduler.set_timesteps(cfg.num_steps)
-    param = next(unet.parameters())
-    device, dtype = param.device, param.dtype
     batch = latents_init.shape[0]
-    if text_embeddings.shape[0] != batch:
-        raise ValueError(f"text_embeddings batch {text_embeddings.shape[0]} != latents batch {batch}")
-    guided = cfg.guidance_scale != 1.0
-    if guided and negative_embeddings is None:
-        raise ValueError("guidance_scale != 1 needs negative_embeddings")
-    gens = _cpu_generators(generator, batch) if generator is not None else None
-    if guidance is not None and guidance.restart_sampling and gens is None:
-        raise ValueError(f"guidance {guidance.name!r} restarts steps: pass the rows' generators")
-    layers = lora_mod.tuner_layers(unet)
-    if has_adapter and not layers:
-        raise ValueError("has_adapter=True but the UNet carries no LoRA adapter")
+    gens = _check_sampling_inputs(text_embeddings, negative_embeddings, batch, cfg.guidance_scale != 1.0,
+                                  generator, guidance)
+    gate = _LoraGate(unet, has_adapter, cfg.lora_min_timestep, cfg.lora_scale)
 
     own_bar = progress is True
     bar = tqdm(total=cfg.num_steps * batch, desc="sampling", leave=False) if own_bar else (progress or None)
-    state = _AdapterState(unet) if has_adapter else None
+    gate.save()
     # guided steps take gradients: autograd must see these tensors (no inference_mode)
     no_grad = torch.inference_mode() if guidance is None else torch.no_grad()
     try:
         with no_grad:
-            cond = text_embeddings.to(device=device, dtype=dtype)
-            neg = None
-            if guided:
-                neg = negative_embeddings.to(device=device, dtype=dtype).expand(batch, -1, -1)
-                emb = torch.cat([neg, cond])
-            else:
-                emb = cond
-            if has_adapter:
-                lora_mod.set_lora_scale(unet, cfg.lora_scale)
-            z = latents_init.to(device=device, dtype=torch.float32)
-            ctx = {"cond": cond, "neg": neg, "guided": guided, "guidance_scale": cfg.guidance_scale}
-
-            def eps(z, t):
-                z_in = torch.cat([z, z]) if guided else z
-                out = unet(z_in.to(dtype), torch.tensor(t, device=device),
-                           encoder_hidden_states=emb).sample.to(torch.float32)
-                if guided:
-                    eps_u, eps_c = out.chunk(2)
-                    out = eps_u + cfg.guidance_scale * (eps_c - eps_u)
-                return out
-
-            def step_noise():
-                # Each row's noise from its own CPU generator (batch- and device-independent).
-                return torch.cat([torch.randn((1, *z.shape[1:]), generator=g, dtype=torch.float32)
-                                  for g in gens]).to(device)
-
-            adapter_on = None
+            eps = _NoisePrediction(unet, text_embeddings, negative_embeddings, cfg.guidance_scale, batch)
+            gate.apply_scale()
+            z = latents_init.to(device=eps.device, dtype=torch.float32)
+            ctx = eps.guidance_context()
+            row_noise = partial(_row_noise, gens, z.shape[1:], eps.device) if gens is not None else None
             timesteps = scheduler.timesteps.tolist()
             for i, t in enumerate(timesteps):
-                if has_adapter:
-                    want = t >= cfg.lora_min_timestep
-                    if want != adapter_on:
-                        lora_mod.set_lora_enabled(unet, want)
-                        adapter_on = want
+                gate.switch(t)
                 if on_step is not None:
-                    on_step(int(t), bool(adapter_on) if has_adapter
-                            else bool(layers) and not layers[0].disable_adapters)
-                if guidance is not None:
-                    z = guidance.before_step(unet, z, i, t, ctx)
-                out = eps(z, t)
-                variance_noise = step_noise() if cfg.eta > 0 and gens is not None else None
-                z_prev = scheduler.step(out, t, z, eta=cfg.eta, variance_noise=variance_noise).prev_sample
-                if guidance is not None:
-                    z_prev = _guided_update(guidance, unet, scheduler, z, z_prev, i, t, ctx)
-                    if guidance.restart_sampling and i < len(timesteps) - 1:
-                        z_prev = _renoise(scheduler, z_prev, timesteps[i + 1], step_noise)
-                        variance_noise = step_noise() if cfg.eta > 0 and gens is not None else None
-                        z_prev = scheduler.step(eps(z_prev, t), t, z_prev, eta=cfg.eta,
-                                                variance_noise=variance_noise).prev_sample
-                z = z_prev
+                    on_step(int(t), gate.is_enabled())
+                if guidance is None:
+                    z = _ddim_step(scheduler, eps, z, t, cfg.eta, row_noise)
+                else:
+                    z = _guided_ddim_step(guidance, unet, scheduler, eps, z, i, timesteps, cfg.eta,
+                                          row_noise, ctx)
                 if bar is not None:
                     bar.update(batch)
             return z
     finally:
-        if state is not None:
-            state.restore()
+        gate.restore()
         if own_bar:
             bar.close()
 

@@ -306,6 +306,117 @@ def _param_groups(named: dict[str, torch.nn.Parameter], spec, lr: float) -> list
     return groups
 
 
+def _loss_function(cfg: TrainConfig, label: str):
+    """The method's loss from :data:`LOSSES` and whether it takes the run's ``generator``."""
+    if cfg.loss not in LOSSES:
+        raise TrainingError(f"{label}: unknown loss {cfg.loss!r} (known: {', '.join(LOSSES)})")
+    loss_fn = LOSSES[cfg.loss]
+    return loss_fn, "generator" in inspect.signature(loss_fn).parameters
+
+
+def _timestep_range(cfg: TrainConfig, scheduler, label: str) -> tuple[int, int]:
+    """``[t_lo, t_hi)`` the timesteps are drawn from: ``[min_timestep, max_timestep or T)``."""
+    T = scheduler.config.num_train_timesteps
+    t_lo, t_hi = cfg.min_timestep, cfg.max_timestep or T
+    if not 0 <= t_lo < t_hi <= T:
+        raise TrainingError(f"{label}: timestep range [{t_lo}, {t_hi}) outside [0, {T})")
+    return t_lo, t_hi
+
+
+def _trainable_and_optimizer(unet, cfg: TrainConfig):
+    """Attach what the method trains (:func:`attach_trainable`), switch on gradient
+    checkpointing if asked, and make AdamW over it; returns (named params, spec, optimizer)."""
+    named, spec = attach_trainable(unet, cfg)
+    if cfg.gradient_checkpointing:
+        from motionmatcher.customization.checkpointing import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(unet)
+    opt = torch.optim.AdamW(_param_groups(named, spec, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return named, spec, opt
+
+
+def _run_fingerprint(cfg: TrainConfig, seed: int, caption: str, latents_shape) -> str:
+    """What a checkpoint must have been written with to be resumed from."""
+    # (`trainable: None` left out: checkpoints written before the field existed stay valid)
+    # (gradient_checkpointing left out: it changes memory, not the result -- a job retried at a
+    # higher memory level resumes from the checkpoints of the attempt that ran out of memory)
+    fp_cfg = {k: v for k, v in cfg.__dict__.items()
+              if not (k == "trainable" and v is None) and k != "gradient_checkpointing"}
+    return config_hash({"cfg": fp_cfg, "seed": seed, "caption": caption, "shape": list(latents_shape)})
+
+
+def _resume(ckpt: Checkpointer, named, opt, generator, scaler, label: str, record: dict | None,
+            checkpoint_dir):
+    """Restore the newest good checkpoint, if any; returns (steps done, log rows so far) and
+    notes how the run started in ``record``."""
+    start, rows = 0, []
+    if (last := ckpt.latest()) is not None:
+        start, rows = Checkpointer.restore(last, named, opt, generator, scaler)
+        log.info("%s: resumed from %s (step %d)", label, last["path"], start)
+    elif ckpt.skipped:
+        log.warning("%s: no usable resume checkpoint in %s; training starts over", label, checkpoint_dir)
+    if record is not None:
+        record["resumed_from"] = str(last["path"]) if last is not None else None
+        record["resumed_at_step"] = start
+        record["skipped_checkpoints"] = list(ckpt.skipped)
+    return start, rows
+
+
+def _draw_timesteps_and_noise(generator: torch.Generator, t_lo: int, t_hi: int, batch_size: int, shape,
+                              device) -> tuple[torch.Tensor, torch.Tensor]:
+    """t ~ U[t_lo, t_hi) per sample, then ε ~ N(0, I), both from the run's CPU generator (its
+    state is checkpointed, so a resumed run draws what an uninterrupted one would)."""
+    timesteps = torch.randint(t_lo, t_hi, (batch_size,), generator=generator).to(device)
+    noise = torch.randn(shape, generator=generator).to(device)
+    return timesteps, noise
+
+
+def _check_loss_finite(loss: torch.Tensor, label: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingError(f"{label}: loss is {loss.item()} at step {step}; stopping "
+                            "(try a lower lr, fp32, or check the reference latents)")
+
+
+def _optimizer_step(loss: torch.Tensor, opt, params: list, grad_clip: float | None, scaler) -> None:
+    """Backward, optional gradient-norm clipping, AdamW step, gradients cleared. With an fp16
+    loss scaler the loss is scaled and the gradients unscaled before clipping."""
+    if scaler is None:
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        scaler.step(opt)
+        scaler.update()
+    opt.zero_grad(set_to_none=True)
+
+
+def _log_row(step: int, timesteps: torch.Tensor, opt, seconds: float, scaler, out: dict) -> dict:
+    """One row of the training log: step, first timestep, lr, time, loss scale, loss terms."""
+    row = {"step": step, "timestep": int(timesteps[0]), "lr": opt.param_groups[0]["lr"], "seconds": seconds}
+    if scaler is not None:  # the scale of the next step (it backs off on overflow)
+        row["loss_scale"] = float(scaler.get_scale())
+    row.update({k: float(v.detach()) for k, v in out.items()})
+    return row
+
+
+def _finish(unet, cfg: TrainConfig, rows: list[dict], label: str) -> pd.DataFrame:
+    """Put the UNet back in eval mode (gradient checkpointing off); the log as a frame."""
+    unet.eval()
+    if cfg.gradient_checkpointing:
+        from motionmatcher.customization.checkpointing import disable_gradient_checkpointing
+
+        disable_gradient_checkpointing(unet)
+    frame = pd.DataFrame(rows)
+    if not frame.empty and not math.isfinite(frame["loss"].iloc[-1]):
+        raise TrainingError(f"{label}: final loss is not finite")
+    return frame
+
+
 def train(
     model,
     latents: torch.Tensor,
@@ -329,99 +440,41 @@ def train(
     how the run started: ``resumed_from`` (checkpoint folder or None), ``resumed_at_step`` and
     ``skipped_checkpoints`` (damaged or foreign ones, with the reason) -- for ``run.json``.
     """
-    if cfg.loss not in LOSSES:
-        raise TrainingError(f"{label}: unknown loss {cfg.loss!r} (known: {', '.join(LOSSES)})")
-    loss_fn = LOSSES[cfg.loss]
-    accepts_generator = "generator" in inspect.signature(loss_fn).parameters
+    loss_fn, accepts_generator = _loss_function(cfg, label)
     unet = model.unet
     device = unet.device
     if getattr(model, "backbone", None) is not None:  # a DiT: its own LoRA target modules
         cfg = model.backbone.train_config(cfg, label)
     scheduler = model.ddim_scheduler()
-    T = scheduler.config.num_train_timesteps
-    t_lo, t_hi = cfg.min_timestep, cfg.max_timestep or T
-    if not 0 <= t_lo < t_hi <= T:
-        raise TrainingError(f"{label}: timestep range [{t_lo}, {t_hi}) outside [0, {T})")
+    t_lo, t_hi = _timestep_range(cfg, scheduler, label)
 
     torch.manual_seed(seed)  # LoRA init, then dropout masks
-    named, lcfg = attach_trainable(unet, cfg)
-    if cfg.gradient_checkpointing:
-        from motionmatcher.customization.checkpointing import enable_gradient_checkpointing
-
-        enable_gradient_checkpointing(unet)
-    opt = torch.optim.AdamW(_param_groups(named, lcfg, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    named, spec, opt = _trainable_and_optimizer(unet, cfg)
     text = model.encode_prompt([caption], warn_context=label).expand(cfg.batch_size, -1, -1)
     z0 = latents.to(device=device, dtype=torch.float32).expand(cfg.batch_size, -1, -1, -1, -1)
-
     generator = torch.Generator().manual_seed(seed)  # timesteps and noise, drawn on the CPU
-    # (`trainable: None` left out: checkpoints written before the field existed stay valid)
-    # (gradient_checkpointing left out: it changes memory, not the result -- a job retried at a
-    # higher memory level resumes from the checkpoints of the attempt that ran out of memory)
-    fp_cfg = {k: v for k, v in cfg.__dict__.items()
-              if not (k == "trainable" and v is None) and k != "gradient_checkpointing"}
-    fingerprint = config_hash({"cfg": fp_cfg, "seed": seed, "caption": caption, "shape": list(latents.shape)})
     # fp16 autocast: scale the loss (as the official code's accelerate fp16), else the small
     # MotionMatcher gradients underflow to zero (benchmarks/precision.py)
     scaler = torch.amp.GradScaler(device.type) if _autocast_dtype(device, dtype) == torch.float16 else None
-    ckpt = Checkpointer(checkpoint_dir, fingerprint)
-    start, rows = 0, []
-    if (last := ckpt.latest()) is not None:
-        start, rows = Checkpointer.restore(last, named, opt, generator, scaler)
-        log.info("%s: resumed from %s (step %d)", label, last["path"], start)
-    elif ckpt.skipped:
-        log.warning("%s: no usable resume checkpoint in %s; training starts over", label, checkpoint_dir)
-    if record is not None:
-        record["resumed_from"] = str(last["path"]) if last is not None else None
-        record["resumed_at_step"] = start
-        record["skipped_checkpoints"] = list(ckpt.skipped)
+    ckpt = Checkpointer(checkpoint_dir, _run_fingerprint(cfg, seed, caption, latents.shape))
+    start, rows = _resume(ckpt, named, opt, generator, scaler, label, record, checkpoint_dir)
+    loss_kwargs = {**cfg.loss_kwargs, **({"generator": generator} if accepts_generator else {})}
 
     unet.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {label}",
                disable=not progress, mininterval=1.0)
     for step in bar:
         t0 = time.perf_counter()
-        timesteps = torch.randint(t_lo, t_hi, (cfg.batch_size,), generator=generator).to(device)
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        kwargs = dict(cfg.loss_kwargs)
-        if accepts_generator:
-            kwargs["generator"] = generator
+        timesteps, noise = _draw_timesteps_and_noise(generator, t_lo, t_hi, cfg.batch_size, z0.shape, device)
         with _autocast(device, dtype):
-            out = loss_fn(unet, scheduler, z0, noise, timesteps, text, **kwargs)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise TrainingError(f"{label}: loss is {loss.item()} at step {step + 1}; stopping "
-                                "(try a lower lr, fp32, or check the reference latents)")
-        if scaler is None:
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(list(named.values()), cfg.grad_clip)
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(list(named.values()), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
-        row = {"step": step + 1, "timestep": int(timesteps[0]), "lr": opt.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t0}
-        if scaler is not None:  # the scale of the next step (it backs off on overflow)
-            row["loss_scale"] = float(scaler.get_scale())
-        row.update({k: float(v.detach()) for k, v in out.items()})
-        rows.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4g}")
+            out = loss_fn(unet, scheduler, z0, noise, timesteps, text, **loss_kwargs)
+        _check_loss_finite(out["loss"], label, step + 1)
+        _optimizer_step(out["loss"], opt, list(named.values()), cfg.grad_clip, scaler)
+        rows.append(_log_row(step + 1, timesteps, opt, time.perf_counter() - t0, scaler, out))
+        bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             ckpt.save(step + 1, {n: p.detach() for n, p in named.items()}, opt, generator, rows, scaler)
         if on_step is not None:
             on_step(step + 1, out)
     bar.close()
-    unet.eval()
-    if cfg.gradient_checkpointing:
-        from motionmatcher.customization.checkpointing import disable_gradient_checkpointing
-
-        disable_gradient_checkpointing(unet)
-    frame = pd.DataFrame(rows)
-    if not frame.empty and not math.isfinite(frame["loss"].iloc[-1]):
-        raise TrainingError(f"{label}: final loss is not finite")
-    return lcfg, frame
+    return spec, _finish(unet, cfg, rows, label)

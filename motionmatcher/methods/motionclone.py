@@ -70,7 +70,7 @@ initial noise; masks from ``up_blocks.1``
 (``cross_attn_blocks: [up_blocks.1, up_blocks.2]``, the second interpolated), thresholds
 ``cross_attn_mask_tr_example: 0.3``, ``cross_attn_mask_tr_app: 0.3``, σ = 5 (``get_gaussian_blur``).
 
-Choices the port to Zeroscope forced (README, "Training-free methods"):
+Choices the port to Zeroscope forced (docs/methods.md, "Training-free methods"):
 
 * **Layers.** AnimateDiff inserts a motion module (two ``Temporal_Self`` attentions) after each
   resnet/attention pair of every block; Zeroscope's ``CrossAttnUpBlock3D`` has a

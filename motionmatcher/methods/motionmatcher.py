@@ -37,6 +37,8 @@ adapter disabled); the target branch ``z*`` does not depend on θ, so it runs un
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 import torch
@@ -46,7 +48,7 @@ from ..customization.diffusion import base_dropout_disabled, denoise_step, noise
 from ..customization.lora import lora_disabled
 from ..customization.motion_features import motion_features
 
-__all__ = ["motion_matching_loss"]
+__all__ = ["MotionFeatureLayers", "MotionLossWeights", "motion_matching_loss"]
 
 
 @contextmanager
@@ -60,6 +62,86 @@ def _restore_requires_grad(module: torch.nn.Module):
         for p, flag in flags:
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
+
+
+@contextmanager
+def _as_base_model(unet, device_type: str, fp32: bool):
+    """The frozen pre-trained ``ε_φ`` of the feature extractor: the adapter disabled (and
+    ``requires_grad`` flags restored after), autocast off when ``fp32``."""
+    autocast_off = torch.autocast(device_type, enabled=False) if fp32 else nullcontext()
+    with _restore_requires_grad(unet), lora_disabled(unet), autocast_off:
+        yield
+
+
+@dataclass(frozen=True)
+class MotionLossWeights:
+    """λ_CA, λ_TSA of ``L = λ_CA · MSE(CA(ẑ), CA(z*)) + λ_TSA · MSE(TSA(ẑ), TSA(z*))``
+    (Wu et al. 2025, Sec. 3; the official configs use 2000 and 2000). A term with weight 0 is
+    not computed."""
+
+    ca_weight: float = 2000.0
+    tsa_weight: float = 2000.0
+
+    def __post_init__(self):
+        if self.ca_weight < 0 or self.tsa_weight < 0:
+            raise ValueError("loss weights must be non-negative")
+        if not (self.uses_ca or self.uses_tsa):
+            raise ValueError("ca_weight and tsa_weight are both 0: the loss would be constant")
+
+    @property
+    def uses_ca(self) -> bool:
+        return self.ca_weight > 0
+
+    @property
+    def uses_tsa(self) -> bool:
+        return self.tsa_weight > 0
+
+    def combine(self, pred, target, device) -> dict[str, torch.Tensor]:
+        """``{"loss", "ca", "tsa"}`` from the (CA, TSA) features of ẑ (``pred``) and z*
+        (``target``); each MSE in float32, a term not computed reported as NaN."""
+        (ca_pred, tsa_pred), (ca_tgt, tsa_tgt) = pred, target
+        nan = torch.full((), float("nan"), device=device)
+        loss = torch.zeros((), device=device)
+        out = {}
+        if self.uses_ca:
+            l_ca = F.mse_loss(ca_pred.float(), ca_tgt.float())
+            loss = loss + self.ca_weight * l_ca
+            out["ca"] = l_ca.detach()
+        else:
+            out["ca"] = nan
+        if self.uses_tsa:
+            l_tsa = F.mse_loss(tsa_pred.float(), tsa_tgt.float())
+            loss = loss + self.tsa_weight * l_tsa
+            out["tsa"] = l_tsa.detach()
+        else:
+            out["tsa"] = nan
+        return {"loss": loss, **out}
+
+
+@dataclass(frozen=True)
+class MotionFeatureLayers:
+    """Where the motion features CA and TSA are read. On the UNet: their resolution as a
+    fraction of the latent size and the temporal self-attentions that make TSA
+    (:func:`~motionmatcher.customization.motion_features.motion_features`); on a DiT
+    (:class:`~motionmatcher.backbones.base.DiTDenoiser`): the transformer blocks of CA and TSA
+    (None: ``DEFAULT_LAYERS``) and the TSA mode (:mod:`motionmatcher.backbones.dit_features`)."""
+
+    spatial_scale_factor: int = 4
+    temporal_scale_factor: int = 4
+    temporal_attn_layers: Sequence[str] = ("attn1", "attn2")
+    ca_blocks: Sequence[int] | None = None
+    tsa_blocks: Sequence[int] | None = None
+    feature_mode: str = "same_position"
+
+    def extractor(self, unet, return_ca: bool, return_tsa: bool):
+        """``F(z, t, c) -> (CA, TSA)`` of ``unet`` as it is (a feature not asked for is None)."""
+        if hasattr(unet, "motion_features"):  # a DiT backbone (motionmatcher.backbones.base.DiTDenoiser)
+            return partial(unet.motion_features, ca_blocks=self.ca_blocks, tsa_blocks=self.tsa_blocks,
+                           mode=self.feature_mode, return_ca=return_ca, return_tsa=return_tsa)
+        return partial(motion_features, unet, spatial_scale_factor=self.spatial_scale_factor,
+                       temporal_scale_factor=self.temporal_scale_factor,
+                       temporal_attn_layers=self.temporal_attn_layers,
+                       return_ca=return_ca, return_tsa=return_tsa)
 
 
 def motion_matching_loss(
@@ -110,7 +192,7 @@ def motion_matching_loss(
             with ``|c| ≈ 0.003–0.006`` for t ∈ [500, 1000) is far below dropout's noise.
         fp32_extractor: run both feature-extractor passes in float32 (autocast off) while the
             ``ε̂`` forward stays under the caller's autocast (the DDIM step and the MSE are
-            float32 always); see README "Precision".
+            float32 always); see docs/precision.md.
         ca_blocks, tsa_blocks, feature_mode: on a DiT backbone (``unet`` a
             :class:`~motionmatcher.backbones.base.DiTDenoiser`), the transformer blocks whose
             attention makes CA / TSA (None: ``DEFAULT_LAYERS`` of
@@ -131,50 +213,23 @@ def motion_matching_loss(
     """
     if num_denoise_steps < 1:
         raise ValueError(f"num_denoise_steps must be >= 1, got {num_denoise_steps}")
-    if ca_weight < 0 or tsa_weight < 0:
-        raise ValueError("loss weights must be non-negative")
-    do_ca, do_tsa = ca_weight > 0, tsa_weight > 0
-    if not (do_ca or do_tsa):
-        raise ValueError("ca_weight and tsa_weight are both 0: the loss would be constant")
-    if hasattr(unet, "motion_features"):  # a DiT backbone (motionmatcher.backbones.base.DiTDenoiser)
-        extract = unet.motion_features
-        feature_kwargs = dict(ca_blocks=ca_blocks, tsa_blocks=tsa_blocks, mode=feature_mode,
-                              return_ca=do_ca, return_tsa=do_tsa)
-    else:
-        def extract(z, t, c, **kw):
-            return motion_features(unet, z, t, c, **kw)
-        feature_kwargs = dict(spatial_scale_factor=spatial_scale_factor,
-                              temporal_scale_factor=temporal_scale_factor,
-                              temporal_attn_layers=temporal_attn_layers,
-                              return_ca=do_ca, return_tsa=do_tsa)
+    weights = MotionLossWeights(ca_weight, tsa_weight)
+    layers = MotionFeatureLayers(spatial_scale_factor, temporal_scale_factor, temporal_attn_layers,
+                                 ca_blocks, tsa_blocks, feature_mode)
+    features = layers.extractor(unet, weights.uses_ca, weights.uses_tsa)
 
     with base_dropout_disabled(unet, not base_dropout):
+        # 1. one denoising step t -> t' from ε̂ (graph to the LoRA) and from the true ε
         timesteps, noisy, noise_pred = noisy_prediction(unet, scheduler, latents, noise, timesteps,
                                                         text_embeddings)
         prev_t = (timesteps - num_denoise_steps).clamp(min=0)
         z_pred = denoise_step(scheduler, noisy, noise_pred, timesteps, prev_t)
-
-        fp32 = torch.autocast(latents.device.type, enabled=False) if fp32_extractor else nullcontext()
-        with _restore_requires_grad(unet), lora_disabled(unet), fp32:
+        # 2. motion features of both with the base model
+        with _as_base_model(unet, latents.device.type, fp32_extractor):
             with torch.no_grad() if target_no_grad else nullcontext():
                 z_target = denoise_step(scheduler, noisy, noise_target(scheduler, latents, noise, timesteps),
                                         timesteps, prev_t)
-                ca_tgt, tsa_tgt = extract(z_target, prev_t, text_embeddings, **feature_kwargs)
-            ca_pred, tsa_pred = extract(z_pred, prev_t, text_embeddings, **feature_kwargs)
-
-    nan = torch.full((), float("nan"), device=latents.device)
-    loss = torch.zeros((), device=latents.device)
-    out = {}
-    if do_ca:
-        l_ca = F.mse_loss(ca_pred.float(), ca_tgt.float())
-        loss = loss + ca_weight * l_ca
-        out["ca"] = l_ca.detach()
-    else:
-        out["ca"] = nan
-    if do_tsa:
-        l_tsa = F.mse_loss(tsa_pred.float(), tsa_tgt.float())
-        loss = loss + tsa_weight * l_tsa
-        out["tsa"] = l_tsa.detach()
-    else:
-        out["tsa"] = nan
-    return {"loss": loss, **out}
+                target = features(z_target, prev_t, text_embeddings)
+            pred = features(z_pred, prev_t, text_embeddings)
+    # 3. the weighted feature MSEs
+    return weights.combine(pred, target, latents.device)

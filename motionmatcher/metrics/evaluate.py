@@ -38,6 +38,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,143 @@ def _image_reward_sha256(image_reward) -> str | None:
     return None if image_reward is None else str(getattr(image_reward, "weights_sha256", "unknown"))
 
 
+def _checked_reference(reference_frames: np.ndarray, expected_size: tuple[int, int] | None) -> np.ndarray:
+    ref = _check_video(reference_frames, "reference")
+    height, width = ref.shape[1:3]
+    if expected_size is not None and (height, width) != tuple(expected_size):
+        raise ValueError(
+            f"reference frames are {height}x{width} (HxW), the configured video size is "
+            f"{expected_size[0]}x{expected_size[1]}; re-run preprocess"
+        )
+    return ref
+
+
+def _checked_sample(frames: np.ndarray, label: str, reference_shape: tuple) -> np.ndarray:
+    frames = _check_video(frames, label)
+    if frames.shape != reference_shape:
+        raise ValueError(
+            f"{label}: sample frames {frames.shape} differ from the reference's {reference_shape} "
+            "(F, H, W, 3); both must be tracked at the same resolution and length"
+        )
+    return frames
+
+
+def _mtbench_options(mtbench: Mapping[str, Any] | None, setup: MTBenchSetup | None,
+                     tracker) -> tuple[MTBenchSetup | None, dict]:
+    """From the ``metrics.mtbench`` config: the MTBench setup to track with (None: MTBench off,
+    null ``mtbench_fidelity``) and the score's options ``{frechet, frechet_samples, seed}``.
+    Without a ``setup``, ``reference: clip`` on the whole ``grid_size`` grid."""
+    mt = dict(mtbench or {})
+    enabled = bool(mt.get("enabled", False))
+    kw = {"frechet": bool(mt.get("frechet", False)), "frechet_samples": int(mt.get("frechet_samples", 50)),
+          "seed": int(mt.get("seed", 0))}
+    if not enabled:
+        return None, kw
+    if setup is None:
+        if str(mt.get("reference", "clip")) != "clip":
+            raise ValueError("metrics.mtbench.reference: mtbench needs the video's MTBench setup (original "
+                             "clip and first-frame mask; motionmatcher.metrics.mtbench.mtbench_setup)")
+        g = int(mt.get("grid_size", 50))
+        setup = MTBenchSetup("clip", grid_points(g), False, g)
+    if setup.reference == "mtbench" and tracker.name != "cotracker3_offline":
+        raise ValueError("metrics.mtbench.reference: mtbench needs CoTracker3 offline (MTBench's tracker); "
+                         f"the tracker is {tracker.name!r}")
+    return setup, kw
+
+
+def _definition_columns(variants: Mapping[str, str], tracker, grid_size: int, scorer, image_reward,
+                        mt_setup: MTBenchSetup | None, mt_kw: dict) -> dict:
+    """The :data:`DEFINITION_COLUMNS` of every row of one run."""
+    mt_on = mt_setup is not None
+    return {
+        "discrepancy_variant": variants["discrepancy"],
+        "fidelity_variant": variants["fidelity"],
+        "tracker": str(tracker.name),
+        "grid_size": int(grid_size),
+        "tracker_weights_sha256": str(getattr(tracker, "weights_sha256", "none")),
+        **_clip_fields(scorer),
+        "image_reward_weights_sha256": _image_reward_sha256(image_reward),
+        "mtbench_variant": (None if not mt_on else
+                            mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"], mt_setup.reference)),
+        "mtbench_reference_tracks": (None if not mt_on else
+                                     reference_tracks_label(mt_setup, str(tracker.name))),
+    }
+
+
+@dataclass
+class _SampleScoring:
+    """What every sample of one reference video is scored with and against: the scorers, the
+    metric definitions and the reference's tracks (tracked once, :meth:`track_reference`)."""
+
+    reference: np.ndarray
+    scorer: Any
+    tracker: Any
+    grid_size: int
+    image_reward: Any
+    variants: Mapping[str, str]
+    mt_setup: MTBenchSetup | None  # None: MTBench off
+    mt_kw: dict
+    ground_truth: Mapping[str, Any] | None
+    definition: dict
+    reference_tracks: np.ndarray | None = None
+    mt_reference: np.ndarray | None = None
+
+    def track_reference(self) -> None:
+        """The reference's tracks on the ``grid_size`` grid and, with MTBench on, on MTBench's
+        (of the original clip for ``reference: mtbench``)."""
+        ref, tracker, setup = self.reference, self.tracker, self.mt_setup
+        t0 = time.perf_counter()
+        self.reference_tracks, _ = tracker.track(ref, int(self.grid_size))
+        if setup is not None:
+            mt_frames = setup.frames if setup.frames is not None else ref
+            self.mt_reference = track_mtbench(tracker, mt_frames, setup)
+            log.info("MTBench reference: %s", self.definition["mtbench_reference_tracks"])
+        n_frames, height, width = ref.shape[:3]
+        log.info("reference %dx%dx%d tracked with %s (grid %d) in %.2f s",
+                 n_frames, height, width, tracker.name, self.grid_size, time.perf_counter() - t0)
+
+    def score(self, row: Mapping[str, Any], frames: np.ndarray, label: str, t0: float) -> dict:
+        """One output row: the sample's ids, metrics and definitions (``metrics_seconds`` since
+        ``t0``, before the ground-truth columns)."""
+        n_frames, height, width = self.reference.shape[:3]
+        clip = self.scorer.score(frames, row["prompt"])
+        ir = float(self.image_reward.score(frames, row["prompt"])) if self.image_reward is not None else None
+        tracks, _ = self.tracker.track(frames, int(self.grid_size))
+        rec = {k: row[k] for k in SAMPLE_ID_COLUMNS}
+        rec.update(
+            clip_t=float(clip["clip_t"]),
+            frame_consistency=float(clip["frame_consistency"]),
+            image_reward=ir,
+            motion_discrepancy=motion_discrepancy(self.reference_tracks, tracks, height, width,
+                                                  variant=self.variants["discrepancy"]),
+            motion_fidelity=motion_fidelity(self.reference_tracks, tracks, variant=self.variants["fidelity"]),
+            mtbench_fidelity=(None if self.mt_setup is None else
+                              _mtbench_score(self.mt_reference, frames, self.tracker, self.mt_setup,
+                                             self.mt_kw, label)),
+            **self.definition,
+            n_frames=int(n_frames),
+            height=int(height),
+            width=int(width),
+            metrics_seconds=time.perf_counter() - t0,
+        )
+        rec.update(score_sample(frames, row["prompt"], self.ground_truth) if self.ground_truth is not None
+                   else dict.fromkeys(GT_COLUMNS, None))
+        log.info("%s: CLIP-T %.4f, FC %.4f, IR %s, MD %.5f, MF %.4f", label, rec["clip_t"],
+                 rec["frame_consistency"], "-" if ir is None else f"{ir:.4f}",
+                 rec["motion_discrepancy"], rec["motion_fidelity"])
+        return rec
+
+
+def _metrics_frame(records: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=[
+        *SAMPLE_ID_COLUMNS, *METRIC_COLUMNS, *DEFINITION_COLUMNS,
+        "n_frames", "height", "width", "metrics_seconds", *GT_COLUMNS,
+    ])
+    for col in ("image_reward", "mtbench_fidelity", *GT_COLUMNS):
+        frame[col] = frame[col].astype("float64")  # all-None -> NaN (null in parquet)
+    return frame
+
+
 def evaluate_samples(
     samples: pd.DataFrame,
     reference_frames: np.ndarray,
@@ -234,96 +372,25 @@ def evaluate_samples(
         ValueError: a sample's frame count or resolution differs from the reference's (or
             from ``expected_size``): the motion metrics are only comparable at one resolution.
     """
-    ref = _check_video(reference_frames, "reference")
-    n_frames, height, width = ref.shape[:3]
-    if expected_size is not None and (height, width) != tuple(expected_size):
-        raise ValueError(
-            f"reference frames are {height}x{width} (HxW), the configured video size is "
-            f"{expected_size[0]}x{expected_size[1]}; re-run preprocess"
-        )
+    ref = _checked_reference(reference_frames, expected_size)
     missing = [c for c in SAMPLE_ID_COLUMNS if c not in samples.columns]
     if missing:
         raise ValueError(f"samples table lacks columns {missing}")
-
     variants = metric_variants(variants or {})
-    mt = dict(mtbench or {})
-    mt_on = bool(mt.get("enabled", False))
-    mt_kw = {"frechet": bool(mt.get("frechet", False)), "frechet_samples": int(mt.get("frechet_samples", 50)),
-             "seed": int(mt.get("seed", 0))}
-    if mt_on and mtbench_setup is None:
-        if str(mt.get("reference", "clip")) != "clip":
-            raise ValueError("metrics.mtbench.reference: mtbench needs the video's MTBench setup (original "
-                             "clip and first-frame mask; motionmatcher.metrics.mtbench.mtbench_setup)")
-        g = int(mt.get("grid_size", 50))
-        mtbench_setup = MTBenchSetup("clip", grid_points(g), False, g)
-    if mt_on and mtbench_setup.reference == "mtbench" and tracker.name != "cotracker3_offline":
-        raise ValueError("metrics.mtbench.reference: mtbench needs CoTracker3 offline (MTBench's tracker); "
-                         f"the tracker is {tracker.name!r}")
-    definition = {
-        "discrepancy_variant": variants["discrepancy"],
-        "fidelity_variant": variants["fidelity"],
-        "tracker": str(tracker.name),
-        "grid_size": int(grid_size),
-        "tracker_weights_sha256": str(getattr(tracker, "weights_sha256", "none")),
-        **_clip_fields(scorer),
-        "image_reward_weights_sha256": _image_reward_sha256(image_reward),
-        "mtbench_variant": (None if not mt_on else
-                            mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"], mtbench_setup.reference)),
-        "mtbench_reference_tracks": (None if not mt_on else
-                                     reference_tracks_label(mtbench_setup, str(tracker.name))),
-    }
-    t0 = time.perf_counter()
-    ref_tracks, _ = tracker.track(ref, int(grid_size))
-    mt_ref = None
-    if mt_on:
-        mt_frames = mtbench_setup.frames if mtbench_setup.frames is not None else ref
-        mt_ref = track_mtbench(tracker, mt_frames, mtbench_setup)
-        log.info("MTBench reference: %s", definition["mtbench_reference_tracks"])
-    log.info("reference %dx%dx%d tracked with %s (grid %d) in %.2f s",
-             n_frames, height, width, tracker.name, grid_size, time.perf_counter() - t0)
+    mt_setup, mt_kw = _mtbench_options(mtbench, mtbench_setup, tracker)
+    scoring = _SampleScoring(
+        ref, scorer, tracker, grid_size, image_reward, variants, mt_setup, mt_kw, ground_truth,
+        definition=_definition_columns(variants, tracker, grid_size, scorer, image_reward, mt_setup, mt_kw),
+    )
+    scoring.track_reference()
 
     records = []
     for row in samples.to_dict("records"):
         t0 = time.perf_counter()
         label = f"{row['method']}/{row['video_id']} {row['prompt_id']} seed {row['seed']}"
-        frames = _check_video(load_frames(row), label)
-        if frames.shape != ref.shape:
-            raise ValueError(
-                f"{label}: sample frames {frames.shape} differ from the reference's {ref.shape} "
-                "(F, H, W, 3); both must be tracked at the same resolution and length"
-            )
-        clip = scorer.score(frames, row["prompt"])
-        ir = float(image_reward.score(frames, row["prompt"])) if image_reward is not None else None
-        tracks, _ = tracker.track(frames, int(grid_size))
-        rec = {k: row[k] for k in SAMPLE_ID_COLUMNS}
-        rec.update(
-            clip_t=float(clip["clip_t"]),
-            frame_consistency=float(clip["frame_consistency"]),
-            image_reward=ir,
-            motion_discrepancy=motion_discrepancy(ref_tracks, tracks, height, width,
-                                                  variant=variants["discrepancy"]),
-            motion_fidelity=motion_fidelity(ref_tracks, tracks, variant=variants["fidelity"]),
-            mtbench_fidelity=(_mtbench_score(mt_ref, frames, tracker, mtbench_setup, mt_kw, label)
-                              if mt_on else None),
-            **definition,
-            n_frames=int(n_frames),
-            height=int(height),
-            width=int(width),
-            metrics_seconds=time.perf_counter() - t0,
-        )
-        rec.update(score_sample(frames, row["prompt"], ground_truth) if ground_truth is not None
-                   else dict.fromkeys(GT_COLUMNS, None))
-        log.info("%s: CLIP-T %.4f, FC %.4f, IR %s, MD %.5f, MF %.4f", label, rec["clip_t"],
-                 rec["frame_consistency"], "-" if ir is None else f"{ir:.4f}",
-                 rec["motion_discrepancy"], rec["motion_fidelity"])
-        records.append(rec)
-    frame = pd.DataFrame.from_records(records, columns=[
-        *SAMPLE_ID_COLUMNS, *METRIC_COLUMNS, *DEFINITION_COLUMNS,
-        "n_frames", "height", "width", "metrics_seconds", *GT_COLUMNS,
-    ])
-    for col in ("image_reward", "mtbench_fidelity", *GT_COLUMNS):
-        frame[col] = frame[col].astype("float64")  # all-None -> NaN (null in parquet)
-    return frame
+        frames = _checked_sample(load_frames(row), label, ref.shape)
+        records.append(scoring.score(row, frames, label, t0))
+    return _metrics_frame(records)
 
 
 def _mtbench_score(reference: np.ndarray, frames: np.ndarray, tracker, setup: MTBenchSetup, kw: dict,

@@ -1,7 +1,7 @@
 """Procedural reference clips of a rolling ball, at any size and length: the fixtures of the tests
 of the pipeline, the metrics and the video reader, and of ``benchmarks/image_reward_equality.py``
 (``make demo`` uses the toy world's clips instead, :mod:`.clips`; formerly
-``motionmatcher.demo_data``, a name that said otherwise).
+``motionmatcher.toy.ball_clips``, a name that said otherwise).
 
 Each clip shows a textured "meadow" background (a smooth colour gradient, a
 few soft blobs and low-amplitude sinusoidal texture, all drawn from ``seed``)
