@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag clean-demo slurm-profile toy-model toy-benchmark mutants verify
+.PHONY: setup demo demo-data test dag slurm-profile toy-model toy-benchmark mutants verify
 
 setup: $(STAMP)
 
@@ -53,8 +53,11 @@ verify: setup
 	$(PY) -m motionmatcher.results.verify --delete $(VERIFY_DIRS)
 	$(SNAKEMAKE) --profile profiles/local --cores $(CORES) $(SNAKEMAKE_ARGS)
 
+# The rule graph as rulegraph.svg (needs Graphviz's `dot`: apt-get install graphviz).
 dag: setup demo-data
-	$(SNAKEMAKE) --rulegraph | dot -Tsvg > rulegraph.svg
+	@command -v dot >/dev/null || { echo "make dag needs Graphviz's dot (apt-get install graphviz)" >&2; exit 1; }
+	$(SNAKEMAKE) --rulegraph > rulegraph.dot
+	dot -Tsvg rulegraph.dot -o rulegraph.svg && rm rulegraph.dot
 
 # The Slurm site profile `slurm` (profiles/slurm/ -> ~/.config/snakemake/slurm, where
 # `snakemake --profile slurm` finds it); an existing one is kept (edit it there).

@@ -300,8 +300,9 @@ def test_number_yaml_reads_as_text_shows_the_spelling_that_is_a_number():
     assert sorted(problems) == sorted([
         "methods.vmc.train.lr: '1e-4' is a string to YAML, not a number (YAML reads a number with an exponent "
         "only with a dot and a signed exponent); write 1.0e-4",
-        "methods.vmc.train.steps: '30' is a string to YAML, not a number (YAML reads a number with an exponent "
-        "only with a dot and a signed exponent); write 30",
+        "methods.vmc.train.steps: '30' is a string, not a number: quoted in YAML, or nested in --config "
+        "(Snakemake passes `--config 'key={sub: 30}'` on as text); write 30 unquoted in a YAML file "
+        "(a second --configfile)",
         "sampling.guidance_scale: '2e+1' is a string to YAML, not a number (YAML reads a number with an exponent "
         "only with a dot and a signed exponent); write 20.0",
     ])

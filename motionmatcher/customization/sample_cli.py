@@ -12,7 +12,9 @@ model's, which the pipeline uses for ``base``, the training-free methods and wit
 ``inversion.with_method: false``. Pass the one the pipeline used to reproduce its samples.
 
 Writes ``<out>/<index>_s<seed>.mp4`` per (prompt, seed). Settings default to the paper's
-(75 DDIM steps, CFG 12, noise prior 0.3, LoRA for t >= 500).
+(75 DDIM steps, CFG 12, noise prior 0.3, LoRA for t >= 500). ``--frames/--height/--width``
+default to the inversion's (without one: 16 frames at 384x384); a value that does not match
+the inversion is refused before any sampling.
 """
 
 from __future__ import annotations
@@ -29,6 +31,35 @@ from motionmatcher.customization.trained_weights import load_trained
 from motionmatcher.files.video import write_mp4
 
 
+def _latent_frames(model, n_frames: int) -> int:
+    return model.latent_frames(n_frames) if hasattr(model, "latent_frames") else n_frames
+
+
+def video_size_of(model, inversion, path, frames, height, width):
+    """(frames, height, width) to sample: the given ones, the missing ones taken from the
+    inversion latents ``(1, C, f, h, w)``; a message (str) when a given one does not match."""
+    if inversion is None:
+        return frames or 16, height or 384, width or 384
+    _, _, f, h, w = inversion.shape
+    s = model.vae_scale_factor
+    fits = [n for n in range(1, 8 * f + 9) if _fits(model, n, f)]
+    wanted = {"--frames": (frames, fits[0] if fits else f, fits),
+              "--height": (height, h * s, [h * s]), "--width": (width, w * s, [w * s])}
+    bad = [f"{flag} {given} does not match the inversion ({', '.join(map(str, ok[:3]))} would)"
+           for flag, (given, _, ok) in wanted.items() if given is not None and given not in ok]
+    if bad:
+        return (f"{path}: latents of {f} frames at {h}x{w}: " + "; ".join(bad)
+                + ": omit the option to take the inversion's size")
+    return tuple(given if given is not None else default for given, default, _ in wanted.values())
+
+
+def _fits(model, n_frames: int, latent_frames: int) -> bool:
+    try:
+        return _latent_frames(model, n_frames) == latent_frames
+    except ValueError:
+        return False
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="diffusers-format model directory")
@@ -39,9 +70,9 @@ def main(argv=None) -> None:
     ap.add_argument("--prompt", action="append", required=True)
     ap.add_argument("--seed", type=int, action="append")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--height", type=int, default=384)
-    ap.add_argument("--width", type=int, default=384)
+    ap.add_argument("--frames", type=int, help="default: the inversion's, else 16")
+    ap.add_argument("--height", type=int, help="default: the inversion's, else 384")
+    ap.add_argument("--width", type=int, help="default: the inversion's, else 384")
     ap.add_argument("--fps", type=float, default=8)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
@@ -56,9 +87,13 @@ def main(argv=None) -> None:
     if args.adapter:
         has_adapter = bool(load_trained(model.unet, args.adapter, parts=args.part)["lora"])
     inv = None
-    if args.inversion:  # the pipeline's cache: hash, model identity and frame count checked
+    if args.inversion:  # the pipeline's cache: hash and model identity checked, then the sizes
         inv = read_checked(args.inversion, device=device, model_identity=model.identity,
-                           shapes={"inversion": [1, None, args.frames, None, None]})[0]["inversion"]
+                           shapes={"inversion": [1, None, None, None, None]})[0]["inversion"]
+    sizes = video_size_of(model, inv, args.inversion, args.frames, args.height, args.width)
+    if isinstance(sizes, str):
+        ap.error(sizes)
+    args.frames, args.height, args.width = sizes
     if inv is None and args.noise_prior > 0:
         ap.error("--noise-prior > 0 needs --inversion")
     cfg = SamplingConfig(**{k: getattr(args, k) for k in SamplingConfig.__dataclass_fields__ if hasattr(args, k)})

@@ -14,7 +14,8 @@ config along the schema -- ``$ref``, ``allOf``, and ``oneOf`` chosen by the entr
   modules' source (:func:`loss_keywords`), so the Snakefile does not import torch's models;
 * a number written as a string, e.g. ``lr: 1e-4``: YAML 1.1 (PyYAML, Snakemake) reads a float
   only with a dot and a signed exponent, so ``1e-4`` is the text ``"1e-4"``; the message shows
-  the spelling that is a number (``1.0e-4``).
+  the spelling that is a number (``1.0e-4``); a plain number that arrives as text (quoted, or
+  nested in ``--config``, which Snakemake passes on as text) is pointed to a YAML config file.
 """
 
 from __future__ import annotations
@@ -99,8 +100,12 @@ def _string_number(value: str, schema: dict, where: str) -> str | None:
         spelt = str(int(x))
     else:
         spelt = yaml_number(x)
-    return (f"{where}: {value!r} is a string to YAML, not a number (YAML reads a number with an exponent "
-            f"only with a dot and a signed exponent); write {spelt}")
+    if "e" in value.lower():
+        return (f"{where}: {value!r} is a string to YAML, not a number (YAML reads a number with an exponent "
+                f"only with a dot and a signed exponent); write {spelt}")
+    return (f"{where}: {value!r} is a string, not a number: quoted in YAML, or nested in --config "
+            f"(Snakemake passes `--config 'key={{sub: {value}}}'` on as text); write {spelt} unquoted "
+            f"in a YAML file (a second --configfile)")
 
 
 def _walk(value, schema: dict, root: dict, where: str, problems: list[str]) -> None:
