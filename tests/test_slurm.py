@@ -334,6 +334,102 @@ def test_results_equal_the_local_run(runs):
             pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_exact=True)
 
 
+ARRAY_SNAKEFILE = """
+rule all:
+    input: expand("out/{i}.txt", i=range(5)), "single.txt"
+    localrule: True
+
+rule preprocess:  # an array rule of profiles/slurm: 5 jobs ready together
+    output: "out/{i}.txt"
+    threads: 1
+    resources: mem_mb=100, runtime=5
+    shell: "touch {output}"
+
+rule reference_metrics:  # an array rule too, but only one job: a plain submission
+    output: "single.txt"
+    threads: 1
+    resources: mem_mb=100, runtime=5
+    shell: "touch {output}"
+"""
+
+SBATCH_SHIM = """#!/bin/bash
+if [[ " $* " == *" --array="* ]]; then echo array >> {log}; else echo single >> {log}; fi
+exec {real} "$@"
+"""
+
+
+def test_profile_array_rules_fit_arrays():
+    """The rules profiles/slurm submits as job arrays: plugin 2.8.0 sends a whole array with its
+    first job's resources and never arrays a group job; and it drops (never submits) array jobs
+    of a round that got only some of a rule's ready jobs, so nothing may cap the round."""
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = {r.strip() for r in prof["slurm-array-jobs"].split(",")}
+    assert rules == {"preprocess", "reference_metrics", "metrics", "method_inversion"}
+    assert not rules & set(prof.get("groups", {})), "group members are never submitted as arrays"
+    # per-method mem_mb/runtime (config resources / sample_resources): not one value per rule
+    assert not rules & {"customize", "sample"}
+    for rule in rules:  # the same resources for every job of the rule: no per-wildcard function
+        text = "\n".join((REPO / "rules").joinpath(f).read_text() for f in
+                         ("preprocess.smk", "latents.smk", "metrics.smk"))
+        body = re.search(rf"^rule {rule}:\n(.*?)(?=^rule |\Z)", text, re.M | re.S).group(1)
+        res = re.search(r"^    resources:\n((?:        .*\n)+)", body, re.M).group(1)
+        assert "lambda" not in res, (rule, res)
+    assert prof["jobs"] == "unlimited"
+    n, per = prof["max-jobs-per-timespan"].split("/")
+    assert int(n) >= 100000 and per == "1s"
+
+
+def test_array_jobs_one_sbatch_per_rule_batch(cluster, tmp_path):
+    """profiles/slurm on the test cluster: 5 ready jobs of an array rule go out in ONE
+    `sbatch --array=1-5` (5 array tasks in sacct), a rule with a single job in a plain sbatch:
+    2 sbatch calls instead of 6; with the documented off switch, one sbatch per job again."""
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    prof["default-resources"] = {**prof["default-resources"], "slurm_partition": "debug", "mem_mb": 100}
+    prof["slurm-init-seconds-before-status-checks"] = 2
+    prof["latency-wait"] = 5
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = shutil.which("sbatch", path=cluster["env"].get("PATH", "") + os.pathsep + "/usr/bin")
+    results = {}
+    for mode, extra in (("arrays", []),
+                        ("off", ["--slurm-array-jobs", "", "--jobs", "100", "--max-jobs-per-timespan", "100/1s"])):
+        wd, calls = tmp_path / mode, tmp_path / f"{mode}_sbatch.txt"
+        wd.mkdir()
+        (wd / "Snakefile").write_text(ARRAY_SNAKEFILE)
+        (shim / "sbatch").write_text(SBATCH_SHIM.format(log=calls, real=real))
+        (shim / "sbatch").chmod(0o755)
+        calls.write_text("")
+        prefix = f"arraytest{mode}"
+        env = {**cluster["env"], "PATH": f"{shim}{os.pathsep}{cluster['env'].get('PATH', '')}"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(wd / "Snakefile"), "--directory", str(wd),
+             "--profile", str(tmp_path / "profile"), "--workflow-profile", "none",
+             "--slurm-jobname-prefix", prefix, *extra],
+            env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert all((wd / "out" / f"{i}.txt").exists() for i in range(5)) and (wd / "single.txt").exists()
+        out = subprocess.run(["sacct", "-X", "-P", "-n", "--format=JobID,JobName,State",
+                              "--starttime", "now-1days", "--endtime", "now"],
+                             env=cluster["env"], capture_output=True, text=True, check=True).stdout
+        ids = [ln.split("|")[0] for ln in out.splitlines() if ln.split("|")[1].startswith(prefix)]
+        assert all(ln.split("|")[2] == "COMPLETED" for ln in out.splitlines() if ln.split("|")[1].startswith(prefix))
+        results[mode] = (sorted(calls.read_text().split()), ids, proc.stderr)
+
+    calls, ids, log = results["arrays"]
+    assert calls == ["array", "single"], log[-4000:]
+    tasks = [i for i in ids if "_" in i]
+    assert len(tasks) == 5 and len({i.split("_")[0] for i in tasks}) == 1, ids
+    assert sorted(int(i.split("_")[1]) for i in tasks) == [1, 2, 3, 4, 5]
+    assert len(ids) == 6
+    assert "The individual task IDs are 1-5" in log
+
+    calls, ids, log = results["off"]
+    assert calls == ["single"] * 6, log[-4000:]
+    assert len(ids) == 6 and not any("_" in i for i in ids), ids
+
+
 def test_stop_ends_orphaned_job_processes(cluster, tmp_path):
     """Fault injection (runs last: it takes the cluster down): a job is running when the
     controller dies (as when a test is killed mid-run), so `scancel` cannot reach it. stop.sh
