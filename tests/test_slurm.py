@@ -295,7 +295,7 @@ def test_every_non_local_job_went_through_slurm(runs):
     assert arrays, submitted
     assert {submitted[j][0].split("_wildcards_")[0] for j in submitted if "_" in j} <= {
         "rule_preprocess", "rule_reference_metrics", "rule_metrics"}
-    pre = [j for j, (label, _) in submitted.items() if label.startswith("rule_preprocess_")]
+    pre = [j for j, (label, _) in submitted.items() if (label or "").startswith("rule_preprocess_")]
     assert len(pre) == len(GOOD) and all("_" in j for j in pre) and len({j.split("_")[0] for j in pre}) == 1, pre
     # one Slurm log per job in the profile's slurm-logdir (all kept in the test profile); an array
     # task's is <logdir>/rule_<rule>/<array id>_<task>.log (the plugin reports another path for it)
