@@ -162,13 +162,37 @@ def finish(run, timeout: float = 1800) -> tuple[int, str]:
 def sacct(env: dict) -> pd.DataFrame:
     out = subprocess.run(
         ["sacct", "-X", "-P",
-         "--format=JobIDRaw,JobName%80,State,ReqTRES%120,AllocTRES%120,Comment%200,Submit,Start,End",
+         "--format=JobID%30,JobIDRaw,JobName%80,State,ReqTRES%120,AllocTRES%120,Comment%200,Submit,Start,End",
          "--starttime", "now-1days", "--endtime", "now"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout
     lines = [ln.split("|") for ln in out.strip().splitlines()]
     df = pd.DataFrame(lines[1:], columns=lines[0])
     return df[df["JobName"].str.startswith("motionmatcher_")].reset_index(drop=True)
+
+
+def submissions(out: str) -> dict[str, tuple[str, str | None]]:
+    """Slurm job id (``<id>`` or, for an array task, ``<id>_<task>``, as sacct's JobID) -> (the
+    job it ran, as the plugin's comment ``rule_<rule>_wildcards_<values>``, or None for a group
+    job; the Slurm log path the plugin reports, None for an array task), from Snakemake's output.
+    An array job's comment names only its first task's wildcards (plugin 2.8.0), so the job an
+    array task ran comes from here, not from sacct."""
+    out = own_lines(out)
+    label = {}
+    for m in re.finditer(r"^rule (\w+):\n((?:    .*\n)+)", out + "\n", re.M):
+        jobid = re.search(r"^    jobid: (\d+)$", m.group(2), re.M)
+        wc = re.search(r"^    wildcards: (.*)$", m.group(2), re.M)
+        if jobid:
+            values = "_".join(kv.split("=", 1)[1] for kv in wc.group(1).split(", ")) if wc else ""
+            label[jobid.group(1)] = f"rule_{m.group(1)}" + (f"_wildcards_{values}" if values else "")
+    subs = {}
+    for job, sid, log in re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out):
+        subs[sid] = (label.get(job), log)
+    for ids, sid, first, last in re.findall(r"Submitted array job with Snakemake IDs ([\d,]+) and SLURM job "
+                                            r"ID (\d+)\. The individual task IDs are (\d+)-(\d+)\.", out):
+        for task, job in zip(range(int(first), int(last) + 1), ids.split(",")):
+            subs[f"{sid}_{task}"] = (label[job], None)
+    return subs
 
 
 def own_lines(out: str) -> str:
@@ -226,6 +250,9 @@ def runs(cluster, tmp_path_factory):
     rc_local, out_local = finish(p_local)
     assert rc_local == 0, out_local[-6000:]
     jobs_run1 = sacct(cluster["env"])
+    subs = submissions(out1)
+    # the job each Slurm job ran (a group job: its comment names the group)
+    jobs_run1["Job"] = [subs.get(j, (None, None))[0] or c for j, c in zip(jobs_run1["JobID"], jobs_run1["Comment"])]
     install_site_profile(config_home, cfg_good)  # the same command, now with the good manifest
     p_slurm2 = snakemake_profile_slurm(slurm, env_slurm, "good")
     rc2, out2 = finish(p_slurm2)
@@ -259,13 +286,26 @@ def test_every_non_local_job_went_through_slurm(runs):
     remote_rules = set(re.findall(r"^rule (\w+):", out1, re.M))
     assert local_rules.isdisjoint(COMPUTE_RULES), local_rules
     assert COMPUTE_RULES - {"cache_latents", "cache_inversion"} <= remote_rules  # the group: sacct, below
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", out1)
-    assert sorted(int(j) for j, _ in submitted) == sorted(jobs["JobIDRaw"].astype(int))
-    # one Slurm log per job in the profile's slurm-logdir (all kept in the test profile)
-    logs = sorted((runs["slurm"] / "logs" / "slurm").rglob("*.log"))
-    assert sorted(Path(p).resolve() for _, p in submitted) == [p.resolve() for p in logs]
+    submitted = submissions(runs["out1"])
+    assert sorted(submitted) == sorted(jobs["JobID"])
+    # job arrays (profiles/slurm: slurm-array-jobs): the preprocess jobs of both good videos were
+    # ready together and went out as one array; reference_metrics / metrics as arrays or single
+    # jobs, by how many were ready in the same round
+    arrays = {j.split("_")[0] for j in submitted if "_" in j}
+    assert arrays, submitted
+    assert {submitted[j][0].split("_wildcards_")[0] for j in submitted if "_" in j} <= {
+        "rule_preprocess", "rule_reference_metrics", "rule_metrics"}
+    pre = [j for j, (label, _) in submitted.items() if (label or "").startswith("rule_preprocess_")]
+    assert len(pre) == len(GOOD) and all("_" in j for j in pre) and len({j.split("_")[0] for j in pre}) == 1, pre
+    # one Slurm log per job in the profile's slurm-logdir (all kept in the test profile); an array
+    # task's is <logdir>/rule_<rule>/<array id>_<task>.log (the plugin reports another path for it)
+    logdir = runs["slurm"] / "logs" / "slurm"
+    expected_logs = [Path(log).resolve() if log else
+                     (logdir / label.split("_wildcards_")[0] / f"{j}.log").resolve()
+                     for j, (label, log) in submitted.items()]
+    assert sorted(expected_logs) == [p.resolve() for p in sorted(logdir.rglob("*.log"))]
 
-    done = jobs[jobs["State"] == "COMPLETED"]["Comment"].tolist()
+    done = jobs[jobs["State"] == "COMPLETED"]["Job"].tolist()
     expected = ["rule_build_tiny_model"] + [
         f"rule_{rule}_wildcards_{wc}" for v in GOOD
         for rule, wc in (("preprocess", v), ("reference_metrics", v), ("customize", f"{METHOD}_{v}"),
@@ -275,7 +315,7 @@ def test_every_non_local_job_went_through_slurm(runs):
         assert done.count(comment) == 1, (comment, done)
     # cache_latents + cache_inversion: one Slurm job per video (group video_cache)
     assert sum("video_cache" in c for c in done) == len(GOOD)
-    failed = jobs[jobs["State"] == "FAILED"]["Comment"].tolist()
+    failed = jobs[jobs["State"] == "FAILED"]["Job"].tolist()
     assert sum("video_cache" in c for c in failed) == 2  # circle, attempt 1 and 2
     assert failed.count(f"rule_reference_metrics_wildcards_{BAD}") == 2
     # run 2 only had the local table rules left
@@ -292,15 +332,15 @@ def test_gpu_rules_requested_a_gpu(runs):
     # device) metrics and reference_metrics; preprocess, build and the tables need no GPU
     gpu_rules = ("video_cache", "rule_customize_", "rule_method_inversion_", "rule_sample_", "rule_metrics_",
                  "rule_reference_metrics_")
-    gpu = jobs["Comment"].str.contains("|".join(gpu_rules))
-    assert jobs.loc[gpu, "Comment"].str.contains("video_cache").any()
+    gpu = jobs["Job"].str.contains("|".join(gpu_rules))
+    assert jobs.loc[gpu, "Job"].str.contains("video_cache").any()
     for video in GOOD:
         for rule in gpu_rules[1:]:
-            assert jobs.loc[gpu, "Comment"].str.contains(f"{rule}.*{video}").any(), (rule, video)
+            assert jobs.loc[gpu, "Job"].str.contains(f"{rule}.*{video}").any(), (rule, video)
     assert (~gpu).sum() > 0  # preprocess and build_tiny_model jobs exist and request none
     for col in ("ReqTRES", "AllocTRES"):
-        assert jobs.loc[gpu, col].str.contains("gres/gpu=1").all(), jobs.loc[gpu, [col, "Comment"]]
-        assert not jobs.loc[~gpu, col].str.contains("gres/gpu").any(), jobs.loc[~gpu, [col, "Comment"]]
+        assert jobs.loc[gpu, col].str.contains("gres/gpu=1").all(), jobs.loc[gpu, [col, "Job"]]
+        assert not jobs.loc[~gpu, col].str.contains("gres/gpu").any(), jobs.loc[~gpu, [col, "Job"]]
     # the jobs ran in their Slurm allocation: the slot allocator left the GPU to Slurm
     log = (runs["slurm"] / "results" / "logs" / "customize" / METHOD / f"{GOOD[0]}.log").read_text()
     assert "running under Slurm" in log
@@ -332,6 +372,102 @@ def test_results_equal_the_local_run(runs):
             a, b = pd.read_parquet(local / rel), pd.read_parquet(slurm / rel)
             drop = [c for c in volatile if c in a.columns]
             pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_exact=True)
+
+
+ARRAY_SNAKEFILE = """
+rule all:
+    input: expand("out/{i}.txt", i=range(5)), "single.txt"
+    localrule: True
+
+rule preprocess:  # an array rule of profiles/slurm: 5 jobs ready together
+    output: "out/{i}.txt"
+    threads: 1
+    resources: mem_mb=100, runtime=5
+    shell: "touch {output}"
+
+rule reference_metrics:  # an array rule too, but only one job: a plain submission
+    output: "single.txt"
+    threads: 1
+    resources: mem_mb=100, runtime=5
+    shell: "touch {output}"
+"""
+
+SBATCH_SHIM = """#!/bin/bash
+if [[ " $* " == *" --array="* ]]; then echo array >> {log}; else echo single >> {log}; fi
+exec {real} "$@"
+"""
+
+
+def test_profile_array_rules_fit_arrays():
+    """The rules profiles/slurm submits as job arrays: plugin 2.8.0 sends a whole array with its
+    first job's resources and never arrays a group job; and it drops (never submits) array jobs
+    of a round that got only some of a rule's ready jobs, so nothing may cap the round."""
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = {r.strip() for r in prof["slurm-array-jobs"].split(",")}
+    assert rules == {"preprocess", "reference_metrics", "metrics", "method_inversion"}
+    assert not rules & set(prof.get("groups", {})), "group members are never submitted as arrays"
+    # per-method mem_mb/runtime (config resources / sample_resources): not one value per rule
+    assert not rules & {"customize", "sample"}
+    for rule in rules:  # the same resources for every job of the rule: no per-wildcard function
+        text = "\n".join((REPO / "rules").joinpath(f).read_text() for f in
+                         ("preprocess.smk", "latents.smk", "metrics.smk"))
+        body = re.search(rf"^rule {rule}:\n(.*?)(?=^rule |\Z)", text, re.M | re.S).group(1)
+        res = re.search(r"^    resources:\n((?:        .*\n)+)", body, re.M).group(1)
+        assert "lambda" not in res, (rule, res)
+    assert prof["jobs"] == "unlimited"
+    n, per = prof["max-jobs-per-timespan"].split("/")
+    assert int(n) >= 100000 and per == "1s"
+
+
+def test_array_jobs_one_sbatch_per_rule_batch(cluster, tmp_path):
+    """profiles/slurm on the test cluster: 5 ready jobs of an array rule go out in ONE
+    `sbatch --array=1-5` (5 array tasks in sacct), a rule with a single job in a plain sbatch:
+    2 sbatch calls instead of 6; with the documented off switch, one sbatch per job again."""
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    prof["default-resources"] = {**prof["default-resources"], "slurm_partition": "debug", "mem_mb": 100}
+    prof["slurm-init-seconds-before-status-checks"] = 2
+    prof["latency-wait"] = 5
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = shutil.which("sbatch", path=cluster["env"].get("PATH", "") + os.pathsep + "/usr/bin")
+    results = {}
+    for mode, extra in (("arrays", []),
+                        ("off", ["--slurm-array-jobs", "", "--jobs", "100", "--max-jobs-per-timespan", "100/1s"])):
+        wd, calls = tmp_path / mode, tmp_path / f"{mode}_sbatch.txt"
+        wd.mkdir()
+        (wd / "Snakefile").write_text(ARRAY_SNAKEFILE)
+        (shim / "sbatch").write_text(SBATCH_SHIM.format(log=calls, real=real))
+        (shim / "sbatch").chmod(0o755)
+        calls.write_text("")
+        prefix = f"arraytest{mode}"
+        env = {**cluster["env"], "PATH": f"{shim}{os.pathsep}{cluster['env'].get('PATH', '')}"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(wd / "Snakefile"), "--directory", str(wd),
+             "--profile", str(tmp_path / "profile"), "--workflow-profile", "none",
+             "--slurm-jobname-prefix", prefix, *extra],
+            env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert all((wd / "out" / f"{i}.txt").exists() for i in range(5)) and (wd / "single.txt").exists()
+        out = subprocess.run(["sacct", "-X", "-P", "-n", "--format=JobID,JobName,State",
+                              "--starttime", "now-1days", "--endtime", "now"],
+                             env=cluster["env"], capture_output=True, text=True, check=True).stdout
+        ids = [ln.split("|")[0] for ln in out.splitlines() if ln.split("|")[1].startswith(prefix)]
+        assert all(ln.split("|")[2] == "COMPLETED" for ln in out.splitlines() if ln.split("|")[1].startswith(prefix))
+        results[mode] = (sorted(calls.read_text().split()), ids, proc.stderr)
+
+    calls, ids, log = results["arrays"]
+    assert calls == ["array", "single"], log[-4000:]
+    tasks = [i for i in ids if "_" in i]
+    assert len(tasks) == 5 and len({i.split("_")[0] for i in tasks}) == 1, ids
+    assert sorted(int(i.split("_")[1]) for i in tasks) == [1, 2, 3, 4, 5]
+    assert len(ids) == 6
+    assert "The individual task IDs are 1-5" in log
+
+    calls, ids, log = results["off"]
+    assert calls == ["single"] * 6, log[-4000:]
+    assert len(ids) == 6 and not any("_" in i for i in ids), ids
 
 
 def test_stop_ends_orphaned_job_processes(cluster, tmp_path):
