@@ -102,6 +102,11 @@ def _save_ckpt(path: Path, step: int, modules: dict[str, torch.nn.Module], opt: 
     for i, st in opt.state_dict()["state"].items():
         for n, v in st.items():
             tensors[f"opt.{i}.{n}"] = torch.as_tensor(v).cpu().contiguous()
+    ptrs: set[int] = set()
+    for n, v in tensors.items():  # tied weights (UMT5: shared = encoder.embed_tokens): one copy each
+        if v.data_ptr() in ptrs:
+            tensors[n] = v.clone()
+        ptrs.add(tensors[n].data_ptr())
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
