@@ -111,6 +111,24 @@ def get(name: str) -> Geometry:
     return GEOMETRIES[name]
 
 
+def init_models(name: str):
+    """Freshly initialised (vae, denoiser, text encoder) of a geometry (global torch RNG)."""
+    g = get(name)
+    cfg = g.build()
+    if g.kind == "unet3d":
+        from diffusers import AutoencoderKL, UNet3DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        return (AutoencoderKL(**cfg["vae"]), UNet3DConditionModel(**cfg["denoiser"]),
+                CLIPTextModel(CLIPTextConfig(**cfg["text"])))
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return (AutoencoderKLWan(**cfg["vae"]), WanTransformer3DModel(**cfg["denoiser"]),
+            UMT5EncoderModel(UMT5Config(**cfg["text"])))
+
+
+
 # ----------------------------------------------------------------------------- the matched layer
 
 
