@@ -258,7 +258,7 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
         vae.requires_grad_(False)
         den, te = pretrain.train_unet(work, vae, tok, seed, steps, batch=batch, n_clips=clips, decay=decay,
                                       unet_config=cfg["denoiser"], size=g.size, stop_at=stop_at,
-                                      device=device, amp=amp, ckpt_every=ckpt_every, lr=g.lr)
+                                      device=device, amp=amp, ckpt_every=ckpt_every, lr=g.lr, step_seed=True)
         if den is None:
             return None
         if out is not None:

@@ -242,12 +242,16 @@ def _encode_clips(vae, x: torch.Tensor) -> torch.Tensor:
 def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8, lr: float = 2e-3,
                p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 384, decay: int = 0,
                unet_config: dict = TOY_UNET, size: int = SIZE, stop_at: int | None = None,
-               device: str = "cpu", amp: bool = False):
+               device: str = "cpu", amp: bool = False, step_seed: bool = False):
     """Stage 2; returns (unet, text_encoder).
 
     ``unet_config``/``size``: the geometry (:mod:`.geometries`; defaults: the committed model's).
     ``stop_at``: checkpoint and return (None, None) after that step. ``device``, ``amp``: where
-    it trains, and under bfloat16 autocast (weights, optimizer and loss float32).
+    it trains, and under bfloat16 autocast (weights, optimizer and loss float32). ``step_seed``:
+    reseed torch's global generator from (seed, step) at every step -- it drives the dropout
+    (p = 0.1) of the UNet's temporal convolutions, which diffusers' ``UNet3DConditionModel``
+    hard-codes -- so that a resumed run continues bit for bit (False for the committed
+    model's recipe: one stream seeded once, so its resumed runs differ by the dropout masks).
     """
     from diffusers import DDPMScheduler, UNet3DConditionModel
     from safetensors.torch import load_file, save_file
@@ -292,6 +296,8 @@ def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8
         if stop_at is not None and step >= stop_at:
             return None, None
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        if step_seed:
+            torch.manual_seed(seed * 1_000_003 + 700_000 + step)
         idx = torch.randint(len(latents), (batch,), generator=g)
         z0 = latents[idx]
         ids = ids_all[idx].clone()
