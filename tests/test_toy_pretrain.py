@@ -33,7 +33,8 @@ def _state(mods) -> dict[str, torch.Tensor]:
 def test_resume_is_bit_exact(name, tmp_path):
     """VAE 3 steps + denoiser 3 steps in one go == stopped after VAE step 1, resumed, stopped
     after denoiser step 1, resumed (two processes' worth of restarts)."""
-    kw = dict(vae_steps=3, vae_batch=8 if name == "unet-res" else 1, steps=3, batch=1, clips=2, ckpt_every=1000)
+    kw = dict(vae_steps=3, vae_batch=8 if name == "unet-res" else 1, steps=3, batch=1, clips=2,
+              ckpt_every=1000)
     ref = geometries.pretrain_geometry(name, None, tmp_path / "a", 0, **kw)
     assert geometries.pretrain_geometry(name, None, tmp_path / "b", 0, vae_stop_at=1, **kw) is None
     assert (tmp_path / "b" / "vae_ckpt").is_dir()
@@ -66,7 +67,8 @@ def test_other_recipe_refused(tmp_path):
 def test_toy_geometry_is_the_committed_recipe(monkeypatch, tmp_path):
     """``--geometry toy`` runs motionmatcher.toy.pretrain.main with the committed configs."""
     g = geometries.get("toy")
-    assert g.build() == {"vae": pretrain.TOY_VAE, "denoiser": pretrain.TOY_UNET, "text": pretrain.TOY_TEXT_ENCODER}
+    assert g.build() == {"vae": pretrain.TOY_VAE, "denoiser": pretrain.TOY_UNET,
+                         "text": pretrain.TOY_TEXT_ENCODER}
     seen = []
     monkeypatch.setattr(pretrain, "main", lambda argv: seen.append(argv) or 0)
     assert geometries.main(["--geometry", "toy", "--out", "o", "--work", "w", "--steps", "4475"]) == 0

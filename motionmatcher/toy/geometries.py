@@ -174,7 +174,8 @@ def matched_grid(name: str, seed: int = 0) -> dict:
             for n in layers.tsa:  # down_blocks.i.temp_attentions.j.transformer_blocks.0.attn1: (B·h·w, F, C)
                 hooks.append(mods[n].register_forward_pre_hook(record("tsa", n), with_kwargs=True))
             zin = torch.zeros(1, z.shape[1], g.n_frames, h, w)
-            unet(zin, torch.tensor([500]), encoder_hidden_states=torch.zeros(1, 77, cfg["text"]["hidden_size"]))
+            text = torch.zeros(1, 77, cfg["text"]["hidden_size"])
+            unet(zin, torch.tensor([500]), encoder_hidden_states=text)
             for hk in hooks:
                 hk.remove()
             ca_hw = {s[-2:] for _, s in seen["ca"]}
@@ -229,7 +230,8 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
     ``(denoiser, vae, text_encoder)``, or None when stopped at ``vae_stop_at``/``stop_at``."""
     g = get(name)
     if g.kind == "unet3d" and name == "toy":
-        raise ValueError("the committed geometry `toy` is trained by motionmatcher.toy.pretrain (make toy-model)")
+        raise ValueError("the committed geometry `toy` is trained by motionmatcher.toy.pretrain "
+                         "(make toy-model)")
     cfg = g.build()
     vae_steps = g.vae_steps if vae_steps is None else vae_steps
     vae_batch = g.vae_batch if vae_batch is None else vae_batch
@@ -308,7 +310,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     if a.geometry == "toy":
-        args = ["--out", str(a.out), "--work", str(a.work), "--seed", str(a.seed), "--threads", str(a.threads)]
+        args = ["--out", str(a.out), "--work", str(a.work), "--seed", str(a.seed),
+                "--threads", str(a.threads)]
         for k, v in (("--vae-steps", a.vae_steps), ("--vae-batch", a.vae_batch), ("--unet-steps", a.steps),
                      ("--unet-batch", a.batch), ("--unet-clips", a.clips), ("--unet-decay", a.decay or None)):
             if v is not None:

@@ -114,7 +114,8 @@ def train_vae3d(work: Path, seed: int, steps: int, *, vae_config: dict, n_frames
 
 
 def encode_clips3d(vae, x: torch.Tensor) -> torch.Tensor:
-    """(n, 3, F, H, W) -> normalised latents (n, C, F', h, w), as :func:`motionmatcher.backbones.vae3d.encode`."""
+    """(n, 3, F, H, W) -> normalised latents (n, C, F', h, w), as
+    :func:`motionmatcher.backbones.vae3d.encode`."""
     mu = vae.encode(x).latent_dist.mean
     mean = torch.tensor(vae.config.latents_mean, device=mu.device).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std, device=mu.device).view(1, -1, 1, 1, 1)
