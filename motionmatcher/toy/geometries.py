@@ -22,7 +22,7 @@ geometry        denoiser                     frames        VAE (spatial x tempor
   downsampler), 4 latent channels. Same UNet (same parameters, 0.90 M): the cost is the
   16x larger token grid (measured: ``docs/toy_models.md``).
 * ``wan-toy``: the Wan backbone's tiny configuration (:mod:`motionmatcher.backbones.wan`)
-  widened to the toy UNet's capacity (d = 64, 8 blocks, 0.59 M + UMT5 text encoder). Every
+  widened to the toy UNet's capacity (d = 64, 8 blocks, 0.58 M + UMT5 text encoder). Every
   DiT block runs at one token grid: patch (1, 2, 2) on a 16x16 latent (VAE 2x spatial) gives
   8x8 tokens per latent frame in every block, the one
   :mod:`motionmatcher.backbones.dit_features` matches included (by default block
