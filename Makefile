@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag slurm-profile toy-model toy-benchmark mutants verify
+.PHONY: setup demo demo-data test dag slurm-profile toy-model toy-model-res toy-model-dit toy-benchmark mutants verify
 
 setup: $(STAMP)
 
@@ -24,6 +24,16 @@ demo-data: setup
 # Re-train the committed toy text-to-video model from its seed (CPU: about an hour on 2 cores).
 toy-model: setup
 	$(PY) -m motionmatcher.toy.pretrain --out models/toy_t2v --work resources/toy_pretrain --seed 0 --unet-steps 4475
+
+# Toy models whose matched features have resolution (issue #19; docs/toy_models.md), from seed 0,
+# resumable: rerun to continue from the checkpoints in resources/toy_pretrain_{res,wan}.
+# TOY_ARGS: e.g. `--device cuda --amp`, or `--stop-at 500` to train in slices on a CPU.
+TOY_ARGS ?=
+toy-model-res: setup
+	$(PY) -m motionmatcher.toy.geometries --geometry unet-res --out models/toy_t2v_res --work resources/toy_pretrain_res --seed 0 $(TOY_ARGS)
+
+toy-model-dit: setup
+	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy --out models/toy_wan --work resources/toy_pretrain_wan --seed 0 $(TOY_ARGS)
 
 # The efficacy benchmark on the toy model (config/toy_benchmark.yaml) and its table.
 toy-benchmark: setup

@@ -13,7 +13,13 @@ classifier-free guidance, pure noise: ``noise_prior 0``), and checks:
 
 Prints the figures (also when the gate fails) and exits 1 on failure.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_gate.py [--model models/toy_t2v] [--n 56]
+Any toy geometry (:mod:`motionmatcher.toy.geometries`: ``toy``, ``unet-res``, ``wan-toy``): the
+model is loaded through its backbone (:func:`motionmatcher.backbones.load_model`) and sampled at
+the frame count and size of its ``toy_model.json`` (default 8 x 32 x 32, the committed model's);
+the same thresholds for all (every geometry renders 32 x 32 frames).
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_gate.py [--model models/toy_t2v] [--n 56] \
+        [--device cuda] [--png samples.png]
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from motionmatcher.backbones.models import load_t2v_model  # noqa: E402
+from motionmatcher.backbones import load_model  # noqa: E402
 from motionmatcher.customization.sampler import SamplingConfig, sample_videos  # noqa: E402
 from motionmatcher.toy import detector, world  # noqa: E402
 
@@ -55,14 +61,25 @@ def main(argv=None) -> int:
     ap.add_argument("--min-colour-rate", type=float, default=0.8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--png", type=Path, help="also write the first 8 samples' frames here (one row each)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    model = load_t2v_model(a.model)
+    model = load_model(a.model, device=a.device)
+    stamp_path = Path(a.model) / "toy_model.json"
+    stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+    n_frames, size = int(stamp.get("frames", 8)), int(stamp.get("size", 32))
     prompts = heldout_prompts(a.n)
     cfg = SamplingConfig(num_steps=a.steps, guidance_scale=a.guidance, noise_prior=0.0, batch_size=8)
     t0 = time.time()
-    out = sample_videos(model, prompts, list(range(a.n)), n_frames=8, height=32, width=32, cfg=cfg,
+    out = sample_videos(model, prompts, list(range(a.n)), n_frames=n_frames, height=size, width=size, cfg=cfg,
                         progress=False)
+    if a.png:
+        from PIL import Image
+
+        rows = [np.concatenate(list(r["frames"]), axis=1) for r in out[:8]]
+        Image.fromarray(np.concatenate(rows, axis=0)).resize(
+            (rows[0].shape[1] * 4, len(rows) * rows[0].shape[0] * 4), Image.NEAREST).save(a.png)
     colour_ok, disp, shape_ok = [], [], []
     for prompt, r in zip(prompts, out):
         colour = next(w for w in prompt.split() if w in world.COLOURS)
@@ -73,6 +90,7 @@ def main(argv=None) -> int:
             disp.append(detector.displacement(det.centroid))
             shape_ok.append(detector.shape_of(det.mask) == shape)
     figures = dict(
+        model=str(a.model), geometry=stamp.get("geometry", "toy"), frames=n_frames, size=size,
         n=a.n, seconds=round(time.time() - t0, 1),
         colour_rate=float(np.mean(colour_ok)),
         found_rate=len(disp) / a.n,

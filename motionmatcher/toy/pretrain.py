@@ -74,11 +74,12 @@ N_FRAMES, SIZE = 8, 32
 # ----------------------------------------------------------------------------- data
 
 
-def clip_batch(rng: np.random.Generator, n: int, split: str = "train") -> tuple[torch.Tensor, list[str]]:
+def clip_batch(rng: np.random.Generator, n: int, split: str = "train", n_frames: int = N_FRAMES,
+               size: int = SIZE) -> tuple[torch.Tensor, list[str]]:
     """n clips of the world: video (n, 3, F, H, W) in [-1, 1] and captions."""
     vids, caps = [], []
     for _ in range(n):
-        spec = world.sample_clip(rng, split=split, n_frames=N_FRAMES, size=SIZE)
+        spec = world.sample_clip(rng, split=split, n_frames=n_frames, size=size)
         frames, gt = world.render_clip(spec)
         vids.append(frames)
         caps.append(gt["caption"])
@@ -94,11 +95,16 @@ def _save_ckpt(path: Path, step: int, modules: dict[str, torch.nn.Module], opt: 
     """Weights and AdamW state as safetensors + a JSON with the step (atomic directory swap)."""
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}.{n}": v.detach().contiguous() for k, m in modules.items()
+    tensors = {f"model.{k}.{n}": v.detach().cpu().contiguous() for k, m in modules.items()
                for n, v in m.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for n, v in st.items():
-            tensors[f"opt.{i}.{n}"] = torch.as_tensor(v).contiguous()
+            tensors[f"opt.{i}.{n}"] = torch.as_tensor(v).cpu().contiguous()
+    ptrs: set[int] = set()
+    for n, v in tensors.items():  # tied weights (UMT5: shared = encoder.embed_tokens): one copy each
+        if v.data_ptr() in ptrs:
+            tensors[n] = v.clone()
+        ptrs.add(tensors[n].data_ptr())
     with atomic_directory(path) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(dict(step=step, **(extra or {}))))
@@ -158,12 +164,22 @@ class _Log:
 
 
 def train_vae(work: Path, seed: int, steps: int, batch: int = 16, lr: float = 2e-3,
-              kl_weight: float = 1e-6, ckpt_every: int = 25, fg_weight: float = 10.0):
-    """Stage 1; returns the trained VAE with its scaling factor set."""
+              kl_weight: float = 1e-6, ckpt_every: int = 25, fg_weight: float = 10.0,
+              vae_config: dict = TOY_VAE, size: int = SIZE, step_seed: bool = False,
+              stop_at: int | None = None, device: str = "cpu"):
+    """Stage 1; returns the trained VAE with its scaling factor set.
+
+    ``vae_config``/``size``: the geometry (:mod:`.geometries`; defaults: the committed model's).
+    ``step_seed``: reseed torch's global generator (the posterior sample) from (seed, step) at
+    every step, so that a run resumed from a checkpoint continues bit for bit (False for the
+    committed model's recipe, which draws from one stream seeded once: resumed, it continues
+    with different posterior samples). ``stop_at``: checkpoint and return (None) after that
+    step (the schedule still runs to ``steps``). ``device``: where it trains (float32).
+    """
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**TOY_VAE)
+    vae = AutoencoderKL(**vae_config).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     ck = work / "vae_ckpt"
     step = 0
@@ -173,9 +189,13 @@ def train_vae(work: Path, seed: int, steps: int, batch: int = 16, lr: float = 2e
     logf = _Log(work / "vae_log.jsonl")
     vae.train()
     while step < steps:
+        if stop_at is not None and step >= stop_at:
+            return None
+        if step_seed:
+            torch.manual_seed(seed * 1_000_003 + 500_000 + step)
         rng = np.random.default_rng([seed, 1, step])
-        x, _ = clip_batch(rng, max(1, batch // N_FRAMES))
-        x = x.permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)[:batch]
+        x, _ = clip_batch(rng, max(1, batch // N_FRAMES), size=size)
+        x = x.permute(0, 2, 1, 3, 4).reshape(-1, 3, size, size)[:batch].to(device)
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr, warmup=max(1, steps // 10))
         t0 = time.time()
@@ -194,12 +214,12 @@ def train_vae(work: Path, seed: int, steps: int, batch: int = 16, lr: float = 2e
         opt.step()
         step += 1
         logf(stage="vae", step=step, l1=l1.item(), l2=l2.item(), kl=kl.item(), s=time.time() - t0)
-        if step % ckpt_every == 0 or step == steps:
+        if step % ckpt_every == 0 or step == steps or step == stop_at:
             _save_ckpt(ck, step, {"vae": vae}, opt)
     vae.eval()
     with torch.no_grad():
-        x, _ = clip_batch(np.random.default_rng([seed, 9]), 16)
-        z = vae.encode(x.permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)).latent_dist.mean
+        x, _ = clip_batch(np.random.default_rng([seed, 9]), 16, size=size)
+        z = vae.encode(x.permute(0, 2, 1, 3, 4).reshape(-1, 3, size, size).to(device)).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     log.info("VAE: scaling factor %.4f", vae.config.scaling_factor)
     return vae
@@ -207,15 +227,26 @@ def train_vae(work: Path, seed: int, steps: int, batch: int = 16, lr: float = 2e
 
 def _encode_clips(vae, x: torch.Tensor) -> torch.Tensor:
     """(n, 3, F, H, W) -> scaled latents (n, 4, F, h, w) (posterior mean)."""
-    n = x.shape[0]
-    frames = x.permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)
+    n, _, f, h, w = x.shape
+    frames = x.permute(0, 2, 1, 3, 4).reshape(-1, 3, h, w)
     z = vae.encode(frames).latent_dist.mean * vae.config.scaling_factor
-    return z.reshape(n, N_FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+    return z.reshape(n, f, *z.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
 
 
 def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8, lr: float = 2e-3,
-               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 384, decay: int = 0):
-    """Stage 2; returns (unet, text_encoder)."""
+               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 384, decay: int = 0,
+               unet_config: dict = TOY_UNET, size: int = SIZE, stop_at: int | None = None,
+               device: str = "cpu", amp: bool = False, step_seed: bool = False):
+    """Stage 2; returns (unet, text_encoder).
+
+    ``unet_config``/``size``: the geometry (:mod:`.geometries`; defaults: the committed model's).
+    ``stop_at``: checkpoint and return (None, None) after that step. ``device``, ``amp``: where
+    it trains, and under bfloat16 autocast (weights, optimizer and loss float32). ``step_seed``:
+    reseed torch's global generator from (seed, step) at every step -- it drives the dropout
+    (p = 0.1) of the UNet's temporal convolutions, which diffusers' ``UNet3DConditionModel``
+    hard-codes -- so that a resumed run continues bit for bit (False for the committed
+    model's recipe: one stream seeded once, so its resumed runs differ by the dropout masks).
+    """
     from diffusers import DDPMScheduler, UNet3DConditionModel
     from safetensors.torch import load_file, save_file
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -225,8 +256,8 @@ def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8
         zs, caps = [], []
         with torch.no_grad():
             for i in range(0, n_clips, 64):
-                x, c = clip_batch(np.random.default_rng([seed, 2, i]), min(64, n_clips - i))
-                zs.append(_encode_clips(vae, x))
+                x, c = clip_batch(np.random.default_rng([seed, 2, i]), min(64, n_clips - i), size=size)
+                zs.append(_encode_clips(vae, x.to(device)).cpu())
                 caps += c
         save_file({"latents": torch.cat(zs)}, str(lat_path), metadata={"captions": json.dumps(caps)})
         log.info("UNet: encoded %d clips", n_clips)
@@ -241,9 +272,9 @@ def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8
     ids_all = ids_all[:-1]
 
     torch.manual_seed(seed + 10)
-    unet = UNet3DConditionModel(**TOY_UNET)
+    unet = UNet3DConditionModel(**unet_config).to(device)
     torch.manual_seed(seed + 11)
-    te = CLIPTextModel(CLIPTextConfig(**TOY_TEXT_ENCODER))
+    te = CLIPTextModel(CLIPTextConfig(**TOY_TEXT_ENCODER)).to(device)
     sched = DDPMScheduler(**{k: v for k, v in ZEROSCOPE_SCHEDULER.items() if k != "set_alpha_to_one"})
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
@@ -256,7 +287,11 @@ def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8
     unet.train()
     te.train()
     while step < steps:
+        if stop_at is not None and step >= stop_at:
+            return None, None
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        if step_seed:
+            torch.manual_seed(seed * 1_000_003 + 700_000 + step)
         idx = torch.randint(len(latents), (batch,), generator=g)
         z0 = latents[idx]
         ids = ids_all[idx].clone()
@@ -268,16 +303,19 @@ def train_unet(work: Path, vae, tokenizer, seed: int, steps: int, batch: int = 8
         for pg in opt.param_groups:
             pg["lr"] = _lr_tail(step, steps, lr, warmup=50, decay=decay)
         t0 = time.time()
-        emb = te(ids)[0]
-        pred = unet(zt, t, encoder_hidden_states=emb).sample
-        loss = F.mse_loss(pred, noise)
+        if device != "cpu":
+            zt, t, ids, noise = zt.to(device), t.to(device), ids.to(device), noise.to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+            emb = te(ids)[0]
+            pred = unet(zt, t, encoder_hidden_states=emb).sample
+        loss = F.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         logf(stage="unet", step=step, loss=loss.item(), s=time.time() - t0)
-        if step % ckpt_every == 0 or step == steps:
+        if step % ckpt_every == 0 or step == steps or step == stop_at:
             _save_ckpt(ck, step, {"unet": unet, "te": te}, opt)
     unet.eval()
     te.eval()

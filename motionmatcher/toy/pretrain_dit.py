@@ -1,0 +1,238 @@
+r"""Pretraining of the toy Wan-architecture DiT (geometry ``wan-toy``, :mod:`.geometries`) on the
+procedural world (:mod:`.world`), with the same data, captions, checkpoints and resume
+mechanism as the toy UNet (:mod:`.pretrain`).
+
+Two stages, each resumable from its last checkpoint (safetensors weights + AdamW state):
+
+1. **3-D VAE** (``AutoencoderKLWan``: the causal video VAE of the Wan backbone) on whole
+   clips, with the toy VAE's loss (object pixels weighted x10, L1 + L2 + w_kl KL). Its
+   geometry: one spatial downsampling (32x32 -> 16x16), no temporal one (9 frames -> 9 latent
+   frames, so the temporal self-attention still compares every frame with every frame);
+   ``latents_mean``/``latents_std`` are set per channel from the trained encoder afterwards
+   (what :mod:`motionmatcher.backbones.latents` normalises with). 9 = 4k + 1 frames: the Wan
+   VAE encodes frame 0, then chunks of 4, whatever its temporal compression (8 frames would
+   silently lose the last 3).
+2. **Transformer** (``WanTransformer3DModel``, patch (1, 2, 2): 8x8 tokens per latent frame in
+   every block) and the UMT5 text encoder jointly, with the flow-matching objective of the
+   backbone (:class:`motionmatcher.backbones.flow.FlowMatchSchedule`)::
+
+       z_σ = (1 − σ) z_0 + σ ε,  σ = t / 1000,  t ~ U{0, …, 999},
+       L = E ||(ε − z_0) − v_θ(z_σ, t, c)||²,
+
+   the text encoded as :meth:`motionmatcher.backbones.base.DiTModel.encode_prompt` does at
+   sampling (attention mask, states zeroed past the prompt), the caption dropped (-> "") with
+   probability ``p_uncond``.
+
+Every random draw of a step comes from generators seeded with (seed, step), so a run resumed
+from a checkpoint continues bit for bit (``tests/test_toy_pretrain.py``).
+
+The result is a Wan diffusers directory (``transformer/ vae/ text_encoder/ tokenizer/
+scheduler/``, fp16 safetensors, ``toy_model.json``) that
+:func:`motionmatcher.backbones.load_model` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .pretrain import _Log, _load_ckpt, _lr, _lr_tail, _save_ckpt, clip_batch
+
+log = logging.getLogger(__name__)
+
+#: characters of the longest caption of the world are ~95; + word marks and </s>
+TEXT_LENGTH = 128
+
+
+def _fg_weight(x: torch.Tensor, fg_weight: float) -> torch.Tensor:
+    """(n, 3, F, H, W) -> per-pixel weight: ``fg_weight`` on pixels far from their frame's
+    median colour (the objects), 1 elsewhere (as :func:`.pretrain.train_vae`)."""
+    med = x.flatten(3).median(dim=3).values[..., None, None]
+    return 1.0 + (fg_weight - 1.0) * ((x - med).abs().sum(1, keepdim=True) > 0.3).float()
+
+
+def train_vae3d(work: Path, seed: int, steps: int, *, vae_config: dict, n_frames: int, size: int,
+                batch: int = 4, lr: float = 2e-3, kl_weight: float = 1e-6, ckpt_every: int = 25,
+                fg_weight: float = 10.0, stop_at: int | None = None, device: str = "cpu"):
+    """Stage 1; returns the trained ``AutoencoderKLWan`` with ``latents_mean``/``latents_std``
+    set (None when stopped at ``stop_at``). ``batch``: clips per step."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(**vae_config).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    ck = work / "vae_ckpt"
+    step = 0
+    if ck.exists():
+        step = _load_ckpt(ck, {"vae": vae}, opt)["step"]
+        log.info("VAE: resumed at step %d", step)
+    logf = _Log(work / "vae_log.jsonl")
+    vae.train()
+    while step < steps:
+        if stop_at is not None and step >= stop_at:
+            return None
+        x, _ = clip_batch(np.random.default_rng([seed, 1, step]), batch, n_frames=n_frames, size=size)
+        x = x.to(device)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr, warmup=max(1, steps // 10))
+        t0 = time.time()
+        post = vae.encode(x).latent_dist
+        eps = torch.randn(post.mean.shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
+        eps = eps.to(device)
+        rec = vae.decode(post.mean + post.std * eps).sample
+        w = _fg_weight(x, fg_weight)
+        l1, l2 = (w * (rec - x).abs()).mean(), (w * (rec - x) ** 2).mean()
+        # KL(q(z|x) || N(0, I)) summed over a latent frame's elements, averaged over frames
+        kl = 0.5 * (post.mean ** 2 + post.var - 1.0 - post.logvar).sum(dim=(1, 3, 4)).mean()
+        loss = l1 + l2 + kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        logf(stage="vae", step=step, l1=l1.item(), l2=l2.item(), kl=kl.item(), s=time.time() - t0)
+        if step % ckpt_every == 0 or step == steps or step == stop_at:
+            _save_ckpt(ck, step, {"vae": vae}, opt)
+    vae.eval()
+    with torch.no_grad():
+        x, _ = clip_batch(np.random.default_rng([seed, 9]), 16, n_frames=n_frames, size=size)
+        mu = vae.encode(x.to(device)).latent_dist.mean
+    mean = mu.mean(dim=(0, 2, 3, 4))
+    std = mu.std(dim=(0, 2, 3, 4))
+    vae.register_to_config(latents_mean=[float(v) for v in mean], latents_std=[float(v) for v in std])
+    log.info("VAE: latents mean %s std %s", vae.config.latents_mean, vae.config.latents_std)
+    return vae
+
+
+def encode_clips3d(vae, x: torch.Tensor) -> torch.Tensor:
+    """(n, 3, F, H, W) -> normalised latents (n, C, F', h, w), as
+    :func:`motionmatcher.backbones.latents._encode_video_vae`."""
+    mu = vae.encode(x).latent_dist.mean
+    mean = torch.tensor(vae.config.latents_mean, device=mu.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, device=mu.device).view(1, -1, 1, 1, 1)
+    return ((mu - mean) / std).contiguous()
+
+
+def encode_text(te, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """UMT5 states with the attention mask, zeroed past the prompt (``DiTModel.encode_prompt``)."""
+    return te(ids, attention_mask=mask).last_hidden_state * mask.unsqueeze(-1).to(torch.float32)
+
+
+def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_config: dict,
+              text_config: dict, n_frames: int, size: int, batch: int = 16, lr: float = 1e-3,
+              p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 1024, decay: int = 0,
+              stop_at: int | None = None, device: str = "cpu", amp: bool = False):
+    """Stage 2; returns (transformer, text_encoder) ((None, None) when stopped at ``stop_at``).
+    ``amp``: bfloat16 autocast of the forward (weights, optimizer, loss float32)."""
+    from diffusers import WanTransformer3DModel
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from ..backbones.flow import FlowMatchSchedule
+
+    lat_path = work / "latents.safetensors"
+    if not lat_path.exists():
+        zs, caps = [], []
+        with torch.no_grad():
+            for i in range(0, n_clips, 16):
+                x, c = clip_batch(np.random.default_rng([seed, 2, i]), min(16, n_clips - i),
+                                  n_frames=n_frames, size=size)
+                zs.append(encode_clips3d(vae, x.to(device)).cpu())
+                caps += c
+        save_file({"latents": torch.cat(zs)}, str(lat_path), metadata={"captions": json.dumps(caps)})
+        log.info("DiT: encoded %d clips", n_clips)
+    latents = load_file(str(lat_path))["latents"]
+    with safe_open(str(lat_path), "pt") as f:
+        captions = json.loads(f.metadata()["captions"])
+    enc = tokenizer(captions + [""], padding="max_length", max_length=TEXT_LENGTH, truncation=True,
+                    return_attention_mask=True, return_tensors="pt")
+    ids_all, mask_all = enc.input_ids[:-1], enc.attention_mask[:-1]
+    empty_ids, empty_mask = enc.input_ids[-1], enc.attention_mask[-1]
+
+    torch.manual_seed(seed + 10)
+    transformer = WanTransformer3DModel(**transformer_config).to(device)
+    torch.manual_seed(seed + 11)
+    te = UMT5EncoderModel(UMT5Config(**text_config)).to(device)
+    sched = FlowMatchSchedule(1000)
+    params = list(transformer.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    ck = work / "dit_ckpt"
+    step = 0
+    if ck.exists():
+        step = _load_ckpt(ck, {"transformer": transformer, "te": te}, opt)["step"]
+        log.info("DiT: resumed at step %d", step)
+    logf = _Log(work / "dit_log.jsonl")
+    transformer.train()
+    te.train()
+    while step < steps:
+        if stop_at is not None and step >= stop_at:
+            return None, None
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        torch.manual_seed(seed * 1_000_003 + 700_000 + step)  # any dropout: per-step stream
+        idx = torch.randint(len(latents), (batch,), generator=g)
+        z0 = latents[idx]
+        ids, mask = ids_all[idx].clone(), mask_all[idx].clone()
+        drop = torch.rand(batch, generator=g) < p_uncond
+        ids[drop], mask[drop] = empty_ids, empty_mask
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
+        zt = sched.add_noise(z0, noise, t)
+        for pg in opt.param_groups:
+            pg["lr"] = _lr_tail(step, steps, lr, warmup=50, decay=decay)
+        t0 = time.time()
+        target = sched.velocity(z0, noise)
+        if device != "cpu":
+            zt, t, ids, mask, target = (v.to(device) for v in (zt, t, ids, mask, target))
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+            states = encode_text(te, ids, mask)
+            pred = transformer(zt, t, states, return_dict=False)[0]
+        loss = F.mse_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        logf(stage="dit", step=step, loss=loss.item(), s=time.time() - t0)
+        if step % ckpt_every == 0 or step == steps or step == stop_at:
+            _save_ckpt(ck, step, {"transformer": transformer, "te": te}, opt)
+    transformer.eval()
+    te.eval()
+    return transformer, te
+
+
+def save_wan_model(out: Path, transformer, vae, te, stamp: dict) -> Path:
+    """Write the Wan diffusers directory (fp16 weights) atomically."""
+    from diffusers import UniPCMultistepScheduler
+
+    from ..backbones.tiny import write_tokenizer
+    from ..backbones.wan import WAN_SCHEDULER, _write_index
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        for name, m in (("transformer", transformer), ("vae", vae), ("text_encoder", te)):
+            m.to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
+            m.to(torch.float32)
+        write_tokenizer(tmp / "tokenizer", TEXT_LENGTH)
+        cfg = {k: v for k, v in WAN_SCHEDULER.items() if k != "_class_name"}
+        UniPCMultistepScheduler(**cfg).save_pretrained(tmp / "scheduler")
+        _write_index(tmp, "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan",
+                     "UMT5EncoderModel", "UniPCMultistepScheduler")
+        (tmp / "toy_model.json").write_text(json.dumps(stamp, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
