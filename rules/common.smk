@@ -16,7 +16,7 @@ from motionmatcher.methods import video_override as _video_override
 from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
 from motionmatcher.jobs.provenance import code_version
 from motionmatcher.files.table_schemas import SUMMARY_METRICS
-from motionmatcher.files.video_identity import record_video_identity
+from motionmatcher.files.video_identity import record_video_identities
 
 
 try:  # misspelt keys and numbers YAML reads as text, with the nearest known key (before `validate`)
@@ -44,6 +44,13 @@ except ManifestError as e:
     raise WorkflowError(f"{e}{hint}") from None
 
 VIDEOS = videos(MANIFEST)
+
+# The references' identity records (size + sha256), brought up to date before the DAG is built
+# -- rewritten, and so newer than the preprocess outputs, when a file was replaced, even by an
+# older file of the same name. Only here: Snakemake lists a folder once, so a record written by
+# an input function is "missing"; jobs (Slurm) skip it, the main process has written them.
+if workflow.is_main_process:
+    record_video_identities({v: (p, f"{R}/video_identity/{v}.json") for v, p in VIDEOS["video_path"].items()})
 
 for _m in config["run_methods"]:
     try:
@@ -135,12 +142,8 @@ def video_param(field):
 
 
 def video_identity(wc):
-    """The reference's identity record (size + sha256, motionmatcher.files.video_identity), brought up
-    to date here: rewritten, and so newer than the preprocess outputs, when the file was replaced
-    -- even by an older file of the same name."""
-    record = f"{R}/video_identity/{wc.video}.json"
-    record_video_identity(VIDEOS.loc[wc.video, "video_path"], record)
-    return record
+    """The reference's identity record (motionmatcher.files.video_identity), written above."""
+    return f"{R}/video_identity/{wc.video}.json"
 
 
 def trained(method):

@@ -168,3 +168,28 @@ def test_streaming_aggregation_names_a_damaged_table(tmp_path):
         aggregate_metric_tables([good, bad], out, METRICS)
     assert "bad.parquet" in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".samples.parquet.*"))
+
+
+def test_fresh_workspace_with_explicit_targets_finds_every_identity_record(tmp_path):
+    """Regression: the identity records were written by the input function while Snakemake
+    built the DAG; Snakemake had already listed ``results/video_identity/`` by then, so on a
+    fresh workspace every record after the first ones was "missing" (MissingInputException
+    with explicit targets, e.g. one preprocess output per video as a Slurm benchmark asks)."""
+    ws = tmp_path / "ws"
+    (ws / "videos").mkdir(parents=True)
+    write_mp4(render_clip("left_to_right", n_frames=8, size=(32, 32)), ws / "clip.mp4", fps=8)
+    rows = ["video_id,video_path,caption,prompt"]
+    for i in range(6):
+        os.link(ws / "clip.mp4", ws / "videos" / f"v{i}.mp4")
+        rows.append(f"v{i},videos/v{i}.mp4,a red ball,a blue ball")
+    (ws / "manifest.csv").write_text("\n".join(rows) + "\n")
+    results = ws / "results"
+    targets = [str(results / "preprocess" / f"v{i}" / "info.json") for i in range(6)]
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(ws),
+           *targets, "--config", f"manifest={ws / 'manifest.csv'}", f"results_dir={results}",
+           f"resources_dir={ws / 'resources'}", "run_methods=[base]"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ws,
+                         env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert sorted(p.name for p in (results / "video_identity").iterdir()) == [f"v{i}.json" for i in range(6)]
+    assert "preprocess" in out.stdout and out.stdout.count("rule preprocess:") == 6

@@ -21,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .atomic import write_bytes_atomic
 
-__all__ = ["file_sha256", "record_video_identity"]
+__all__ = ["file_sha256", "record_video_identities", "record_video_identity"]
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -64,3 +65,15 @@ def record_video_identity(video: str | os.PathLike, record: str | os.PathLike) -
     elif old is None:  # first record: as old as the video, so existing results stay up to date
         os.utime(record, ns=(st.st_mtime_ns, st.st_mtime_ns))
     return new
+
+
+def record_video_identities(records: dict[str, tuple[str | os.PathLike, str | os.PathLike]],
+                            workers: int = 8) -> None:
+    """:func:`record_video_identity` for every ``{video_id: (video, record)}``, in ``workers``
+    threads (hashing is I/O and C code; an unchanged video costs a stat and a small read).
+
+    The workflow calls this once, before Snakemake builds the DAG: a record written while the
+    DAG is built is not seen by Snakemake, which lists a folder's files once and caches them."""
+    items = list(records.values())
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        list(pool.map(lambda pair: record_video_identity(*pair), items))
