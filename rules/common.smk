@@ -153,24 +153,26 @@ def adapter_input(wc):
     return []
 
 
-def inversion_input(wc):
-    """A trained method's noise prior is inverted with its own weights (rule method_inversion)
-    unless `inversion.with_method` is false; the base model's otherwise."""
-    m = method_config(config, wc.method, wc.video)
-    if m["trains"] and config["inversion"].get("with_method", True) and m["sample"]["noise_prior"] > 0:
-        return f"{R}/inversion/{wc.method}/{wc.video}.safetensors"
-    return f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors"
+def inverts_with_method(method, video):
+    """A trained method's noise prior is the DDIM inversion of the reference with its own
+    weights (the official code's), computed inside its sample job (workflow_scripts/sample.py),
+    unless `inversion.with_method` is false or it samples from pure noise (noise_prior 0)."""
+    m = method_config(config, method, video)
+    return bool(m["trains"] and config["inversion"].get("with_method", True) and m["sample"]["noise_prior"] > 0)
 
 
 def sample_inputs(wc):
+    invert = inverts_with_method(wc.method, wc.video)
     return {
         "model": MODEL_DIR,
         "frames": f"{R}/preprocess/{wc.video}/frames.safetensors",
-        "inversion": inversion_input(wc),
+        # the base model's cached inversion, unless the sample job inverts with the method's weights
+        "inversion": [] if invert else f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors",
         "adapter": adapter_input(wc),
-        # training-free methods guide with the reference's cached latents (motionmatcher.guidance)
+        # training-free methods guide with the reference's cached latents (motionmatcher.guidance);
+        # a method inverting with its own weights inverts them
         "latents": f"{C}/latents/{MODEL_TAG}/{wc.video}.safetensors"
-        if method_config(config, wc.method)["guidance"] else [],
+        if invert or method_config(config, wc.method)["guidance"] else [],
     }
 
 
@@ -219,7 +221,5 @@ def report_outputs():
     out = [f"{RP}/table1.html", f"{RP}/provenance.html"]
     out += expand(f"{RP}/metrics/{{metric}}.png", metric=SUMMARY_METRICS)
     out += expand(f"{RP}/training/{{method}}.png", method=trained_run_methods())
-    out += expand(f"{RP}/videos/{{video}}", video=VIDEOS.index)
-    out += expand(f"{RP}/contact_sheets/{{method}}/{{video}}.png", method=config["run_methods"],
-                  video=VIDEOS.index)
+    out.append(f"{RP}/browse")  # every video's page (report_video_page), per-method pages, an index
     return out
