@@ -288,9 +288,9 @@ def test_every_non_local_job_went_through_slurm(runs):
 
 def test_gpu_rules_requested_a_gpu(runs):
     jobs = runs["jobs"]
-    # the cache group, customize, the method's inversion, sample, and (CLIP on the configured
-    # device) metrics and reference_metrics; preprocess, build and the tables need no GPU
-    gpu_rules = ("video_cache", "rule_customize_", "rule_method_inversion_", "rule_sample_", "rule_metrics_",
+    # the cache group, customize, sample (with the method's inversion), and (CLIP on the
+    # configured device) metrics and reference_metrics; preprocess, build and the tables need no GPU
+    gpu_rules = ("video_cache", "rule_customize_", "rule_sample_", "rule_metrics_",
                  "rule_reference_metrics_")
     gpu = jobs["Comment"].str.contains("|".join(gpu_rules))
     assert jobs.loc[gpu, "Comment"].str.contains("video_cache").any()
