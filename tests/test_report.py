@@ -255,3 +255,36 @@ def test_summary_markdown_has_intervals_and_paired_differences(report_run):
     m = s[s["level"] == "method"].set_index("method")
     assert set(m.index) == set(methods)
     assert (m.drop(index="motionmatcher")["clip_t_diff_n"] == 2).all()  # 2 videos x 1 prompt x 1 seed
+
+
+def test_browse_page_script_searches_and_pages(tmp_path):
+    """The index's script (run by node with a stub DOM, where installed): 1,200 videos, at most
+    PAGE_ROWS rows in the document, a search narrows to the matching videos, cells escaped."""
+    import shutil
+    import subprocess
+
+    from motionmatcher.report import PAGE_ROWS, browse_index_html, browse_rows
+
+    if shutil.which("node") is None:
+        pytest.skip("node not installed")
+    rows = browse_rows(pd.DataFrame(), {f"v{i}": {"caption": f"cap {i} <x>"} for i in range(1200)}, ["a", "b"])
+    page = browse_index_html(rows, ["a", "b"])
+    js = re.search(r"<script>\n(function mmTable.*?)</script>", page, re.S).group(1)
+    call = re.search(r"<script>(mmTable\(.*\);)</script>", page, re.S).group(1)
+    (tmp_path / "t.js").write_text("""
+const els = {};
+function el(id) { return els[id] || (els[id] = {innerHTML: '', textContent: '', value: '', querySelectorAll() { return []; }}); }
+global.document = {getElementById: el};
+""" + js + call + """
+const n = () => (el('body').innerHTML.match(/<tr>/g) || []).length;
+const out = [n(), el('info').textContent];
+el('q').value = 'V11 cap'; el('q').oninput();
+out.push(n(), el('info').textContent, el('body').innerHTML);
+console.log(JSON.stringify(out));
+""")
+    res = subprocess.run(["node", str(tmp_path / "t.js")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    shown, info, matched, info2, body = json.loads(res.stdout)
+    assert shown == PAGE_ROWS and info.startswith("1200 of 1200 rows match")
+    assert matched == 11 + 100 and info2 == "111 of 1200 rows match"  # v11, v110-v119, v1100-v1199
+    assert '<a href="videos/v11/index.html">v11</a>' in body and "cap 11 &lt;x&gt;" in body
