@@ -12,10 +12,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, safe_open
-
 from motionmatcher.tensor_files import serialize, write_bytes_atomic
+
+# torch is imported where it is used: the workflow's DAG process imports this module
+# (code_version) and must not pay for torch (issue 21)
 
 log = logging.getLogger("motionmatcher")
 
@@ -61,6 +61,8 @@ def setup_script(smk) -> logging.Logger:
         from motionmatcher.gpu_slots import acquire_gpu_slot
 
         acquire_gpu_slot(f"{smk.rule} {dict(smk.wildcards)}", n=int(smk.resources.gpu))
+    import torch
+
     torch.set_num_threads(max(1, int(smk.threads)))
     log.info("rule %s, wildcards %s, threads %s, attempt %s", smk.rule, dict(smk.wildcards), smk.threads,
              getattr(smk.resources, "attempt", 1))
@@ -75,10 +77,14 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=str(device))
 
 
 def tensor_metadata(path: str | os.PathLike) -> dict:
+    from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 

@@ -336,3 +336,48 @@ def test_sample_with_folded_inversion_equals_the_two_step_path(tiny_model_dir, t
     a, b = pd.read_parquet(old / "samples.parquet"), pd.read_parquet(new / "samples.parquet")
     cols = [c for c in a.columns if c not in ("video_path", "frames_path", "seconds")]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_method_config_keys_are_the_classes_fields():
+    """The key sets the method config is validated against (written out, so that the DAG
+    process imports neither torch nor diffusers) are those of the classes that take them."""
+    import inspect
+
+    from motionmatcher.guidance import guidance_types
+    from motionmatcher.methods.config import GUIDANCE_OPTIONS, SAMPLE_KEYS, TRAIN_KEYS
+    from motionmatcher.sampler import SamplingConfig
+    from motionmatcher.training import TrainConfig
+
+    assert TRAIN_KEYS == set(TrainConfig.__dataclass_fields__)
+    assert SAMPLE_KEYS == set(SamplingConfig.__dataclass_fields__) | {"seeds", "load_parts",
+                                                                      "contact_sheet_frames", "prompt_prefix"}
+    assert {name: set(opts) for name, opts in GUIDANCE_OPTIONS.items()} == {
+        name: {k for k in inspect.signature(cls.__init__).parameters if k != "self"}
+        for name, cls in guidance_types().items()}
+
+
+def test_workflow_modules_import_without_torch():
+    """What the Snakefile imports (rules/*.smk) and the method-config validation of every
+    method of the demo config load neither torch nor diffusers (a DAG of 300,000 jobs pays for
+    its imports once, but every snakemake call pays them, ~1 GB and seconds each)."""
+    code = r'''
+import sys, yaml
+from motionmatcher.config_keys import check_config_keys
+from motionmatcher.manifest import load_manifest
+from motionmatcher.metrics.mtbench import check_mtbench_config
+from motionmatcher.methods import load_video_overrides, method_config, video_override
+from motionmatcher.runtime import code_version
+from motionmatcher.tables import SUMMARY_METRICS
+from motionmatcher.video_identity import record_video_identity
+from motionmatcher.evaluate import metrics_gpus
+from motionmatcher.summary import aggregate_metric_tables
+from motionmatcher.tensor_files import CorruptFileError, write_bytes_atomic
+cfg = yaml.safe_load(open(sys.argv[1]))
+for m in cfg["methods"]:
+    method_config(cfg, m)
+print(sorted(m for m in ("torch", "diffusers", "transformers", "peft") if m in sys.modules))
+'''
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "config" / "config.yaml")], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]"
