@@ -13,7 +13,8 @@ from motionmatcher.metrics.mtbench import check_mtbench_config
 from motionmatcher.methods import load_video_overrides
 from motionmatcher.methods import method_config as _method_config
 from motionmatcher.methods import video_override as _video_override
-from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
+# the backbones' torch-free descriptions: the DAG process never imports torch (issue 21)
+from motionmatcher.backbones.spec import TINY_MODELS, BackboneError, backbone_spec_for_config
 from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
 from motionmatcher.video_identity import record_video_identity
@@ -99,13 +100,13 @@ else:
     if not _model.is_absolute() and not _model.exists() and (Path(workflow.basedir) / _model).exists():
         _model = Path(workflow.basedir) / _model  # a model shipped in the repository (models/toy_t2v)
     try:
-        MODEL_DIR = str(backbone_for_config(str(_model)).check_dir(_model))
+        MODEL_DIR = str(backbone_spec_for_config(str(_model)).check_dir(_model))
     except (FileNotFoundError, BackboneError) as e:
         raise WorkflowError(f"config model: {e}") from None
     MODEL_TAG = "".join(c if c.isalnum() or c in "_-" else "_" for c in Path(MODEL_DIR).name)
 
 # The backbone (unet3d, wan, cogvideox): frame count and methods checked before any job runs.
-BACKBONE = backbone_for_config(config["model"], MODEL_DIR if config["model"] not in TINY_MODELS else None)
+BACKBONE = backbone_spec_for_config(config["model"], MODEL_DIR if config["model"] not in TINY_MODELS else None)
 try:
     BACKBONE.check_frames(V["n_frames"], "config video.n_frames")
     for _m in config["run_methods"]:

@@ -370,6 +370,8 @@ from motionmatcher.runtime import code_version
 from motionmatcher.tables import SUMMARY_METRICS
 from motionmatcher.video_identity import record_video_identity
 from motionmatcher.evaluate import metrics_gpus
+from motionmatcher.backbones.spec import TINY_MODELS, BackboneError, backbone_spec_for_config
+backbone_spec_for_config("tiny").check_frames(8)
 from motionmatcher.summary import aggregate_metric_tables
 from motionmatcher.tensor_files import CorruptFileError, write_bytes_atomic
 cfg = yaml.safe_load(open(sys.argv[1]))
@@ -381,3 +383,22 @@ print(sorted(m for m in ("torch", "diffusers", "transformers", "peft") if m in s
                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_backbone_specs_are_the_backbones():
+    """The torch-free descriptions the DAG process checks the config with (backbones.spec)
+    say what the backbones themselves say."""
+    from motionmatcher.backbones import get_backbone
+    from motionmatcher.backbones.spec import SPECS, BackboneSpec
+
+    assert set(SPECS) == {"unet3d", "wan", "cogvideox"}
+    for name, spec in SPECS.items():
+        real = get_backbone(name)
+        assert isinstance(real, BackboneSpec)
+        for attr in ("name", "arch", "denoiser_class", "denoiser_folder", "latent_layout", "prediction_type",
+                     "supported_losses", "supports_guidance", "sampling_defaults", "required_subfolders",
+                     "real_depth"):
+            assert getattr(spec, attr) == getattr(real, attr), (name, attr)
+        assert spec.temporal_compression() == real.temporal_compression()
+        for n in range(1, 14):
+            assert spec.valid_frame_count(n) == real.valid_frame_count(n)
