@@ -61,7 +61,7 @@ if invert:  # was rule method_inversion (workflow_scripts/cache_inversion.py wit
     inv_path = out_dir / "inversion.safetensors"
     inv_latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
                                shapes={"latents": latent_shape})[0]["latents"].float()  # fp32
-    with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method} (inversion)"), \
+    with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"), \
             NonFiniteError.naming(snakemake.output.table, [adapter, snakemake.input.latents]):
         # the method's parts are on the UNet already (load_trained above: `sample.load_parts`, as
         # the inversion loaded them), active at scale 1 until the sampler sets its schedule
