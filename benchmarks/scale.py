@@ -221,10 +221,11 @@ for p in range(2):
 df = pd.DataFrame(rows)
 write_table(df, METRICS, sys.argv[1])
 """
-    template = ws / "metric_template.parquet"
-    subprocess.run([sys.executable, "-c", script, str(template)], check=True, env=env, cwd=repo)
     paths = []
     for m in TABLE1:
+        # one template per method: a file system allows ~65,000 links to one file (ext4)
+        template = ws / f"metric_template_{m}.parquet"
+        subprocess.run([sys.executable, "-c", script, str(template)], check=True, env=env, cwd=repo)
         d = ws / "synthetic_metrics" / m
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
