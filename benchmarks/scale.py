@@ -11,7 +11,10 @@ Per N and per code version (``--repo name=path``, e.g. today's main against a br
   mtimes in dependency order, Snakemake's metadata written by ``--touch``): what a rerun after
   one failed job costs; it must find 0 jobs;
 * ``aggregate`` -- the ``aggregate_samples`` step (all per-(method, video) metric tables into
-  one Parquet file), its time and peak RSS.
+  one Parquet file), its time and peak RSS;
+* ``report``    -- the report's browse pages over N videos x 7 methods (``report_browse``'s
+  HTML: the index and one page per method, from a synthetic summary; not the hard links of
+  the video pages), where the code has them.
 
 The clips are real and decodable: two toy clips, hard-linked N times (each path is probed).
 Run it on an idle machine; every figure is the wall time of one run::
@@ -40,8 +43,10 @@ DEPTH = {
     "customize": 3, "method_inversion": 4, "report_training_curve": 4, "videos_table": 4,
     "sample": 5, "metrics": 6, "report_contact_sheet": 6, "aggregate_samples": 7,
     "report_video_page": 7, "report_metric_plot": 8, "report_provenance": 8, "summary": 8,
-    "report_table": 9,
+    "report_table": 9, "report_browse": 9,
 }
+# rules whose output is a directory (the synthesised output is a folder)
+DIR_RULES = {"report_video_page", "report_browse"}
 
 
 def run_measured(cmd: list[str], env: dict, log: Path, timeout: float) -> tuple[float, int, int]:
@@ -126,7 +131,7 @@ def synthesise_outputs(repo: Path, cfg: Path, ws: Path, env: dict, timeout: floa
         if rule not in DEPTH:
             unknown.add(rule)
         depth = DEPTH.get(rule, 10)
-        is_dir = (rule == "sample" and path.name == "videos") or rule == "report_video_page"
+        is_dir = (rule == "sample" and path.name == "videos") or rule in DIR_RULES
         if is_dir:
             path.mkdir(parents=True, exist_ok=True)
         else:
@@ -174,6 +179,29 @@ for _ in range(2):
 """
 
 
+REPORT = r"""
+import sys, time, resource
+import numpy as np, pandas as pd
+try:
+    from motionmatcher.results.report import browse_index_html, browse_rows, method_page_html
+except ImportError:
+    print("REPORT - -"); sys.exit(0)
+from motionmatcher.results.summary_tables import METRIC_SPECS
+n, methods = int(sys.argv[1]), sys.argv[2].split(",")
+videos = {f"v{i:05d}": {"caption": f"a caption of video {i}"} for i in range(n)}
+rng = np.random.default_rng(0)
+rows = [{"level": "video", "method": m, "video_id": v, "n_samples": 2,
+         **{f"{k}_mean": rng.random() for k, _, _ in METRIC_SPECS}} for m in methods for v in videos]
+summary = pd.DataFrame(rows)
+t0 = time.perf_counter()
+records = browse_rows(summary, videos, methods)
+size = len(browse_index_html(records, methods))
+for m in methods:
+    size += len(method_page_html(records, m))
+print(f"REPORT {time.perf_counter() - t0:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} {size}")
+"""
+
+
 def metric_tables(ws: Path, n: int, repo: Path, env: dict) -> Path:
     """One realistic per-(method, video) metric table (2 prompts x 1 seed), hard-linked to every
     (method, video) path; returns the file listing them."""
@@ -193,10 +221,11 @@ for p in range(2):
 df = pd.DataFrame(rows)
 write_table(df, METRICS, sys.argv[1])
 """
-    template = ws / "metric_template.parquet"
-    subprocess.run([sys.executable, "-c", script, str(template)], check=True, env=env, cwd=repo)
     paths = []
     for m in TABLE1:
+        # one template per method: a file system allows ~65,000 links to one file (ext4)
+        template = ws / f"metric_template_{m}.parquet"
+        subprocess.run([sys.executable, "-c", script, str(template)], check=True, env=env, cwd=repo)
         d = ws / "synthetic_metrics" / m
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
@@ -243,6 +272,14 @@ def bench(name: str, repo: Path, n: int, work: Path, timeout: float, noop: bool 
     if out.returncode or not agg:
         raise RuntimeError(f"aggregation failed:\n{out.stdout}\n{out.stderr}")
     row["aggregate_s"], row["aggregate_peak_mb"] = float(agg[0][1]), int(agg[0][2])
+
+    out = subprocess.run([sys.executable, "-c", REPORT, str(n), ",".join(TABLE1)],
+                         capture_output=True, text=True, env=env, cwd=repo)
+    rep = [line.split() for line in out.stdout.splitlines() if line.startswith("REPORT")]
+    if out.returncode or not rep:
+        raise RuntimeError(f"report pages failed:\n{out.stdout}\n{out.stderr}")
+    if rep[0][1] != "-":
+        row["report_s"], row["report_mb"] = float(rep[0][1]), round(int(rep[0][3]) / 1e6, 1)
     return row
 
 
@@ -259,7 +296,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     repos = [r.split("=", 1) for r in args.repo] or [["this", str(ROOT)]]
     cols = ["code", "videos", "jobs", "validate_s", "validate_warm_s", "dag_s", "dag_peak_mb", "noop_s",
-            "noop_jobs", "noop_peak_mb", "aggregate_s", "aggregate_peak_mb"]
+            "noop_jobs", "noop_peak_mb", "aggregate_s", "aggregate_peak_mb", "report_s", "report_mb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))
     rows = []

@@ -13,7 +13,8 @@ from motionmatcher.metrics.mtbench import check_mtbench_config
 from motionmatcher.methods import load_video_overrides
 from motionmatcher.methods import method_config as _method_config
 from motionmatcher.methods import video_override as _video_override
-from motionmatcher.backbones import TINY_MODELS, BackboneError, backbone_for_config
+# the backbones' torch-free descriptions: the DAG process never imports torch (issue 21)
+from motionmatcher.backbones.spec import TINY_MODELS, BackboneError, backbone_spec_for_config
 from motionmatcher.jobs.provenance import code_version
 from motionmatcher.files.table_schemas import SUMMARY_METRICS
 from motionmatcher.files.video_identity import record_video_identities
@@ -106,13 +107,13 @@ else:
     if not _model.is_absolute() and not _model.exists() and (Path(workflow.basedir) / _model).exists():
         _model = Path(workflow.basedir) / _model  # a model shipped in the repository (models/toy_t2v)
     try:
-        MODEL_DIR = str(backbone_for_config(str(_model)).check_dir(_model))
+        MODEL_DIR = str(backbone_spec_for_config(str(_model)).check_dir(_model))
     except (FileNotFoundError, BackboneError) as e:
         raise WorkflowError(f"config model: {e}") from None
     MODEL_TAG = "".join(c if c.isalnum() or c in "_-" else "_" for c in Path(MODEL_DIR).name)
 
 # The backbone (unet3d, wan, cogvideox): frame count and methods checked before any job runs.
-BACKBONE = backbone_for_config(config["model"], MODEL_DIR if config["model"] not in TINY_MODELS else None)
+BACKBONE = backbone_spec_for_config(config["model"], MODEL_DIR if config["model"] not in TINY_MODELS else None)
 try:
     BACKBONE.check_frames(V["n_frames"], "config video.n_frames")
     for _m in config["run_methods"]:
@@ -156,24 +157,26 @@ def adapter_input(wc):
     return []
 
 
-def inversion_input(wc):
-    """A trained method's noise prior is inverted with its own weights (rule method_inversion)
-    unless `inversion.with_method` is false; the base model's otherwise."""
-    m = method_config(config, wc.method, wc.video)
-    if m["trains"] and config["inversion"].get("with_method", True) and m["sample"]["noise_prior"] > 0:
-        return f"{R}/inversion/{wc.method}/{wc.video}.safetensors"
-    return f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors"
+def inverts_with_method(method, video):
+    """A trained method's noise prior is the DDIM inversion of the reference with its own
+    weights (the official code's), computed inside its sample job (workflow_scripts/sample.py),
+    unless `inversion.with_method` is false or it samples from pure noise (noise_prior 0)."""
+    m = method_config(config, method, video)
+    return bool(m["trains"] and config["inversion"].get("with_method", True) and m["sample"]["noise_prior"] > 0)
 
 
 def sample_inputs(wc):
+    invert = inverts_with_method(wc.method, wc.video)
     return {
         "model": MODEL_DIR,
         "frames": f"{R}/preprocess/{wc.video}/frames.safetensors",
-        "inversion": inversion_input(wc),
+        # the base model's cached inversion, unless the sample job inverts with the method's weights
+        "inversion": [] if invert else f"{C}/inversion/{MODEL_TAG}/{wc.video}.safetensors",
         "adapter": adapter_input(wc),
-        # training-free methods guide with the reference's cached latents (motionmatcher.customization.guidance)
+        # training-free methods guide with the reference's cached latents (motionmatcher.customization.guidance);
+        # a method inverting with its own weights inverts them
         "latents": f"{C}/latents/{MODEL_TAG}/{wc.video}.safetensors"
-        if method_config(config, wc.method)["guidance"] else [],
+        if invert or method_config(config, wc.method)["guidance"] else [],
     }
 
 
@@ -222,7 +225,5 @@ def report_outputs():
     out = [f"{RP}/table1.html", f"{RP}/provenance.html"]
     out += expand(f"{RP}/metrics/{{metric}}.png", metric=SUMMARY_METRICS)
     out += expand(f"{RP}/training/{{method}}.png", method=trained_run_methods())
-    out += expand(f"{RP}/videos/{{video}}", video=VIDEOS.index)
-    out += expand(f"{RP}/contact_sheets/{{method}}/{{video}}.png", method=config["run_methods"],
-                  video=VIDEOS.index)
+    out.append(f"{RP}/browse")  # every video's page (report_video_page), per-method pages, an index
     return out

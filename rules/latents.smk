@@ -49,28 +49,8 @@ rule cache_inversion:
         "../workflow_scripts/cache_inversion.py"
 
 
-rule method_inversion:
-    input:
-        latents=rules.cache_latents.output.latents,
-        model=MODEL_DIR,
-        adapter=f"{R}/customize/{{method}}/{{video}}/adapter/adapter_model.safetensors",
-    output:
-        inversion=f"{R}/inversion/{{method}}/{{video}}.safetensors",
-    params:
-        n_frames=V["n_frames"],
-        num_steps=config["inversion"]["num_steps"],
-        prompt=config["inversion"]["prompt"],
-        parts=lambda wc: method_config(config, wc.method, wc.video)["sample"].get("load_parts"),
-        device=config["device"],
-        dtype=config["dtype"],
-    log:
-        f"{R}/logs/method_inversion/{{method}}/{{video}}.log",
-    conda:
-        ENV
-    threads: 2
-    resources:
-        mem_mb=16000,
-        runtime=30,
-        gpu=1,
-    script:
-        "../workflow_scripts/cache_inversion.py"
+
+# The noise prior of a trained method (DDIM inversion with its own weights, as the official code
+# inverts) is computed inside its `sample` job since issue 21 (one job per (method, video) less,
+# one model load less): the sample job loads the method's weights anyway, inverts, writes the
+# result to <results_dir>/samples/<method>/<video>/videos/inversion.safetensors and samples.

@@ -5,8 +5,12 @@
 #   report_metric_plot     per metric: every method, per-video means, method mean + 95% CI (PNG)
 #   report_training_curve  per trained method: loss curves over its videos (PNG)
 #   report_video_page      per video: a folder with index.html playing the reference and every
-#                          method's samples side by side (the mp4s are copied in; zip report only)
-#   report_contact_sheet   per (method, video): the sample rule's contact sheet, for the report
+#                          method's samples side by side, and each method's contact sheet (the mp4s
+#                          and PNGs are copied in; zip report only)
+#   report_browse          the report's "Browse" item: an index of every video (searchable,
+#                          sortable, linking to its page), one page per method (every video's
+#                          metrics and contact sheet) and the video pages, hard-linked in. One
+#                          report item whatever the number of videos (issue 21: 10,000 videos)
 #   report_provenance      the merged config, code version (git describe), library versions
 #
 # All are local, cheap jobs (no torch, no GPU) in `rule all`; labels {video, method, metric} let a
@@ -24,7 +28,7 @@ rule report_table:
         html=report(f"{RP}/table1.html", caption="../report/table1.rst", category="Table 1",
                     labels={"table": "Table 1 (per method)"}),
     params:
-        descriptions=lambda wc: _descriptions(),
+        descriptions=_descriptions(),
     log:
         f"{R}/logs/report/table1.log",
     conda:
@@ -71,13 +75,14 @@ rule report_video_page:
         reference=f"{R}/preprocess/{{video}}/preview.mp4",
         metrics=expand(f"{R}/metrics/{{method}}/{{{{video}}}}.parquet", method=config["run_methods"]),
         videos=expand(f"{R}/samples/{{method}}/{{{{video}}}}/videos", method=config["run_methods"]),
+        sheets=expand(f"{R}/samples/{{method}}/{{{{video}}}}/contact_sheet.png", method=config["run_methods"]),
     output:
-        page=report(directory(f"{RP}/videos/{{video}}"), htmlindex="index.html",
-                    caption="../report/video_page.rst", category="Samples", labels={"video": "{video}"}),
+        # in the report through report_browse (videos/<video>/), not one report item per video
+        page=directory(f"{RP}/videos/{{video}}"),
     params:
         methods=config["run_methods"],
         caption=video_param("caption"),
-        descriptions=lambda wc: _descriptions(),
+        descriptions=_descriptions(),
         max_samples_per_method=REPORT.get("max_samples_per_method"),
     log:
         f"{R}/logs/report/video_{{video}}.log",
@@ -88,20 +93,24 @@ rule report_video_page:
         "../workflow_scripts/report_video_page.py"
 
 
-rule report_contact_sheet:
+rule report_browse:
     input:
-        f"{R}/samples/{{method}}/{{video}}/contact_sheet.png",
+        summary=f"{R}/tables/summary.parquet",
+        pages=expand(f"{RP}/videos/{{video}}", video=VIDEOS.index),
     output:
-        report(f"{RP}/contact_sheets/{{method}}/{{video}}.png", caption="../report/contact_sheet.rst",
-               category="Contact sheets", subcategory="{video}",
-               labels={"video": "{video}", "method": "{method}"}),
+        browse=report(directory(f"{RP}/browse"), htmlindex="index.html", caption="../report/browse.rst",
+                      category="Browse", labels={"page": "videos and methods"}),
+    params:
+        methods=config["run_methods"],
+        captions={v: r["caption"] for v, r in _VIDEO_ROWS.items()},
+        descriptions=_descriptions(),
     log:
-        f"{R}/logs/report/contact_sheet_{{method}}_{{video}}.log",
+        f"{R}/logs/report/browse.log",
     conda:
         ENV
     localrule: True
-    shell:
-        "cp {input:q} {output:q} 2> {log:q}"
+    script:
+        "../workflow_scripts/report_browse.py"
 
 
 rule report_provenance:

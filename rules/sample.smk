@@ -11,6 +11,9 @@ rule sample:
         guidance=lambda wc: method_config(config, wc.method, wc.video)["guidance"],
         caption=video_param("caption"),
         inversion_prompt=config["inversion"]["prompt"],
+        # True: invert the reference's latents with the method's weights here (was rule method_inversion)
+        invert=lambda wc: inverts_with_method(wc.method, wc.video),
+        inversion_steps=config["inversion"]["num_steps"],
         prompts=video_prompts,
         n_frames=V["n_frames"],
         width=V["width"],
@@ -26,7 +29,9 @@ rule sample:
     retries: 2  # only after a CUDA out-of-memory, at the next memory level (motionmatcher/jobs/memory_levels.py: check_retry)
     resources:
         mem_mb=lambda wc: method_config(config, wc.method, wc.video)["sample_resources"]["mem_mb"],
-        runtime=lambda wc: method_config(config, wc.method, wc.video)["sample_resources"]["runtime"],
+        # + the inversion with the method's weights, where the job does it (rule method_inversion's 30 min)
+        runtime=lambda wc: method_config(config, wc.method, wc.video)["sample_resources"]["runtime"]
+        + (30 if inverts_with_method(wc.method, wc.video) else 0),
         gpu=1,
         attempt=lambda wc, attempt: attempt,
     script:

@@ -204,8 +204,9 @@ def test_invert_reference_uses_the_methods_adapter(tiny_model_dir, tmp_path):
 
 
 def test_sample_jobs_take_the_methods_inversion(tmp_path):
-    """DAG: a trained method samples from its own inversion (rule method_inversion), `base`
-    from the base model's; `inversion.with_method: false` gives every method the base one."""
+    """DAG: a trained method's sample job inverts the reference with its own weights (it takes
+    the latents, not a cached inversion; was rule method_inversion), `base` samples from the base
+    model's; `inversion.with_method: false` gives every method the base one."""
     import subprocess
     import sys
     from pathlib import Path
@@ -231,10 +232,11 @@ def test_sample_jobs_take_the_methods_inversion(tmp_path):
     mm = [b for b in samples if "method=motionmatcher," in b]
     base = [b for b in samples if "method=base," in b]
     assert mm and base
-    assert all("results/inversion/motionmatcher/" in b for b in mm)
-    assert all("resources/inversion/" in b and "results/inversion/" not in b for b in base)
-    assert "rule method_inversion:" in out
+    assert all("resources/latents/" in b and "resources/inversion/" not in b for b in mm)
+    assert all("resources/inversion/" in b and "resources/latents/" not in b for b in base)
+    assert "rule method_inversion:" not in out
     off = tmp_path / "off.yaml"
     off.write_text('inversion: {num_steps: 20, prompt: "", with_method: false}\n')
     out = dry("--configfile", str(repo / "config" / "config.yaml"), str(off))
-    assert "rule method_inversion:" not in out and "results/inversion/" not in out
+    samples = [b for b in out.split("rule ")[1:] if b.startswith("sample:")]
+    assert samples and all("resources/inversion/" in b for b in samples)

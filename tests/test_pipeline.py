@@ -195,10 +195,11 @@ def test_flipped_adapter_bit_stops_the_job_with_a_working_hint(demo_run, tmp_pat
     workdir, cfg = _copy_run(demo_run, tmp_path)
     adapter = workdir / "results" / "customize" / "motionmatcher" / "zoom" / "adapter" / "adapter_model.safetensors"
     _flip_exponent_bit(adapter)
-    res = snakemake(workdir, cfg, "--forcerun", "method_inversion", "--keep-going",
-                    "results/inversion/motionmatcher/zoom.safetensors")
+    # the inversion with the method's weights runs inside the sample job (was rule method_inversion)
+    res = snakemake(workdir, cfg, "--forcerun", "sample", "--keep-going",
+                    "results/samples/motionmatcher/zoom/samples.parquet")
     assert res.returncode != 0, "a damaged adapter was used"
-    log = (workdir / "results" / "logs" / "method_inversion" / "motionmatcher" / "zoom.log").read_text()
+    log = (workdir / "results" / "logs" / "sample" / "motionmatcher" / "zoom.log.attempt1").read_text()
     assert "CorruptFileError" in log and "sha256" in log
     hint = _hint(log)
     assert hint == "snakemake --force results/customize/motionmatcher/zoom/adapter/adapter_model.safetensors"
@@ -209,7 +210,8 @@ def test_flipped_adapter_bit_stops_the_job_with_a_working_hint(demo_run, tmp_pat
 def test_damaged_sample_frames_hint_names_a_rule_output(demo_run, tmp_path):
     """Before: the hint named the frames file, which no rule produces (MissingRuleException)."""
     workdir, cfg = _copy_run(demo_run, tmp_path)
-    frames = sorted((workdir / "results" / "samples" / "motionmatcher" / "zoom" / "videos").glob("*.safetensors"))[0]
+    # a sample's frames (not inversion.safetensors, the noise prior the job inverted)
+    frames = sorted((workdir / "results" / "samples" / "motionmatcher" / "zoom" / "videos").glob("*_s[0-9]*.safetensors"))[0]
     raw = bytearray(frames.read_bytes())
     raw[-1] ^= 0x01
     frames.write_bytes(bytes(raw))

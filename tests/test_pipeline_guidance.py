@@ -30,15 +30,15 @@ def test_dmt_and_motionclone_rows_sheets_and_report(tmp_path):
                              report={"reference_method": "dmt"})
     r = tmp_path / "results"
     targets = [f"results/{p}" for p in (
-        "tables/summary.md", "report/table1.html", "report/contact_sheets/dmt/zoom.png",
-        "report/contact_sheets/motionclone/zoom.png")]
+        "tables/summary.md", "report/table1.html", "report/videos/zoom")]
     res = run_snakemake(tmp_path, cfg, "--cores", "2", *targets)  # ends --set-threads' list
     assert res.returncode == 0, res.stderr[-6000:]
     for method in ("dmt", "motionclone"):
         s = pd.read_parquet(r / "samples" / method / "zoom" / "samples.parquet")
         assert len(s) == 1 and s["num_steps"].iloc[0] == 3
         assert (r / "samples" / method / "zoom" / "contact_sheet.png").stat().st_size > 0
-        assert (r / "report" / "contact_sheets" / method / "zoom.png").exists()
+        assert ((r / "report" / "videos" / "zoom" / "sheets" / f"{method}.png").read_bytes()
+                == (r / "samples" / method / "zoom" / "contact_sheet.png").read_bytes())
         log = (r / "logs" / "sample" / method / "zoom.log").read_text()
         assert f"guidance {method}" in log
         # DMT's official prompts: the prefix on the caption and every target prompt

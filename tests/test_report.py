@@ -127,6 +127,48 @@ def test_report_pieces(samples, tmp_path):
     html = video_page_html("bear", "A bear <walks>", "reference.mp4", cells, ["base", "motionmatcher", "vmc"])
     assert html.count("<video") == 3 and 'src="reference.mp4"' in html and "&lt;walks&gt;" in html
     assert "CLIP-T 0.300" in html
+    html = video_page_html("bear", "A bear", "reference.mp4", cells, ["base", "motionmatcher"],
+                           sheets={"base": "sheets/base.png", "motionmatcher": "sheets/motionmatcher.png"})
+    assert html.count("<img") == 2 and 'src="sheets/motionmatcher.png"' in html
+
+
+def _table_data(page: str):
+    """The rows and columns a browse page renders (its JSON)."""
+    m = re.search(r"<script>mmTable\((.*), (\[.*\]), (null|\d+)\);</script>", page)
+    assert m, page[-2000:]
+    return json.loads(m.group(1)), json.loads(m.group(2))
+
+
+def test_browse_pages_list_every_video_and_method(samples):
+    """The report's index for thousands of videos: every video once (even one without results),
+    each method's per-video mean, links to the video and method pages; captions that would end
+    the script element are escaped."""
+    from motionmatcher.results.report import browse_index_html, browse_rows, method_page_html
+
+    s = summarize(samples, method_order=["motionmatcher", "base"])
+    videos = {"a": {"caption": "A <b>bear</b> </script>"}, "b": {"caption": "a fox"}, "c": {"caption": "none"}}
+    rows = browse_rows(s, videos, ["motionmatcher", "base"])
+    assert len(rows) == 6
+    index = browse_index_html(rows, ["motionmatcher", "base"], {"base": "no customization"})
+    assert "</script> </script>" not in index and "<b>bear" not in index
+    data, columns = _table_data(index)
+    assert [c["key"] for c in columns] == ["video_id", "caption", "m:motionmatcher", "m:base"]
+    by_video = {r["video_id"]: r for r in data}
+    assert set(by_video) == {"a", "b", "c"} and by_video["a"]["caption"] == videos["a"]["caption"]
+    # per-video means of CLIP-T (the fixture's cells): base a (0.20, 0.25), b (0.45, 0.10); mm b: 0.50 only
+    assert by_video["a"]["m:base"] == pytest.approx(0.225) and by_video["b"]["m:base"] == pytest.approx(0.275)
+    assert by_video["a"]["m:motionmatcher"] == pytest.approx(0.35)
+    assert by_video["b"]["m:motionmatcher"] == pytest.approx(0.50)
+    assert by_video["c"]["m:base"] is None and by_video["c"]["page"] == "videos/c/index.html"
+    assert 'href="methods/base.html"' in index and "no customization" in index
+
+    page = method_page_html(rows, "base", "no customization")
+    data, columns = _table_data(page)
+    assert [r["video_id"] for r in data] == ["a", "b", "c"]
+    assert data[1]["sheet"] == "../videos/b/sheets/base.png" and data[1]["page"] == "../videos/b/index.html"
+    assert data[0]["n_samples"] == 2 and data[2]["n_samples"] is None
+    keys = [c["key"] for c in columns]
+    assert "clip_t" in keys and "motion_fidelity" not in keys  # only the metrics computed
 
 
 # ---- the report of a small demo run -------------------------------------------------------------
@@ -155,36 +197,53 @@ def report_run(tmp_path_factory):
 def test_report_zip_shows_every_method_and_video(report_run):
     workdir, methods = report_run
     videos = ["circle", "zoom"]
+    results_dir = workdir / "results"
     with zipfile.ZipFile(workdir / "report.zip") as z:
         names = z.namelist()
         main = z.read(next(n for n in names if n.endswith("report.html"))).decode()
         # the report's index lists its results (path -> labels, file in the zip)
         results = json.loads(re.search(r"var results = (\{.*?\});\n", main, re.S).group(1))
         labels = [r["labels"] or {} for r in results.values()]
-        assert {lab["video"] for lab in labels if "video" in lab} == set(videos)
-        assert {lab["method"] for lab in labels if "method" in lab} == set(methods)
+        assert {lab["method"] for lab in labels if "method" in lab} == set(methods) - {"base"}  # training curves
         for r in results.values():
             assert any(n.endswith(r["data_uri"]) for n in names), r["data_uri"]
-        pages = {lab["video"]: z.read(next(n for n in names if n.endswith(r["data_uri"]))).decode()
-                 for r, lab in zip(results.values(), labels)
-                 if r["name"].endswith(".html") and "video" in lab}
-        assert set(pages) == set(videos)
-        for video, page in pages.items():
+        by_path = {Path(p).relative_to("results/report").as_posix() for p in results}
+        # one "Browse" item whatever the number of videos: no per-video or per-sheet items
+        assert not any(p.startswith(("videos/", "contact_sheets/")) for p in by_path)
+        browse = next(r for p, r in results.items() if Path(p).name == "index.html" and "browse" in p)
+        index_name = next(n for n in names if n.endswith(browse["data_uri"]))
+        root = index_name[: -len("index.html")]
+
+        def read(rel):
+            return z.read(root + rel)
+
+        index = read("index.html").decode()
+        data, _ = _table_data(index)
+        assert sorted(r["video_id"] for r in data) == videos
+        for m in methods:
+            assert f'href="methods/{m}.html"' in index
+            rows, _ = _table_data(read(f"methods/{m}.html").decode())
+            assert sorted(r["video_id"] for r in rows) == videos
+            assert all(r["n_samples"] == 1 and r["clip_t"] is not None for r in rows)
+        for video in videos:
+            page = read(f"videos/{video}/index.html").decode()
             assert f"Video {video}" in page
-            # the reference + one sample per method (1 prompt x 1 seed)
+            # the reference + one sample per method (1 prompt x 1 seed), each method's contact sheet
             assert page.count("<video") == len(methods) + 1
             for m in methods:
-                assert f'src="{m}/p00_s0.mp4"' in page
+                assert f'src="{m}/p00_s0.mp4"' in page and f'src="sheets/{m}.png"' in page
+                assert read(f"videos/{video}/{m}/p00_s0.mp4")
+                # the sheet is the sample job's (was rule report_contact_sheet's copy)
+                assert read(f"videos/{video}/sheets/{m}.png") == \
+                    (results_dir / "samples" / m / video / "contact_sheet.png").read_bytes()
         mp4s = [n for n in names if n.endswith(".mp4")]
-        assert len(mp4s) == len(videos) * (len(methods) + 1)  # the pages' videos are in the zip
+        assert len(mp4s) == len(videos) * (len(methods) + 1)  # the pages' videos, once each
         table = next(z.read(n).decode() for n in names if n.endswith("table1.html"))
         for m in methods:
             assert f"<b>{m}</b>" in table
-        by_path = {Path(p).relative_to("results/report").as_posix() for p in results}
         for metric in SUMMARY_METRICS:
             assert f"metrics/{metric}.png" in by_path
         assert {f"training/{m}.png" for m in methods if m != "base"} <= by_path
-        assert {f"contact_sheets/{m}/{v}.png" for m in methods for v in videos} <= by_path
         assert "provenance.html" in by_path and "table1.html" in by_path
 
 
@@ -197,3 +256,36 @@ def test_summary_markdown_has_intervals_and_paired_differences(report_run):
     m = s[s["level"] == "method"].set_index("method")
     assert set(m.index) == set(methods)
     assert (m.drop(index="motionmatcher")["clip_t_diff_n"] == 2).all()  # 2 videos x 1 prompt x 1 seed
+
+
+def test_browse_page_script_searches_and_pages(tmp_path):
+    """The index's script (run by node with a stub DOM, where installed): 1,200 videos, at most
+    PAGE_ROWS rows in the document, a search narrows to the matching videos, cells escaped."""
+    import shutil
+    import subprocess
+
+    from motionmatcher.results.report import PAGE_ROWS, browse_index_html, browse_rows
+
+    if shutil.which("node") is None:
+        pytest.skip("node not installed")
+    rows = browse_rows(pd.DataFrame(), {f"v{i}": {"caption": f"cap {i} <x>"} for i in range(1200)}, ["a", "b"])
+    page = browse_index_html(rows, ["a", "b"])
+    js = re.search(r"<script>\n(function mmTable.*?)</script>", page, re.S).group(1)
+    call = re.search(r"<script>(mmTable\(.*\);)</script>", page, re.S).group(1)
+    (tmp_path / "t.js").write_text("""
+const els = {};
+function el(id) { return els[id] || (els[id] = {innerHTML: '', textContent: '', value: '', querySelectorAll() { return []; }}); }
+global.document = {getElementById: el};
+""" + js + call + """
+const n = () => (el('body').innerHTML.match(/<tr>/g) || []).length;
+const out = [n(), el('info').textContent];
+el('q').value = 'V11 cap'; el('q').oninput();
+out.push(n(), el('info').textContent, el('body').innerHTML);
+console.log(JSON.stringify(out));
+""")
+    res = subprocess.run(["node", str(tmp_path / "t.js")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    shown, info, matched, info2, body = json.loads(res.stdout)
+    assert shown == PAGE_ROWS and info.startswith("1200 of 1200 rows match")
+    assert matched == 11 + 100 and info2 == "111 of 1200 rows match"  # v11, v110-v119, v1100-v1199
+    assert '<a href="videos/v11/index.html">v11</a>' in body and "cap 11 &lt;x&gt;" in body

@@ -328,9 +328,9 @@ def test_every_non_local_job_went_through_slurm(runs):
 
 def test_gpu_rules_requested_a_gpu(runs):
     jobs = runs["jobs"]
-    # the cache group, customize, the method's inversion, sample, and (CLIP on the configured
-    # device) metrics and reference_metrics; preprocess, build and the tables need no GPU
-    gpu_rules = ("video_cache", "rule_customize_", "rule_method_inversion_", "rule_sample_", "rule_metrics_",
+    # the cache group, customize, sample (with the method's inversion), and (CLIP on the
+    # configured device) metrics and reference_metrics; preprocess, build and the tables need no GPU
+    gpu_rules = ("video_cache", "rule_customize_", "rule_sample_", "rule_metrics_",
                  "rule_reference_metrics_")
     gpu = jobs["Job"].str.contains("|".join(gpu_rules))
     assert jobs.loc[gpu, "Job"].str.contains("video_cache").any()
@@ -404,7 +404,7 @@ def test_profile_array_rules_fit_arrays():
     of a round that got only some of a rule's ready jobs, so nothing may cap the round."""
     prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     rules = {r.strip() for r in prof["slurm-array-jobs"].split(",")}
-    assert rules == {"preprocess", "reference_metrics", "metrics", "method_inversion"}
+    assert rules == {"preprocess", "reference_metrics", "metrics"}
     assert not rules & set(prof.get("groups", {})), "group members are never submitted as arrays"
     # per-method mem_mb/runtime (config resources / sample_resources): not one value per rule
     assert not rules & {"customize", "sample"}

@@ -8,6 +8,7 @@ from motionmatcher.customization.guidance import Reference
 from motionmatcher.methods.registry import make_guidance
 from motionmatcher.files.manifest import OBJECT_COLUMNS
 from motionmatcher.jobs.memory_levels import apply_memory_level, memory_level, out_of_memory_hint
+from motionmatcher.customization.inversion import invert_reference
 from motionmatcher.backbones import latent_frames_of, load_model
 from motionmatcher.backbones.models import model_identity, resolve_device, resolve_dtype
 from motionmatcher.jobs.provenance import code_version, library_versions
@@ -23,8 +24,11 @@ log = setup_script(snakemake)
 p = snakemake.params
 wc = snakemake.wildcards
 device = resolve_device(p.device)
-inversion = read_checked(snakemake.input.inversion, device=device, model_identity=model_identity(snakemake.input.model),
-                         shapes={"inversion": [1, None, latent_frames_of(snakemake.input.model, p.n_frames), None, None]})[0]["inversion"]
+latent_shape = [1, None, latent_frames_of(snakemake.input.model, p.n_frames), None, None]
+invert = bool(getattr(p, "invert", False))  # the noise prior: inverted here with the method's weights
+if not invert:  # the base model's cached inversion (rule cache_inversion)
+    inversion = read_checked(snakemake.input.inversion, device=device, model_identity=model_identity(snakemake.input.model),
+                             shapes={"inversion": latent_shape})[0]["inversion"]
 reference = read_checked(snakemake.input.frames, shapes={"frames": [int(p.n_frames), int(p.height), int(p.width), 3]})[0]
 model = load_model(snakemake.input.model, device, resolve_dtype(p.dtype, device))
 adapter = snakemake.input.get("adapter") or None
@@ -51,8 +55,34 @@ if guidance is not None:
                               model.encode_prompt([p.inversion_prompt]), caption=prefix + p.caption)
     log.info("guidance %s: %s", guidance.name, p.guidance)
 
+out_dir = Path(snakemake.output.videos)
+out_dir.mkdir(parents=True, exist_ok=True)
+if invert:  # was rule method_inversion (workflow_scripts/cache_inversion.py with an adapter)
+    if not adapter:
+        raise ValueError(f"method {wc.method}: inverting with the method's weights needs its adapter input")
+    weights_dir = Path(adapter).parent
+    inv_path = out_dir / "inversion.safetensors"
+    inv_latents = read_checked(snakemake.input.latents, device=device, model_identity=model_identity(snakemake.input.model),
+                               shapes={"latents": latent_shape})[0]["latents"].float()  # fp32
+    with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"), \
+            NonFiniteError.naming(snakemake.output.table, [adapter, snakemake.input.latents]):
+        # the method's parts are on the UNet already (load_trained above: `sample.load_parts`, as
+        # the inversion loaded them), active at scale 1 until the sampler sets its schedule
+        inversion = invert_reference(model, inv_latents, p.inversion_prompt, int(p.inversion_steps)).float()
+    log.info("inverted with %s (parts: %s)", weights_dir, s.get("load_parts") or "all")
+    write_checked(inv_path, {"inversion": inversion}, model_identity=model.identity,
+                  step=f"DDIM inversion ({int(p.inversion_steps)} steps, weights {weights_dir})",
+                  rebuild_target=snakemake.output.table,
+                  inputs=[adapter, snakemake.input.latents], metadata={
+        "shape": list(inv_latents.shape),
+        "num_steps": int(p.inversion_steps),
+        "prompt": p.inversion_prompt,
+        "weights": str(weights_dir),
+        "parts": ",".join(s["load_parts"]) if s.get("load_parts") else "all",
+    })
+
 rows = list(p.prompts)
-inputs = [adapter, snakemake.input.inversion, snakemake.input.get("latents") or None]
+inputs = [adapter, str(inv_path) if invert else snakemake.input.inversion, snakemake.input.get("latents") or None]
 with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {wc.method}"), \
         NonFiniteError.naming(snakemake.output.table, inputs):
     samples = sample_videos(
@@ -68,8 +98,6 @@ with out_of_memory_hint("sample", "sample", level, f"video {wc.video}, method {w
                          for r in rows for _ in s["seeds"]],
     )
 
-out_dir = Path(snakemake.output.videos)
-out_dir.mkdir(parents=True, exist_ok=True)
 records, sheet_rows = [], [("reference", reference["frames"].numpy())]
 meta = [(r, seed) for r in rows for seed in s["seeds"]]
 for k, ((row, seed), smp) in enumerate(zip(meta, samples)):

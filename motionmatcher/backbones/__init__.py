@@ -19,15 +19,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Backbone, BackboneError, denoiser_class, pack_text, unpack_text
+from .spec import TINY_MODELS, BackboneError, backbone_spec, backbone_spec_for_config, denoiser_class
+
+# torch only where a backbone is used: `Backbone`, `pack_text`, `unpack_text` from .base on
+# first access (the workflow's DAG process imports this package for the checks in .spec)
+_FROM_BASE = ("Backbone", "pack_text", "unpack_text")
+
+
+def __getattr__(name):
+    if name in _FROM_BASE:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["BACKBONES", "TINY_MODELS", "Backbone", "BackboneError", "backbone_for_config", "backbone_of",
+           "backbone_spec", "backbone_spec_for_config",
            "get_backbone", "latent_frames_of", "load_model", "pack_text", "unpack_text", "write_tiny"]
 
 #: config ``model:`` values of the seeded tiny models -> their backbone
-TINY_MODELS = {"tiny": "unet3d", "wan-tiny": "wan", "cogvideox-tiny": "cogvideox"}
-
-
 def _registry() -> dict[str, Backbone]:
     from .cogvideox import CogVideoXBackbone
     from .unet3d import UNet3DBackbone
@@ -91,7 +102,7 @@ def latent_frames_of(path: str | os.PathLike, n_frames: int) -> int:
     the model not loaded): ``n_frames`` on Zeroscope, (n − 1)/4 + 1 on Wan and CogVideoX."""
     from types import SimpleNamespace
 
-    from .base import read_json
+    from .spec import read_json
 
     backbone = backbone_of(path)
     vae_cfg = Path(path) / "vae" / "config.json"

@@ -57,12 +57,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
+from .spec import BackboneError, BackboneSpec
+
 __all__ = ["Backbone", "BackboneError", "DiTDenoiser", "DiTModel", "pack_text", "unpack_text"]
-
-
-class BackboneError(ValueError):
-    """A model directory, frame count or method that a backbone cannot run (the message says
-    which and why)."""
 
 
 def pack_text(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -75,79 +72,13 @@ def unpack_text(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return packed[..., :-1], packed[..., -1] > 0.5
 
 
-class Backbone:
+class Backbone(BackboneSpec):
     """One architecture: how to load it and what its schedule, latents and text look like.
 
-    Subclasses set the class attributes and implement :meth:`load`.
+    Subclasses set the class attributes (:class:`.spec.BackboneSpec`: name, denoiser, frames,
+    methods; checked without torch) and implement :meth:`load`.
     """
 
-    #: short name used in configs, records and the summary
-    name: str = ""
-    #: ``arch`` of :func:`motionmatcher.backbones.dit_features.dit_motion_features` (DiTs)
-    arch: str | None = None
-    #: the denoiser's class name in ``model_index.json`` / ``transformer/config.json``
-    denoiser_class: str = ""
-    #: the denoiser's subfolder
-    denoiser_folder: str = "transformer"
-    #: axis order of the denoiser's own latent input
-    latent_layout: str = "BCFHW"
-    #: what the denoiser is trained to predict: epsilon | v_prediction | flow_prediction
-    prediction_type: str = "epsilon"
-    #: methods whose training loss / guidance runs on this backbone (None: all)
-    supported_losses: tuple[str, ...] | None = None
-    supports_guidance: bool = True
-    #: the official pipeline's sampling defaults (steps, classifier-free guidance)
-    sampling_defaults: dict = {}
-    required_subfolders: tuple[str, ...] = ("vae", "text_encoder", "tokenizer", "scheduler")
-    #: blocks of the published model the default feature layers were chosen for
-    real_depth: int = 30
-
-    # -- frames ---------------------------------------------------------------------------
-    def temporal_compression(self, vae_config=None) -> int:
-        """Pixel frames per latent frame of the VAE (1: frame-wise 2-D VAE)."""
-        return 1
-
-    def valid_frame_count(self, n_frames: int, vae_config=None) -> bool:
-        r = self.temporal_compression(vae_config)
-        return n_frames >= 1 and (n_frames - 1) % r == 0
-
-    def check_frames(self, n_frames: int, where: str = "video.n_frames", vae_config=None) -> None:
-        """Raise :class:`BackboneError` unless ``n_frames`` is a frame count the VAE encodes
-        (4k + 1 for Wan and CogVideoX), naming the nearest valid ones."""
-        r = self.temporal_compression(vae_config)
-        if not isinstance(n_frames, int) or not self.valid_frame_count(n_frames, vae_config):
-            k = max(0, (int(n_frames) - 1) // r)
-            raise BackboneError(
-                f"{where} = {n_frames}: the {self.name} VAE encodes {r}k+1 frames into k+1 latent "
-                f"frames; use {r * k + 1} or {r * (k + 1) + 1}")
-
-    def latent_frames(self, n_frames: int, vae_config=None) -> int:
-        """Latent frames of an ``n_frames`` video (checked)."""
-        self.check_frames(n_frames, vae_config=vae_config)
-        return (n_frames - 1) // self.temporal_compression(vae_config) + 1
-
-    # -- methods --------------------------------------------------------------------------
-    def check_method(self, method: str, loss: str | None, guidance: str | None) -> None:
-        """Raise :class:`BackboneError` if method ``method`` (its training ``loss`` or its
-        ``guidance`` type) does not run on this backbone."""
-        if guidance is not None and not self.supports_guidance:
-            raise BackboneError(
-                f"method {method!r} (guidance {guidance!r}) is not available on the {self.name} "
-                f"backbone: its features are UNet decoder blocks; it runs on unet3d (Zeroscope) only")
-        if loss is not None and self.supported_losses is not None and loss not in self.supported_losses:
-            raise BackboneError(
-                f"method {method!r} (loss {loss!r}) is not available on the {self.name} backbone "
-                f"(runs there: {', '.join(self.supported_losses)} losses; see docs/backbones.md)")
-
-    # -- loading --------------------------------------------------------------------------
-    def check_dir(self, path: Path) -> Path:
-        folders = (self.denoiser_folder, *self.required_subfolders)
-        missing = [s for s in folders if not (path / s).is_dir()]
-        if missing:
-            raise FileNotFoundError(
-                f"model directory {path} ({self.name}) lacks the subfolder(s) {', '.join(missing)}; "
-                f"expected {', '.join(s + '/' for s in folders)} (diffusers layout).")
-        return path
 
     def load(self, path: Path, device: torch.device, dtype: torch.dtype):
         raise NotImplementedError
@@ -328,30 +259,6 @@ class DiTModel:
         if self.zero_padding:
             states = states * mask.unsqueeze(-1).to(states.dtype)
         return pack_text(states, mask.bool())
-
-
-def read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def denoiser_class(path: str | os.PathLike) -> str:
-    """The denoiser class a diffusers directory declares: ``model_index.json``'s ``unet`` /
-    ``transformer`` entry, else ``transformer/config.json``'s or ``unet/config.json``'s
-    ``_class_name``."""
-    path = Path(path)
-    index = path / "model_index.json"
-    if index.is_file():
-        meta = read_json(index)
-        for key in ("transformer", "unet"):
-            entry = meta.get(key)
-            if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1]:
-                return str(entry[1])
-    for folder in ("transformer", "unet"):
-        cfg = path / folder / "config.json"
-        if cfg.is_file():
-            return str(read_json(cfg).get("_class_name", ""))
-    return ""
 
 
 def load_tokenizer(path: Path):

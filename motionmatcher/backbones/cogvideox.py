@@ -91,7 +91,7 @@ class CogVideoXBackbone(Backbone):
         from transformers import T5EncoderModel
 
         from .models import model_identity
-        from .base import read_json
+        from .spec import read_json
 
         transformer = CogVideoXTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
         vae = AutoencoderKLCogVideoX.from_pretrained(path / "vae", torch_dtype=dtype)

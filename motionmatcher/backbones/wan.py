@@ -82,7 +82,8 @@ class WanBackbone(Backbone):
         from transformers import UMT5EncoderModel
 
         from .models import model_identity
-        from .base import load_tokenizer, read_json
+        from .base import load_tokenizer
+        from .spec import read_json
 
         transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
         vae = AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=dtype)

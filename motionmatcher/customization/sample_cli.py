@@ -2,13 +2,13 @@
 
     python -m motionmatcher.customization.sample_cli --model resources/models/tiny \
         --adapter results/customize/motionmatcher/zoom/adapter \
-        --inversion results/inversion/motionmatcher/zoom.safetensors \
+        --inversion results/samples/motionmatcher/zoom/videos/inversion.safetensors \
         --prompt "The camera zooms in on a lighthouse." --seed 0 --out /tmp/samples
 
 The noise prior of a trained method is the DDIM inversion of the reference *with that method's
-weights* (rule ``method_inversion``: ``<results_dir>/inversion/<method>/<video>.safetensors``,
-as the official code inverts); ``resources/inversion/<model>/<video>.safetensors`` is the base
-model's, which the pipeline uses for ``base``, the training-free methods and with
+weights* (computed by its ``sample`` job, as the official code inverts, and written to
+``<results_dir>/samples/<method>/<video>/videos/inversion.safetensors``);
+``resources/inversion/<model>/<video>.safetensors`` is the base model's, which the pipeline uses for ``base``, the training-free methods and with
 ``inversion.with_method: false``. Pass the one the pipeline used to reproduce its samples.
 
 Writes ``<out>/<index>_s<seed>.mp4`` per (prompt, seed). Settings default to the paper's
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     ap.add_argument("--adapter", help="a method's adapter/ directory (omit for the base model)")
     ap.add_argument("--part", action="append", help="adapter parts to load (default: all), e.g. temporal")
     ap.add_argument("--inversion", help="cached DDIM inversion (safetensors) for the noise prior: for a trained "
-                    "method the pipeline's <results_dir>/inversion/<method>/<video>.safetensors (see above)")
+                    "method the pipeline's <results_dir>/samples/<method>/<video>/videos/inversion.safetensors (see above)")
     ap.add_argument("--prompt", action="append", required=True)
     ap.add_argument("--seed", type=int, action="append")
     ap.add_argument("--out", required=True)

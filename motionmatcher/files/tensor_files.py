@@ -35,10 +35,11 @@ import json
 import os
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
+
+# torch (and safetensors.torch) are imported inside the functions that use tensors: the
+# workflow's DAG process and the table jobs import this module (write_bytes_atomic, the error
+# types) without paying torch's ~1 s and ~500 MB (issue 21).
 
 from .atomic import write_bytes_atomic
 
@@ -106,6 +107,8 @@ def rebuild_command(path: str | os.PathLike) -> str:
 def check_finite(tensors: dict, *, path=None, step: str = "the step", inputs=()) -> None:
     """Raise :class:`NonFiniteError` when a floating-point tensor (or numpy array) of
     ``tensors`` holds NaN or Inf, naming the first such tensor and how many values are bad."""
+    import torch
+
     for name, t in tensors.items():
         t = torch.as_tensor(t)
         if not (t.is_floating_point() or t.is_complex()):
@@ -120,6 +123,8 @@ def check_finite(tensors: dict, *, path=None, step: str = "the step", inputs=())
 
 def content_hash(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
@@ -146,6 +151,8 @@ def canonical_header(data: bytes) -> bytes:
 
 def serialize(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
     """safetensors bytes with a canonical header; metadata values are JSON-stringified."""
+    from safetensors.torch import save as save_bytes
+
     meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return canonical_header(save_bytes(cpu, metadata=meta))
@@ -212,6 +219,8 @@ def read_checked(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     hint = rebuild or rebuild_command(path)
     if not path.is_file():
         raise CorruptFileError(path, "file is missing", hint)
+    from safetensors.torch import load as load_bytes
+
     raw = path.read_bytes()
     try:
         tensors = load_bytes(raw)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-import torch
+# torch is imported in setup_script: the table jobs (aggregation) import this module without it
 
 __all__ = ["setup_script"]
 
@@ -54,6 +54,8 @@ def setup_script(smk) -> logging.Logger:
         from motionmatcher.jobs.gpu_slots import acquire_gpu_slot
 
         acquire_gpu_slot(f"{smk.rule} {dict(smk.wildcards)}", n=int(smk.resources.gpu))
+    import torch
+
     torch.set_num_threads(max(1, int(smk.threads)))
     log.info("rule %s, wildcards %s, threads %s, attempt %s", smk.rule, dict(smk.wildcards), smk.threads,
              getattr(smk.resources, "attempt", 1))

@@ -75,27 +75,41 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _train_keys() -> set[str]:
-    from ..customization.training import TrainConfig
+# The keys a method's `train:`, `sample:` and `guidance:` entries may have and the guidance
+# types, written out: the workflow validates every method in its DAG process, which must not
+# import torch, diffusers and peft for it (training.TrainConfig, sampler.SamplingConfig and the
+# guidance classes do; ~4 s and ~1 GB per snakemake call, issue 21). tests/test_scale.py checks
+# them against those classes.
+TRAIN_KEYS = frozenset({
+    "batch_size", "checkpoint_every", "grad_clip", "gradient_checkpointing", "lora", "loss", "loss_kwargs",
+    "lr", "max_timestep", "min_timestep", "steps", "trainable", "weight_decay"})
+#: SamplingConfig's fields, plus what the sample job reads itself
+SAMPLE_KEYS = frozenset({
+    "batch_size", "eta", "guidance_scale", "lora_min_timestep", "lora_scale", "negative_prompt",
+    "noise_prior", "num_steps", "vae_chunk_size"}) | {"seeds", "load_parts", "contact_sheet_frames", "prompt_prefix"}
+#: guidance `type` -> its options (the guidance class's constructor parameters)
+GUIDANCE_OPTIONS = {
+    "dmt": frozenset({"downsample_factor", "features", "gradient_checkpointing", "inversion_prompt",
+                      "inversion_steps", "lr", "max_guidance_timestep", "min_guidance_timestep",
+                      "optimization_steps", "restart_sampling", "weight"}),
+    "motionclone": frozenset({"cool_up_fraction", "grad_guidance_scale", "grad_threshold", "gradient_checkpointing",
+                              "guidance_fraction", "inversion_prompt", "inversion_steps", "mask_block", "mask_sigma",
+                              "mask_threshold_app", "mask_threshold_example", "rank_k", "reference_timestep",
+                              "semantic_weights", "temporal_weights", "warm_up_fraction", "weight"}),
+}
 
-    return set(TrainConfig.__dataclass_fields__)
+
+def _train_keys() -> set[str]:
+    return set(TRAIN_KEYS)
 
 
 def _sample_keys() -> set[str]:
-    from ..customization.sampler import SamplingConfig
-
-    return set(SamplingConfig.__dataclass_fields__) | {"seeds", "load_parts", "contact_sheet_frames",
-                                                        "prompt_prefix"}
+    return set(SAMPLE_KEYS)
 
 
 def _guidance_keys() -> set[str]:
     """Options of any training-free guidance (its constructor's parameters)."""
-    import inspect
-
-    from .registry import guidance_types
-
-    return {k for cls in guidance_types().values()
-            for k in inspect.signature(cls.__init__).parameters if k != "self"}
+    return set().union(*GUIDANCE_OPTIONS.values())
 
 
 @functools.lru_cache(maxsize=8)
@@ -193,11 +207,9 @@ def method_entry(config: dict, name: str, _seen: tuple = (), video: str | None =
 
 def _check(name: str, train: dict | None, sample: dict, guidance: dict | None = None) -> None:
     if guidance is not None:
-        from .registry import guidance_types
-
-        if not isinstance(guidance, dict) or guidance.get("type") not in guidance_types():
+        if not isinstance(guidance, dict) or guidance.get("type") not in GUIDANCE_OPTIONS:
             raise MethodError(f"method {name!r}: guidance.type must be one of "
-                              f"{', '.join(guidance_types())}, got {(guidance or {}).get('type')!r}")
+                              f"{', '.join(GUIDANCE_OPTIONS)}, got {(guidance or {}).get('type')!r}")
     parts = None
     if train is not None:
         if not train.get("loss"):

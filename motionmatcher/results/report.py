@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ __all__ = [
     "training_plot",
     "video_page_html",
     "provenance_html",
+    "browse_index_html",
+    "method_page_html",
+    "browse_rows",
     "LOSS_META_COLUMNS",
 ]
 
@@ -53,6 +57,10 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
 .cell video { width: 100%; border: 1px solid #ddd; background: #000; }
 .cell .label { font-weight: bold; } .cell .metrics { color: #555; }
 .rowhead { font-size: .85em; text-align: left; padding-top: .3em; }
+img.sheet { max-width: 100%; border: 1px solid #ddd; }
+img.thumb { max-height: 4em; }
+input.search { font-size: 1em; padding: .3em; width: 24em; }
+th.sortable { cursor: pointer; user-select: none; }
 """
 
 
@@ -90,6 +98,24 @@ def _tr(cells) -> str:
 def _table(header: list[str], rows: list[str]) -> str:
     """``header``: raw ``<th>`` cells; ``rows``: rendered ``<tr>`` rows."""
     return f"<table><tr>{''.join(header)}</tr>{''.join(rows)}</table>"
+
+
+def link_tree(src: str | os.PathLike, dst: str | os.PathLike) -> int:
+    """Hard-link every file under ``src`` to the same place under ``dst`` (a copy where the file
+    system has no hard links); returns the number of files."""
+    n = 0
+    for root, _, files in os.walk(src):
+        target = Path(dst) / os.path.relpath(root, src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if name == ".snakemake_timestamp":
+                continue
+            try:
+                os.link(os.path.join(root, name), target / name)
+            except OSError:
+                shutil.copyfile(os.path.join(root, name), target / name)
+            n += 1
+    return n
 
 
 def _finite(x) -> bool:
@@ -285,12 +311,14 @@ def _metric_text(row: Mapping) -> str:
 
 
 def video_page_html(video_id: str, caption: str, reference_src: str, cells: Sequence[Mapping],
-                    methods: Sequence[str], descriptions: Mapping[str, str] | None = None) -> str:
+                    methods: Sequence[str], descriptions: Mapping[str, str] | None = None,
+                    sheets: Mapping[str, str] | None = None) -> str:
     """One reference video and every method's samples, side by side.
 
     ``cells``: one per sample, ``{"method", "prompt_id", "prompt", "seed", "src"}`` (``src``
     relative to the page) plus optional metric values. Rows are (prompt, seed); columns the
-    reference, then ``methods`` in order.
+    reference, then ``methods`` in order. ``sheets``: method -> its contact sheet (PNG, relative
+    to the page), shown below the videos.
     """
     descriptions = descriptions or {}
     keys = list(dict.fromkeys((c["prompt_id"], int(c["seed"])) for c in cells))
@@ -320,7 +348,155 @@ def video_page_html(video_id: str, caption: str, reference_src: str, cells: Sequ
                 body.append(f'<div class="cell">{video_tag.format(src=_esc(c["src"]))}'
                             f'<div class="metrics">{_esc(_metric_text(c))}</div></div>')
     body.append("</div>")
+    if sheets:
+        body.append('<h2>Contact sheets</h2><p class="note">Per method: the reference\'s frames (top row), '
+                    "then each sample's.</p>")
+        for m in methods:
+            if m in sheets:
+                body.append(f'<h3 id="sheet-{_esc(m)}">{_esc(m)}</h3><img class="sheet" loading="lazy" '
+                            f'alt="contact sheet of {_esc(m)} on {_esc(video_id)}" src="{_esc(sheets[m])}">')
     return _page(f"Video {video_id}: reference and samples", "\n".join(body), extra_head=_SYNC_JS)
+
+
+# ---- browsing thousands of videos: an index and one page per method -----------------------
+#
+# Both pages carry their rows as JSON and render them with a few lines of JavaScript: a search
+# box (substring of any cell), sort by a click on a column, and at most PAGE_ROWS rows in the
+# document at once, so a page over 10,000 videos stays a few MB and responsive. Links are
+# relative inside the report's "Browse" folder: videos/<video>/index.html, methods/<method>.html.
+
+#: rows rendered at once (the search and the sort run over all rows)
+PAGE_ROWS = 500
+
+_TABLE_JS = """<script>
+function mmTable(data, columns, initialSort) {
+  const q = document.getElementById('q'), info = document.getElementById('info');
+  const head = document.getElementById('head'), body = document.getElementById('body');
+  let sortCol = initialSort, sortDir = 1, shown = %(page)d;
+  const text = data.map(r => columns.map(c => r[c.key] == null ? '' : String(r[c.key])).join(' ').toLowerCase());
+  head.innerHTML = '<tr>' + columns.map((c, i) => '<th class="sortable' + (c.num ? '' : ' name') +
+    '" data-i="' + i + '">' + c.label + '</th>').join('') + '</tr>';
+  head.querySelectorAll('th').forEach(th => th.onclick = () => {
+    const i = +th.dataset.i; sortDir = sortCol === i ? -sortDir : 1; sortCol = i; render(); });
+  function cell(c, r) {
+    const v = r[c.key];
+    if (v == null || v === '') return '<td' + (c.num ? '' : ' class="name"') + '>–</td>';
+    if (c.img) return '<td class="name"><a href="' + r[c.img] + '"><img class="thumb" loading="lazy" src="' + r[c.img] + '" alt=""></a></td>';
+    const t = c.num ? Number(v).toFixed(4) : String(v).replace(/[&<>"]/g, ch => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[ch]));
+    return '<td' + (c.num ? '' : ' class="name"') + '>' + (c.link ? '<a href="' + r[c.link] + '">' + t + '</a>' : t) + '</td>';
+  }
+  function render() {
+    const words = q.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    let idx = data.map((_, i) => i).filter(i => words.every(w => text[i].includes(w)));
+    if (sortCol != null) {
+      const k = columns[sortCol].key, num = columns[sortCol].num;
+      idx.sort((a, b) => { let x = data[a][k], y = data[b][k];
+        if (x == null || x === '') return 1; if (y == null || y === '') return -1;
+        return (num ? x - y : String(x).localeCompare(String(y))) * sortDir; });
+    }
+    body.innerHTML = idx.slice(0, shown).map(i => '<tr>' + columns.map(c => cell(c, data[i])).join('') + '</tr>').join('');
+    info.textContent = idx.length + ' of ' + data.length + ' rows match' + (idx.length > shown ? ', first ' + shown + ' shown (refine the search)' : '');
+  }
+  q.oninput = render; render();
+}
+</script>""" % {"page": PAGE_ROWS}
+
+
+def _json_script(obj) -> str:
+    """``obj`` as JSON safe inside a <script> element."""
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _clean(v):
+    """A JSON value: None for missing / non-finite numbers."""
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v
+
+
+def browse_rows(summary: pd.DataFrame, videos: Mapping[str, Mapping], methods: Sequence[str]) -> list[dict]:
+    """One record per (method, video) of ``summary``'s video level (per-video means of every
+    metric), for every video of ``videos`` (video id -> ``{"caption": ...}``) and method of
+    ``methods``; a pair without a summary row has no values (a failed job is visible)."""
+    by_key = {}
+    if len(summary):
+        rows = summary[summary["level"] == "video"]
+        cols = ["method", "video_id", "n_samples"] + [f"{m}_mean" for m, _, _ in METRIC_SPECS]
+        for r in rows[[c for c in cols if c in rows]].to_dict("records"):
+            by_key[(r["method"], r["video_id"])] = r
+    out = []
+    for method in methods:
+        for video, info in videos.items():
+            r = by_key.get((method, video), {})
+            rec = {"method": method, "video_id": video, "caption": info.get("caption"),
+                   "n_samples": _clean(r.get("n_samples"))}
+            for m, _, _ in METRIC_SPECS:
+                rec[m] = _clean(r.get(f"{m}_mean"))
+            out.append(rec)
+    return out
+
+
+def _table_page(title: str, intro: str, data: list[dict], columns: list[dict], sort: int | None) -> str:
+    body = (f"{intro}\n<p><input id=\"q\" class=\"search\" type=\"search\" "
+            "placeholder=\"search (video, caption, ...)\" autofocus> <span id=\"info\" class=\"note\"></span></p>\n"
+            "<table><thead id=\"head\"></thead><tbody id=\"body\"></tbody></table>\n"
+            f"<script>mmTable({_json_script(data)}, {_json_script(columns)}, {json.dumps(sort)});</script>")
+    return _page(title, body, extra_head=_TABLE_JS)
+
+
+def _present_metrics(rows: list[dict]) -> list[tuple[str, str, bool]]:
+    return [spec for spec in METRIC_SPECS if any(r.get(spec[0]) is not None for r in rows)]
+
+
+def browse_index_html(rows: list[dict], methods: Sequence[str], descriptions: Mapping[str, str] | None = None,
+                      metric: str | None = None) -> str:
+    """The report's entry point for many videos: links to one page per method and a searchable,
+    sortable table with one row per video (its page, caption, and per method the per-video mean
+    of ``metric``, default the first metric computed). ``rows``: :func:`browse_rows`."""
+    descriptions = descriptions or {}
+    present = _present_metrics(rows)
+    metric = metric or (present[0][0] if present else METRIC_SPECS[0][0])
+    label = next((lab for m, lab, _ in METRIC_SPECS if m == metric), metric)
+    per_video: dict[str, dict] = {}
+    for r in rows:
+        v = per_video.setdefault(r["video_id"], {"video_id": r["video_id"], "caption": r["caption"],
+                                                 "page": f"videos/{r['video_id']}/index.html"})
+        v[f"m:{r['method']}"] = r.get(metric)
+    data = list(per_video.values())
+    columns = [{"key": "video_id", "label": "Video", "link": "page"}, {"key": "caption", "label": "Caption"}]
+    columns += [{"key": f"m:{m}", "label": _esc(m), "num": True} for m in methods]
+    links = "".join(f'<li><a href="methods/{_esc(m)}.html">{_esc(m)}</a> <small>{_esc(descriptions.get(m, ""))}'
+                    "</small></li>" for m in methods)
+    intro = (f"<p class=\"note\">{len(data)} reference videos &times; {len(methods)} methods. One page per "
+             "method (every metric per video, contact sheets):</p>"
+             f"<ul>{links}</ul><p class=\"note\">Per video below: its page (the reference and every "
+             f"method's samples playing side by side) and each method's mean <b>{_esc(label)}</b> over "
+             "the video's samples. Search matches any cell; click a column to sort.</p>")
+    return _table_page("Browse: videos and methods", intro, data, columns, None)
+
+
+def method_page_html(rows: list[dict], method: str, description: str = "") -> str:
+    """One method: a searchable, sortable table of its videos (link to the video's page, its
+    contact sheet, and the per-video mean of every metric computed). ``rows``: :func:`browse_rows`
+    (only ``method``'s are used); links are relative to ``methods/<method>.html``."""
+    mine = [dict(r) for r in rows if r["method"] == method]
+    for r in mine:
+        r["page"] = f"../videos/{r['video_id']}/index.html"
+        r["sheet"] = f"../videos/{r['video_id']}/sheets/{method}.png"
+    columns = [{"key": "video_id", "label": "Video", "link": "page"}, {"key": "caption", "label": "Caption"},
+               {"key": "sheet", "label": "Contact sheet", "img": "sheet"},
+               {"key": "n_samples", "label": "Samples", "num": True}]
+    columns += [{"key": m, "label": f"{_esc(lab)} {'&uarr;' if hi else '&darr;'}", "num": True}
+                for m, lab, hi in _present_metrics(mine)]
+    intro = (f"<p class=\"note\"><a href=\"../index.html\">&larr; all videos</a>. Method <b>{_esc(method)}</b>"
+             f"{': ' + _esc(description) if description else ''}; per reference video the mean of each "
+             "metric over its samples (&uarr; higher is better, &darr; lower is better).</p>")
+    return _table_page(f"Method {method}", intro, mine, columns, None)
 
 
 # ---- provenance ------------------------------------------------------------------------------
