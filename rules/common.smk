@@ -114,16 +114,22 @@ else:
 
 # The backbone (unet3d, wan, cogvideox): frame count and methods checked before any job runs.
 BACKBONE = backbone_spec_for_config(config["model"], MODEL_DIR if config["model"] not in TINY_MODELS else None)
+_problems = []  # every refusal at once, not one per run
 try:
     BACKBONE.check_frames(V["n_frames"], "config video.n_frames")
-    for _m in config["run_methods"]:
-        _mc = _method_config(config, _m)  # uncached: `sampling:` is completed below
+except BackboneError as e:
+    _problems.append(str(e))
+for _m in config["run_methods"]:
+    _mc = _method_config(config, _m)  # uncached: `sampling:` is completed below
+    try:
         BACKBONE.check_method(_m, (_mc["train"] or {}).get("loss"), (_mc["guidance"] or {}).get("type"))
         if _mc["train"] and _mc["train"].get("trainable") and BACKBONE.supported_losses is not None:
             raise BackboneError(f"method {_m!r} trains UNet module sets (`trainable:`), not available on "
                                 f"the {BACKBONE.name} backbone")
-except BackboneError as e:
-    raise WorkflowError(f"config model {config['model']!r}: {e}") from None
+    except BackboneError as e:
+        _problems.append(str(e))
+if _problems:
+    raise WorkflowError(f"config model {config['model']!r}:\n  " + "\n  ".join(_problems))
 # the backbone's own sampling defaults (config `backbone_sampling`) over `sampling:` (before any
 # cached method_config: the cache is filled by the rules' input functions and params)
 config["sampling"] = {**config.get("sampling", {}), **(config.get("backbone_sampling") or {}).get(BACKBONE.name, {})}

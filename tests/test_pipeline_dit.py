@@ -88,3 +88,21 @@ def test_dit_refuses_a_frame_count_the_vae_cannot_encode(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "video.n_frames = 8" in out and "4k+1" in out and "use 5 or 9" in out, out[-3000:]
+
+
+def test_dit_lists_every_refusal_at_once(tmp_path):
+    """A wrong frame count and four UNet-only methods: one run names all five, not the first."""
+    import yaml
+
+    cfg = _config(tmp_path, "wan-tiny")
+    data = yaml.safe_load(cfg.read_text())
+    data["video"]["n_frames"] = 8
+    data["run_methods"] = ["base", "motiondirector", "vmc", "dmt", "motionclone"]
+    cfg.write_text(yaml.safe_dump(data))
+    res = run_snakemake(tmp_path, cfg, "-n")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "video.n_frames = 8" in out, out[-3000:]
+    for method in ("motiondirector", "vmc", "dmt", "motionclone"):
+        assert f"method {method!r}" in out, (method, out[-3000:])
+    assert "method 'base'" not in out
