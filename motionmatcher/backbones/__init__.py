@@ -62,22 +62,7 @@ def backbone_of(path: str | os.PathLike) -> Backbone:
 
     Raises :class:`BackboneError` naming the class when no backbone supports it, and
     FileNotFoundError when ``path`` is not a directory."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"model directory {path} does not exist. Set `model:` in the config to `tiny`, `wan-tiny`, "
-            "`cogvideox-tiny` or to a local diffusers-format text-to-video model (Zeroscope, Wan 2.1 "
-            "T2V, CogVideoX).")
-    cls = denoiser_class(path)
-    for b in _registry().values():
-        if cls == b.denoiser_class:
-            return b
-    known = ", ".join(f"{b.denoiser_class} ({b.name})" for b in _registry().values())
-    if not cls:
-        raise BackboneError(f"model directory {path}: no model_index.json, transformer/config.json or "
-                            f"unet/config.json names its denoiser class (supported: {known})")
-    raise BackboneError(f"model directory {path}: denoiser class {cls!r} is not supported "
-                        f"(supported: {known})")
+    return get_backbone(backbone_spec(path).name)  # one lookup: the torch-free spec's
 
 
 def backbone_for_config(model: str, model_dir: str | os.PathLike | None = None) -> Backbone:
