@@ -231,5 +231,5 @@ def report_outputs():
     out = [f"{RP}/table1.html", f"{RP}/provenance.html"]
     out += expand(f"{RP}/metrics/{{metric}}.png", metric=SUMMARY_METRICS)
     out += expand(f"{RP}/training/{{method}}.png", method=trained_run_methods())
-    out.append(f"{RP}/browse")  # every video's page (report_video_page), per-method pages, an index
+    out.append(f"{RP}/browse")  # an index, per-method pages and every video's page
     return out

@@ -1,75 +1,80 @@
 # Metrics of every sample and the result tables.
 #
-#   metrics            per (method, video): CLIP-T, frame consistency, ImageReward, motion
-#                      discrepancy / fidelity of each sample vs the reference clip
-#   reference_metrics  per video: the reference clip vs its own caption (scale of CLIP-T)
-#   aggregate_samples  results/tables/samples.parquet: all per-sample rows (cheap concat)
+#   metrics_check      once per run: loads the configured scorers (CLIP, ImageReward, tracker) on
+#                      the configured device; missing weights fail here, at the start of the run
+#                      (high priority, needs no input), with the message of
+#                      motionmatcher.metrics.MetricUnavailable naming the config keys to set --
+#                      not after training. Every metrics job waits for it.
+#   metrics            per video: CLIP-T, frame consistency, ImageReward, motion discrepancy /
+#                      fidelity of every method's samples vs the reference clip (one table per
+#                      (method, video), as before), and the reference vs its own caption (the scale
+#                      of CLIP-T). One job per video, not per (method, video) and one more for the
+#                      reference (issue 21: 8 jobs per video less with the seven Table-1 methods;
+#                      the scorers load once per video). A method added to run_methods re-scores
+#                      the video's other methods too (cheap next to sampling).
+#   aggregate_samples  results/tables/samples.parquet: all per-sample rows (streaming concat)
 #   summary            results/tables/summary.{parquet,md}: per method and per (method, video)
 #
-# A new method or video only adds metrics jobs; the concat and the summary are re-made.
-# Missing CLIP weights fail at the start of the first metrics / reference_metrics job (before
-# any tracking) with the message of motionmatcher.metrics.MetricUnavailable, which names the
-# config keys to set; reference_metrics only needs the preprocessed frames and has a high
-# priority, so on a real run that failure comes within minutes, not after training.
-# Both rules run CLIP (and ImageReward when configured) on config["device"], so they request a
-# GPU unless device is cpu (motionmatcher.metrics.evaluate.metrics_gpus; LK tracking alone needs none).
+# Both metrics rules run CLIP (and ImageReward when configured) on config["device"], so they
+# request a GPU unless device is cpu (motionmatcher.metrics.evaluate.metrics_gpus; LK tracking
+# alone needs none).
 
 from motionmatcher.metrics.evaluate import metrics_gpus
 
 
-rule metrics:
-    input:
-        samples=f"{R}/samples/{{method}}/{{video}}/samples.parquet",
-        reference=f"{R}/preprocess/{{video}}/frames.safetensors",
+rule metrics_check:
     output:
-        table=f"{R}/metrics/{{method}}/{{video}}.parquet",
+        record=f"{R}/metrics_check.json",
     params:
         metrics=config["metrics"],
-        method_config=lambda wc: method_config(config, wc.method, wc.video),  # with its per-video overrides
+        device=config["device"],
+    log:
+        f"{R}/logs/metrics_check.log",
+    conda:
+        ENV
+    priority: 100
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=20,
+        gpu=metrics_gpus(config, "metrics_check"),
+    script:
+        "../workflow_scripts/metrics.py"
+
+
+rule metrics:
+    input:
+        samples=expand(f"{R}/samples/{{method}}/{{{{video}}}}/samples.parquet", method=config["run_methods"]),
+        reference=f"{R}/preprocess/{{video}}/frames.safetensors",
+        check=rules.metrics_check.output.record,
+    output:
+        # in the order of params.methods
+        tables=expand(f"{R}/metrics/{{method}}/{{{{video}}}}.parquet", method=config["run_methods"]),
+        # not under results/metrics/: a method may be called "reference"
+        reference=f"{R}/metrics_reference/{{video}}.parquet",
+    params:
+        methods=config["run_methods"],
+        # each method's settings with this video's overrides (the rows' config_hash)
+        method_configs=lambda wc: {m: method_config(config, m, wc.video) for m in config["run_methods"]},
+        metrics=config["metrics"],
         video=V,
         video_path=video_param("video_path"),  # its <stem>.gt.json sidecar: toy ground truth
+        caption=video_param("caption"),
         start_frame=video_param("start_frame"),
         height=V["height"],
         width=V["width"],
         device=config["device"],
     log:
-        f"{R}/logs/metrics/{{method}}/{{video}}.log",
+        f"{R}/logs/metrics/{{video}}.log",
     conda:
         ENV
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=120,  # every method of the video
         gpu=metrics_gpus(config, "metrics"),
     script:
         "../workflow_scripts/metrics.py"
-
-
-# Not under results/metrics/: a method may be called "reference".
-rule reference_metrics:
-    input:
-        frames=f"{R}/preprocess/{{video}}/frames.safetensors",
-    output:
-        table=f"{R}/metrics_reference/{{video}}.parquet",
-    params:
-        caption=video_param("caption"),
-        metrics=config["metrics"],
-        video=V,
-        height=V["height"],
-        width=V["width"],
-        device=config["device"],
-    log:
-        f"{R}/logs/metrics_reference/{{video}}.log",
-    conda:
-        ENV
-    priority: 10
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=20,
-        gpu=metrics_gpus(config, "reference_metrics"),
-    script:
-        "../workflow_scripts/reference_metrics.py"
 
 
 rule aggregate_samples:

@@ -4,13 +4,12 @@
 #                          differences against `report.reference_method`
 #   report_metric_plot     per metric: every method, per-video means, method mean + 95% CI (PNG)
 #   report_training_curve  per trained method: loss curves over its videos (PNG)
-#   report_video_page      per video: a folder with index.html playing the reference and every
-#                          method's samples side by side, and each method's contact sheet (the mp4s
-#                          and PNGs are copied in; zip report only)
 #   report_browse          the report's "Browse" item: an index of every video (searchable,
 #                          sortable, linking to its page), one page per method (every video's
-#                          metrics and contact sheet) and the video pages, hard-linked in. One
-#                          report item whatever the number of videos (issue 21: 10,000 videos)
+#                          metrics and contact sheet) and one folder per video (index.html playing
+#                          the reference and every method's samples side by side, each method's
+#                          contact sheet; the mp4s and PNGs hard-linked in). One job and one report
+#                          item whatever the number of videos (issue 21: 10,000 videos)
 #   report_provenance      the merged config, code version (git describe), library versions
 #
 # All are local, cheap jobs (no torch, no GPU) in `rule all`; labels {video, method, metric} let a
@@ -70,33 +69,12 @@ rule report_training_curve:
         "../workflow_scripts/report_plots.py"
 
 
-rule report_video_page:
-    input:
-        reference=f"{R}/preprocess/{{video}}/preview.mp4",
-        metrics=expand(f"{R}/metrics/{{method}}/{{{{video}}}}.parquet", method=config["run_methods"]),
-        videos=expand(f"{R}/samples/{{method}}/{{{{video}}}}/videos", method=config["run_methods"]),
-        sheets=expand(f"{R}/samples/{{method}}/{{{{video}}}}/contact_sheet.png", method=config["run_methods"]),
-    output:
-        # in the report through report_browse (videos/<video>/), not one report item per video
-        page=directory(f"{RP}/videos/{{video}}"),
-    params:
-        methods=config["run_methods"],
-        caption=video_param("caption"),
-        descriptions=_descriptions(),
-        max_samples_per_method=REPORT.get("max_samples_per_method"),
-    log:
-        f"{R}/logs/report/video_{{video}}.log",
-    conda:
-        ENV
-    localrule: True
-    script:
-        "../workflow_scripts/report_video_page.py"
-
-
 rule report_browse:
     input:
         summary=f"{R}/tables/summary.parquet",
-        pages=expand(f"{RP}/videos/{{video}}", video=VIDEOS.index),
+        # every sample's row (its mp4, metrics); the contact sheets and previews named below are
+        # upstream of it, so not listed one by one (O(1) inputs whatever the number of videos)
+        samples=f"{R}/tables/samples.parquet",
     output:
         browse=report(directory(f"{RP}/browse"), htmlindex="index.html", caption="../report/browse.rst",
                       category="Browse", labels={"page": "videos and methods"}),
@@ -104,6 +82,11 @@ rule report_browse:
         methods=config["run_methods"],
         captions={v: r["caption"] for v, r in _VIDEO_ROWS.items()},
         descriptions=_descriptions(),
+        # where each video's preview and each (method, video)'s contact sheet are (a dict: not
+        # formatted with wildcards by Snakemake)
+        layout={"reference": f"{R}/preprocess/{{video}}/preview.mp4",
+                "sheet": f"{R}/samples/{{method}}/{{video}}/contact_sheet.png"},
+        max_samples_per_method=REPORT.get("max_samples_per_method"),
     log:
         f"{R}/logs/report/browse.log",
     conda:

@@ -182,7 +182,7 @@ def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
     from motionmatcher.metrics.evaluate import metrics_gpus
     from workflow_helpers import REPO
 
-    for rule in ("metrics", "reference_metrics"):
+    for rule in ("metrics", "metrics_check"):
         assert metrics_gpus({"device": "cuda", "metrics": {"tracker": "lk"}}, rule) == 1
         assert metrics_gpus({"device": "auto"}, rule) == 1
         assert metrics_gpus({"device": "cpu", "metrics": {"tracker": "cotracker"}}, rule) == 0
@@ -199,7 +199,7 @@ def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
         res = subprocess.run(
             [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1",
              "--directory", str(tmp_path), "--config", f"manifest={manifest}", f"device={device}", "model=tiny",
-             "--until", "metrics", "reference_metrics"],
+             "--until", "metrics"],
             capture_output=True, text=True, cwd=REPO, timeout=300,
         )
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -211,7 +211,7 @@ def test_metrics_rules_request_a_gpu_unless_device_is_cpu(tmp_path):
         return jobs
 
     cuda = dry_run("cuda")
-    for rule in ("metrics", "reference_metrics"):
+    for rule in ("metrics", "metrics_check"):
         assert cuda[rule] and all(re.search(r"\bgpu=1\b", r) for r in cuda[rule]), cuda[rule]
 
 
@@ -240,7 +240,7 @@ def test_metrics_config_hash_sees_the_videos_overrides(tmp_path):
                                                    "video_overrides": str(overrides)}),
             snakefile=REPO / "Snakefile", workdir=tmp_path)._workflow
         params = workflow.get_rule("metrics").params
-        on = {v: params.method_config(SimpleNamespace(method="motionmatcher", video=v)) for v in "ab"}
+        on = {v: params.method_configs(SimpleNamespace(video=v))["motionmatcher"] for v in "ab"}
         metrics, video = workflow.config["metrics"], dict(workflow.config["video"])
     assert on["a"]["sample"]["noise_prior"] == 0.25 and on["b"]["sample"]["noise_prior"] != 0.25
     assert (metrics_config_hash(on["a"], metrics, video, 0)

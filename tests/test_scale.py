@@ -167,21 +167,25 @@ def _dry_run(tmp_path: Path, n_videos: int) -> tuple[int, int, dict[str, int]]:
 # any more; its work is done by the job named):
 FOLDED = {
     "method_inversion": "sample",  # per trained (method, video): the inversion with the method's weights
-    "report_contact_sheet": "report_video_page",  # per (method, video): a copy of the contact sheet
+    "report_contact_sheet": "report_browse",  # per (method, video): a copy of the contact sheet
+    "report_video_page": "report_browse",  # per video: the page playing every method's samples
+    "reference_metrics": "metrics",  # per video: the reference's CLIP-T (its fail-fast: metrics_check)
 }
 JOBS_PER_VIDEO_BEFORE = {"preprocess": 1, "cache_latents": 1, "cache_inversion": 1, "reference_metrics": 1,
                          "customize": 2, "method_inversion": 2, "sample": 3, "metrics": 3,
                          "report_contact_sheet": 3, "report_video_page": 1}
-JOBS_PER_VIDEO = {r: n for r, n in JOBS_PER_VIDEO_BEFORE.items() if r not in FOLDED}
-# jobs whatever the number of videos: before, and after (+ report_browse, the report's index)
+# metrics: one job per video for every method (was one per (method, video))
+JOBS_PER_VIDEO = {**{r: n for r, n in JOBS_PER_VIDEO_BEFORE.items() if r not in FOLDED}, "metrics": 1}
+# jobs whatever the number of videos: before, and after (+ report_browse, the report's index and
+# pages; + metrics_check, the scorers loaded once at the start)
 FIXED_JOBS_BEFORE = {"report_training_curve": 2, "videos_table": 1, "aggregate_samples": 1,
                      "report_metric_plot": 9, "report_provenance": 1, "summary": 1, "report_table": 1, "all": 1}
-FIXED_JOBS = {**FIXED_JOBS_BEFORE, "report_browse": 1}
+FIXED_JOBS = {**FIXED_JOBS_BEFORE, "report_browse": 1, "metrics_check": 1}
 
 
 def test_jobs_per_video_are_the_folded_dag(tmp_path):
     """Jobs per video: equal at 2 and 8 videos, and the DAG before issue 21 less the folded
-    rules (34 -> 23 jobs per video with the seven Table-1 methods)."""
+    rules, one metrics job per video (34 -> 15 jobs per video with the seven Table-1 methods)."""
     counts = {n: _dry_run(tmp_path, n)[2] for n in (2, 8)}
     per_video = {r: (counts[8].get(r, 0) - counts[2].get(r, 0)) / 6 for r in counts[8]}
     fixed = {r: counts[2][r] - 2 * per_video[r] for r in counts[2]}
@@ -191,7 +195,8 @@ def test_jobs_per_video_are_the_folded_dag(tmp_path):
         assert counts[n] == {r: n * JOBS_PER_VIDEO.get(r, 0) + FIXED_JOBS.get(r, 0)
                              for r in {*JOBS_PER_VIDEO, *FIXED_JOBS}}
     assert not set(FOLDED) & set(counts[8]) and set(FOLDED.values()) <= set(counts[8])
-    assert sum(JOBS_PER_VIDEO_BEFORE.values()) - sum(JOBS_PER_VIDEO.values()) == 5  # 2 inversions, 3 sheets
+    # 2 inversions, 3 sheets, 1 page, the reference's metrics, 2 of 3 metrics jobs
+    assert sum(JOBS_PER_VIDEO_BEFORE.values()) - sum(JOBS_PER_VIDEO.values()) == 9
 
 
 def test_method_config_is_merged_once_per_method_not_per_job(tmp_path):
@@ -361,6 +366,80 @@ def test_sample_with_folded_inversion_equals_the_two_step_path(tiny_model_dir, t
     a, b = pd.read_parquet(old / "samples.parquet"), pd.read_parquet(new / "samples.parquet")
     cols = [c for c in a.columns if c not in ("video_path", "frames_path", "seconds")]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_metrics_job_per_video_equals_the_per_method_jobs(tmp_path):
+    """Rule metrics scores every method's samples of a video in one job (and the reference,
+    was rule reference_metrics): each method's table equals what the old per-(method, video)
+    job computed -- evaluate_samples on that method's rows alone -- and the reference's row
+    equals evaluate_reference; metrics_check loads the same scorers and records them."""
+    import json
+
+    import numpy as np
+    import torch
+    import yaml
+
+    from motionmatcher.files.table_schemas import METRICS, REFERENCE, read_table, write_table
+    from motionmatcher.files.tensor_files import write_checked
+    from motionmatcher.metrics.evaluate import (evaluate_reference, evaluate_samples, load_scorers,
+                                                metric_variants, metrics_config_hash)
+    from motionmatcher.methods import method_config
+
+    size, n_frames = 32, 8
+    reference = render_clip("left_to_right", n_frames=n_frames, size=(size, size), seed=0)
+    write_checked(tmp_path / "frames.safetensors", {"frames": torch.from_numpy(reference)})
+    clips = {"base": [reference, np.roll(reference, 3, axis=2)], "motionmatcher": [reference[::-1]]}
+    tables = {}
+    for method, videos in clips.items():
+        rows = []
+        for i, frames in enumerate(videos):
+            path = tmp_path / f"{method}_{i}.safetensors"
+            write_checked(path, {"frames": torch.from_numpy(np.ascontiguousarray(frames))})
+            rows.append({"video_id": "v", "method": method, "prompt_id": f"p{i:02d}", "prompt": f"a ball {i}",
+                         "manifest_row": i, "seed": 0, "video_path": str(path.with_suffix(".mp4")),
+                         "frames_path": str(path), "model_identity": "test", "seconds": 0.0})
+        tables[method] = tmp_path / f"{method}_samples.parquet"
+        pd.DataFrame(rows).to_parquet(tables[method])
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    metrics = {**config["metrics"], "grid_size": 6}
+    video = {**config["video"], "width": size, "height": size}
+    methods = list(clips)
+    configs = {m: method_config(config, m) for m in methods}
+    outputs = {m: str(tmp_path / "out" / m / "v.parquet") for m in methods}
+    common = {"metrics": metrics, "device": "cpu"}
+    _run_script(tmp_path, "metrics_check", "metrics.py", wildcards={}, input={},
+                output={"record": str(tmp_path / "check.json")}, params=common)
+    _run_script(tmp_path, "metrics", "metrics.py", wildcards={"video": "v"},
+                input={"samples": [str(tables[m]) for m in methods], "reference": str(tmp_path / "frames.safetensors"),
+                       "check": str(tmp_path / "check.json")},
+                output={"tables": [outputs[m] for m in methods], "reference": str(tmp_path / "reference.parquet")},
+                params={**common, "methods": methods, "method_configs": configs, "video": video,
+                        "video_path": str(tmp_path / "v.mp4"), "caption": "a red ball", "start_frame": 0,
+                        "height": size, "width": size})
+
+    scorer, image_reward, tracker = load_scorers(metrics, "cpu")
+    check = json.loads((tmp_path / "check.json").read_text())
+    assert check["tracker"] == tracker.name == "lk" and check["device"] == "cpu"
+    volatile = ["metrics_seconds", "code_version"]
+    for method in methods:  # the old job: one method's rows
+        old = evaluate_samples(pd.read_parquet(tables[method]), reference, scorer, tracker, 6, image_reward=image_reward,
+                               expected_size=(size, size), variants=metric_variants(metrics))
+        old["config_hash"] = [metrics_config_hash(configs[method], metrics, video, s) for s in old["seed"]]
+        old["code_version"] = "x"
+        write_table(old, METRICS, tmp_path / f"old_{method}.parquet")
+        a = read_table(tmp_path / f"old_{method}.parquet").drop(columns=volatile)
+        b = read_table(outputs[method]).drop(columns=volatile)
+        assert len(b) == len(clips[method]) and set(b["method"]) == {method}
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    ref = read_table(tmp_path / "reference.parquet")
+    expected = evaluate_reference(reference, "a red ball", scorer, image_reward)
+    assert len(ref) == 1 and ref.loc[0, "video_id"] == "v"
+    for key in ("clip_t", "frame_consistency", "clip_weights_sha256"):
+        assert ref.loc[0, key] == expected[key], key
+    assert ref.loc[0, "config_hash"] == metrics_config_hash(None, metrics, video, None)
+    # the methods' rows differ (a real split, not one table written twice)
+    assert read_table(outputs["base"])["motion_discrepancy"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    assert read_table(outputs["motionmatcher"])["motion_discrepancy"].iloc[0] > 0.01
 
 
 def test_method_config_keys_are_the_classes_fields():

@@ -43,8 +43,8 @@ GOOD = ("left_to_right", "zoom")
 BAD = "circle"
 METHOD = "motionmatcher"
 GPU_RULES = ("cache_latents", "cache_inversion", "customize", "sample")
-COMPUTE_RULES = {"build_tiny_model", "preprocess", *GPU_RULES, "metrics", "reference_metrics"}
-THREADS = {r: 1 for r in ("build_tiny_model", "preprocess", *GPU_RULES, "metrics", "reference_metrics")}
+COMPUTE_RULES = {"build_tiny_model", "preprocess", *GPU_RULES, "metrics", "metrics_check"}
+THREADS = {r: 1 for r in ("build_tiny_model", "preprocess", *GPU_RULES, "metrics", "metrics_check")}
 
 pytestmark = pytest.mark.pipeline
 
@@ -263,10 +263,11 @@ def runs(cluster, tmp_path_factory):
 def test_failed_video_is_reported_and_other_videos_finish(runs):
     out = own_lines(runs["out1"])
     assert runs["rc1"] != 0, out[-4000:]
-    # the failed jobs are named: the GPU cache group of circle and its reference metrics
+    # the failed job is named: the GPU cache group of circle (its metrics job, one per video,
+    # waits for its samples and is never tried)
     assert "Error in group video_cache" in out
     assert f"resources/latents/tiny/{BAD}.safetensors" in out
-    assert re.search(rf"Error in rule reference_metrics:[\s\S]*?metrics_reference/{BAD}\.parquet", out)
+    assert "Error in rule metrics:" not in out
     assert "Trying to restart job" in out  # retries: 1 from the profile
     r = runs["slurm"] / "results"
     for v in GOOD:
@@ -289,12 +290,12 @@ def test_every_non_local_job_went_through_slurm(runs):
     submitted = submissions(runs["out1"])
     assert sorted(submitted) == sorted(jobs["JobID"])
     # job arrays (profiles/slurm: slurm-array-jobs): the preprocess jobs of both good videos were
-    # ready together and went out as one array; reference_metrics / metrics as arrays or single
+    # ready together and went out as one array; metrics (one job per video) as an array or single
     # jobs, by how many were ready in the same round
     arrays = {j.split("_")[0] for j in submitted if "_" in j}
     assert arrays, submitted
     assert {submitted[j][0].split("_wildcards_")[0] for j in submitted if "_" in j} <= {
-        "rule_preprocess", "rule_reference_metrics", "rule_metrics"}
+        "rule_preprocess", "rule_metrics"}
     pre = [j for j, (label, _) in submitted.items() if (label or "").startswith("rule_preprocess_")]
     assert len(pre) == len(GOOD) and all("_" in j for j in pre) and len({j.split("_")[0] for j in pre}) == 1, pre
     # one Slurm log per job in the profile's slurm-logdir (all kept in the test profile); an array
@@ -306,10 +307,10 @@ def test_every_non_local_job_went_through_slurm(runs):
     assert sorted(expected_logs) == [p.resolve() for p in sorted(logdir.rglob("*.log"))]
 
     done = jobs[jobs["State"] == "COMPLETED"]["Job"].tolist()
-    expected = ["rule_build_tiny_model"] + [
+    expected = ["rule_build_tiny_model", "rule_metrics_check"] + [
         f"rule_{rule}_wildcards_{wc}" for v in GOOD
-        for rule, wc in (("preprocess", v), ("reference_metrics", v), ("customize", f"{METHOD}_{v}"),
-                         ("sample", f"{METHOD}_{v}"), ("metrics", f"{METHOD}_{v}"))
+        for rule, wc in (("preprocess", v), ("customize", f"{METHOD}_{v}"),
+                         ("sample", f"{METHOD}_{v}"), ("metrics", v))
     ]
     for comment in expected:
         assert done.count(comment) == 1, (comment, done)
@@ -317,7 +318,7 @@ def test_every_non_local_job_went_through_slurm(runs):
     assert sum("video_cache" in c for c in done) == len(GOOD)
     failed = jobs[jobs["State"] == "FAILED"]["Job"].tolist()
     assert sum("video_cache" in c for c in failed) == 2  # circle, attempt 1 and 2
-    assert failed.count(f"rule_reference_metrics_wildcards_{BAD}") == 2
+    assert not any("rule_metrics" in c for c in failed)
     # run 2 only had the local table rules left
     assert runs["rc2"] == 0, runs["out2"][-4000:]
     assert "submitted with SLURM jobid" not in runs["out2"]
@@ -329,11 +330,11 @@ def test_every_non_local_job_went_through_slurm(runs):
 def test_gpu_rules_requested_a_gpu(runs):
     jobs = runs["jobs"]
     # the cache group, customize, sample (with the method's inversion), and (CLIP on the
-    # configured device) metrics and reference_metrics; preprocess, build and the tables need no GPU
-    gpu_rules = ("video_cache", "rule_customize_", "rule_sample_", "rule_metrics_",
-                 "rule_reference_metrics_")
+    # configured device) metrics and metrics_check; preprocess, build and the tables need no GPU
+    gpu_rules = ("video_cache", "rule_customize_", "rule_sample_", "rule_metrics_")
     gpu = jobs["Job"].str.contains("|".join(gpu_rules))
     assert jobs.loc[gpu, "Job"].str.contains("video_cache").any()
+    assert (jobs.loc[gpu, "Job"] == "rule_metrics_check").any()
     for video in GOOD:
         for rule in gpu_rules[1:]:
             assert jobs.loc[gpu, "Job"].str.contains(f"{rule}.*{video}").any(), (rule, video)
@@ -385,7 +386,7 @@ rule preprocess:  # an array rule of profiles/slurm: 5 jobs ready together
     resources: mem_mb=100, runtime=5
     shell: "touch {output}"
 
-rule reference_metrics:  # an array rule too, but only one job: a plain submission
+rule metrics:  # an array rule too, but only one job: a plain submission
     output: "single.txt"
     threads: 1
     resources: mem_mb=100, runtime=5
@@ -404,7 +405,7 @@ def test_profile_array_rules_fit_arrays():
     of a round that got only some of a rule's ready jobs, so nothing may cap the round."""
     prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     rules = {r.strip() for r in prof["slurm-array-jobs"].split(",")}
-    assert rules == {"preprocess", "reference_metrics", "metrics"}
+    assert rules == {"preprocess", "metrics"}
     assert not rules & set(prof.get("groups", {})), "group members are never submitted as arrays"
     # per-method mem_mb/runtime (config resources / sample_resources): not one value per rule
     assert not rules & {"customize", "sample"}

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Tiny tensors: two one-thread jobs at a time use 2 cores better than one two-thread job.
 SINGLE_THREADED = ["--set-threads"] + [f"{r}=1" for r in (
-    "cache_latents", "cache_inversion", "customize", "sample", "metrics", "reference_metrics")]
+    "cache_latents", "cache_inversion", "customize", "sample", "metrics", "metrics_check")]
 
 
 def write_small_config(path: Path, manifest: Path, *, n_frames: int = 8, steps: int = 4,

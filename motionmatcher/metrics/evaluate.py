@@ -1,7 +1,7 @@
 """The ``metrics`` stage as functions: score a method's samples of one reference video.
 
-The workflow scripts (``workflow_scripts/metrics.py`` / ``reference_metrics.py``) are thin
-wrappers around :func:`load_scorers`, :func:`evaluate_samples` and
+The workflow script (``workflow_scripts/metrics.py``, rules ``metrics`` and ``metrics_check``) is a thin
+wrapper around :func:`load_scorers`, :func:`evaluate_samples` and
 :func:`evaluate_reference`; the tests call these directly with a random-init CLIP.
 
 Per sample (one row of a ``samples.parquet`` table):
@@ -76,19 +76,20 @@ __all__ = [
 
 
 def metrics_gpus(config: Mapping[str, Any], rule: str) -> int:
-    """GPUs the ``metrics`` / ``reference_metrics`` rule requests (its ``resources: gpu``).
+    """GPUs the ``metrics`` / ``metrics_check`` rule requests (its ``resources: gpu``).
 
     A rule needs a GPU when it runs a network on ``config["device"]`` and that device is not
-    the CPU: both rules run CLIP (every frame of every sample / of the reference clip) and,
-    when configured, ImageReward (BLIP ViT-L); ``metrics`` also tracks with CoTracker when
+    the CPU: ``metrics`` runs CLIP (every frame of every sample and of the reference clip)
+    and, when configured, ImageReward (BLIP ViT-L), and tracks with CoTracker when
     ``tracker`` is ``cotracker`` or ``auto`` with a checkpoint. The weight-free LK tracker runs
-    on the CPU and needs no GPU, but CLIP still does, so with ``device: cuda`` (or ``auto``,
+    on the CPU and needs no GPU, but CLIP still does (``metrics_check`` loads them all on
+    the same device), so with ``device: cuda`` (or ``auto``,
     which picks CUDA where there is one) both rules ask for one GPU, like the other GPU rules;
     with ``device: cpu`` none. Without the request the Slurm profile places the job on a CPU
     node (where ``device: cuda`` fails) and the local profile lets it use ``cuda:0`` without
     taking a slot (:mod:`motionmatcher.jobs.gpu_slots`).
     """
-    if rule not in ("metrics", "reference_metrics"):
+    if rule not in ("metrics", "metrics_check"):
         raise ValueError(f"metrics_gpus: unknown rule {rule!r}")
     # CLIP runs in both rules whatever the tracker: the device alone decides
     return 0 if str(config.get("device", "auto")) == "cpu" else 1
@@ -169,7 +170,7 @@ def _check_video(frames: np.ndarray, what: str) -> np.ndarray:
     return frames
 
 
-def _clip_fields(scorer) -> dict:
+def clip_fields(scorer) -> dict:
     digest = getattr(scorer, "_weights_sha256", None)
     if digest is None:
         model = getattr(scorer, "model", None)
@@ -185,7 +186,7 @@ def _clip_fields(scorer) -> dict:
     }
 
 
-def _image_reward_sha256(image_reward) -> str | None:
+def image_reward_sha256(image_reward) -> str | None:
     return None if image_reward is None else str(getattr(image_reward, "weights_sha256", "unknown"))
 
 
@@ -243,8 +244,8 @@ def _definition_columns(variants: Mapping[str, str], tracker, grid_size: int, sc
         "tracker": str(tracker.name),
         "grid_size": int(grid_size),
         "tracker_weights_sha256": str(getattr(tracker, "weights_sha256", "none")),
-        **_clip_fields(scorer),
-        "image_reward_weights_sha256": _image_reward_sha256(image_reward),
+        **clip_fields(scorer),
+        "image_reward_weights_sha256": image_reward_sha256(image_reward),
         "mtbench_variant": (None if not mt_on else
                             mtbench_variant(mt_kw["frechet"], mt_kw["frechet_samples"], mt_setup.reference)),
         "mtbench_reference_tracks": (None if not mt_on else
@@ -414,8 +415,8 @@ def evaluate_reference(frames: np.ndarray, caption: str, scorer, image_reward=No
         "clip_t": float(clip["clip_t"]),
         "frame_consistency": float(clip["frame_consistency"]),
         "image_reward": float(image_reward.score(frames, caption)) if image_reward is not None else None,
-        **_clip_fields(scorer),
-        "image_reward_weights_sha256": _image_reward_sha256(image_reward),
+        **clip_fields(scorer),
+        "image_reward_weights_sha256": image_reward_sha256(image_reward),
         "n_frames": int(frames.shape[0]),
         "height": int(frames.shape[1]),
         "width": int(frames.shape[2]),

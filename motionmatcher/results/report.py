@@ -30,6 +30,7 @@ __all__ = [
     "metric_plot",
     "training_plot",
     "video_page_html",
+    "write_video_page",
     "provenance_html",
     "browse_index_html",
     "method_page_html",
@@ -100,22 +101,46 @@ def _table(header: list[str], rows: list[str]) -> str:
     return f"<table><tr>{''.join(header)}</tr>{''.join(rows)}</table>"
 
 
-def link_tree(src: str | os.PathLike, dst: str | os.PathLike) -> int:
-    """Hard-link every file under ``src`` to the same place under ``dst`` (a copy where the file
-    system has no hard links); returns the number of files."""
-    n = 0
-    for root, _, files in os.walk(src):
-        target = Path(dst) / os.path.relpath(root, src)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            if name == ".snakemake_timestamp":
-                continue
-            try:
-                os.link(os.path.join(root, name), target / name)
-            except OSError:
-                shutil.copyfile(os.path.join(root, name), target / name)
-            n += 1
-    return n
+def link_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Hard-link ``src`` to ``dst`` (a copy where the file system has no hard links, e.g. across
+    devices): the report's pages show the pipeline's own files without a second copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def write_video_page(folder: str | os.PathLike, video_id: str, caption: str, reference_mp4: str | os.PathLike,
+                     rows: pd.DataFrame, sheets: Mapping[str, str | os.PathLike], methods: Sequence[str],
+                     descriptions: Mapping[str, str] | None = None, limit: int | None = None) -> int:
+    """One reference video's page in ``folder`` (created): ``index.html`` playing the reference
+    and every method's samples side by side (:func:`video_page_html`), ``reference.mp4``,
+    ``<method>/<prompt_id>_s<seed>.mp4`` and ``sheets/<method>.png`` (the contact sheets), all
+    hard-linked (:func:`link_file`). ``rows``: the video's per-sample metric rows (columns
+    ``method, prompt_id, prompt, seed, video_path`` and the metrics), at most ``limit`` per
+    method. Returns the number of samples shown."""
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    link_file(reference_mp4, folder / "reference.mp4")
+    cells = []
+    for method in methods:
+        mine = rows[rows["method"] == method].sort_values(["prompt_id", "seed"])
+        if limit:
+            mine = mine.head(int(limit))
+        (folder / method).mkdir()
+        for row in mine.to_dict("records"):
+            name = f"{method}/{row['prompt_id']}_s{int(row['seed'])}.mp4"
+            link_file(row["video_path"], folder / name)
+            cells.append({**row, "method": method, "src": name})
+    (folder / "sheets").mkdir()
+    shown = {}
+    for method in methods:
+        if method in sheets:
+            link_file(sheets[method], folder / "sheets" / f"{method}.png")
+            shown[method] = f"sheets/{method}.png"
+    (folder / "index.html").write_text(video_page_html(video_id, caption, "reference.mp4", cells, list(methods),
+                                                       descriptions, shown))
+    return len(cells)
 
 
 def _finite(x) -> bool:
