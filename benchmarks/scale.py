@@ -5,16 +5,19 @@ Per N and per code version (``--repo name=path``, e.g. today's main against a br
 
 * ``validate``  -- manifest validation (every row checked, every video probed), cold and warm
   (the second call reads the probe cache);
-* ``dag``       -- a dry run (``snakemake -n``) on the empty workspace: the time before the
-  first job could start, the number of jobs and the Snakemake process's peak RSS;
+* ``dag``       -- a dry run (``snakemake -n``) on the empty workspace: the number of jobs and
+  the Snakemake process's peak RSS (a dry run also prints every job);
+* ``first job`` -- a real run (``--cores 1``) on another empty workspace, until Snakemake
+  starts its first job (the line ``rule <name>:``; then the run is killed): what a user waits
+  before anything runs;
 * ``noop``      -- a dry run on a finished workspace (every output synthesised from the DAG,
   mtimes in dependency order, Snakemake's metadata written by ``--touch``): what a rerun after
   one failed job costs; it must find 0 jobs;
 * ``aggregate`` -- the ``aggregate_samples`` step (all per-(method, video) metric tables into
   one Parquet file), its time and peak RSS;
 * ``report``    -- the report's browse pages over N videos x 7 methods (``report_browse``'s
-  HTML: the index and one page per method, from a synthetic summary; not the hard links of
-  the video pages), where the code has them.
+  HTML: the index and one page per method, from a synthetic summary, and -- where the code
+  builds them there -- every video's page with its files hard-linked), where the code has them.
 
 The clips are real and decodable: two toy clips, hard-linked N times (each path is probed).
 Run it on an idle machine; every figure is the wall time of one run::
@@ -39,7 +42,7 @@ TABLE1 = ["base", "motionmatcher", "ddpm_lora", "motiondirector", "vmc", "dmt", 
 # dependency depth of each rule: a synthesised output gets mtime base + depth seconds, so every
 # output is newer than its inputs (a rule not listed here is reported, not guessed)
 DEPTH = {
-    "preprocess": 1, "cache_latents": 2, "reference_metrics": 2, "cache_inversion": 3,
+    "preprocess": 1, "metrics_check": 1, "cache_latents": 2, "reference_metrics": 2, "cache_inversion": 3,
     "customize": 3, "method_inversion": 4, "report_training_curve": 4, "videos_table": 4,
     "sample": 5, "metrics": 6, "report_contact_sheet": 6, "aggregate_samples": 7,
     "report_video_page": 7, "report_metric_plot": 8, "report_provenance": 8, "summary": 8,
@@ -66,6 +69,29 @@ def run_measured(cmd: list[str], env: dict, log: Path, timeout: float) -> tuple[
             time.sleep(0.05)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - t0, proc.returncode, usage.ru_maxrss // 1024
+
+
+def first_job(cmd: list[str], env: dict, log: Path, timeout: float) -> tuple[float, str | None]:
+    """Seconds until the real run ``cmd`` starts its first job (Snakemake prints ``rule
+    <name>:`` / ``localrule <name>:``), and that rule; the run is then killed."""
+    import signal
+
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                                start_new_session=True)
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                m = re.match(r"^(?:local)?rule (\w+):", line)
+                if m:
+                    return time.perf_counter() - t0, m.group(1)
+                if time.perf_counter() - t0 > timeout:
+                    break
+            return float("inf"), None
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def make_workspace(ws: Path, n: int, repo: Path, env: dict) -> Path:
@@ -198,6 +224,27 @@ records = browse_rows(summary, videos, methods)
 size = len(browse_index_html(records, methods))
 for m in methods:
     size += len(method_page_html(records, m))
+try:  # the video pages, built by report_browse since issue 21's third pass
+    from motionmatcher.results.report import write_video_page
+except ImportError:
+    write_video_page = None
+if write_video_page is not None:
+    import tempfile
+    from pathlib import Path
+    tmp = Path(tempfile.mkdtemp(dir=sys.argv[3]))
+    # one file per (method, prompt) / method / reference, linked per video (< ext4's 65,000 links)
+    files = {}
+    for key in ["reference", *(f"{m}_p{p}" for m in methods for p in range(2)), *(f"{m}_sheet" for m in methods)]:
+        files[key] = tmp / f"{key}.bin"
+        files[key].write_bytes(b"x" * 1000)
+    rows = pd.DataFrame([{"video_id": v, "method": m, "prompt_id": f"p{p:02d}", "prompt": "a prompt", "seed": 0,
+                          "video_path": str(files[f"{m}_p{p}"]), "clip_t": 0.3} for v in videos for m in methods
+                         for p in range(2)])
+    by_video = dict(tuple(rows.groupby("video_id", sort=False)))
+    for v, info in videos.items():
+        write_video_page(tmp / "videos" / v, v, info["caption"], files["reference"], by_video[v],
+                         {m: files[f"{m}_sheet"] for m in methods}, methods)
+        size += (tmp / "videos" / v / "index.html").stat().st_size
 print(f"REPORT {time.perf_counter() - t0:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} {size}")
 """
 
@@ -237,7 +284,8 @@ write_table(df, METRICS, sys.argv[1])
     return listing
 
 
-def bench(name: str, repo: Path, n: int, work: Path, timeout: float, noop: bool = True) -> dict:
+def bench(name: str, repo: Path, n: int, work: Path, timeout: float, noop: bool = True,
+          first: bool = True) -> dict:
     env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
     ws = work / name / f"n{n}"
     if ws.exists():
@@ -257,6 +305,17 @@ def bench(name: str, repo: Path, n: int, work: Path, timeout: float, noop: bool 
     row["dag_s"], rc, row["dag_peak_mb"] = run_measured(snakemake_cmd(repo, cfg, ws, "-n"), env, log, timeout)
     row["jobs"] = job_total(log) if rc == 0 else None
 
+    if first:  # on a workspace of its own: the killed run leaves a lock and an incomplete job
+        ws1 = work / name / f"n{n}_first"
+        if ws1.exists():
+            shutil.rmtree(ws1)
+        ws1.mkdir(parents=True)
+        cfg1 = make_workspace(ws1, n, repo, env)
+        cmd = snakemake_cmd(repo, cfg1, ws1)
+        cmd[cmd.index("--cores") + 1] = "1"
+        row["first_job_s"], row["first_rule"] = first_job(cmd, env, ws1 / "first.log", timeout)
+        shutil.rmtree(ws1)
+
     if rc == 0 and noop:
         unknown = synthesise_outputs(repo, cfg, ws, env, timeout)
         if unknown:
@@ -273,7 +332,7 @@ def bench(name: str, repo: Path, n: int, work: Path, timeout: float, noop: bool 
         raise RuntimeError(f"aggregation failed:\n{out.stdout}\n{out.stderr}")
     row["aggregate_s"], row["aggregate_peak_mb"] = float(agg[0][1]), int(agg[0][2])
 
-    out = subprocess.run([sys.executable, "-c", REPORT, str(n), ",".join(TABLE1)],
+    out = subprocess.run([sys.executable, "-c", REPORT, str(n), ",".join(TABLE1), str(ws)],
                          capture_output=True, text=True, env=env, cwd=repo)
     rep = [line.split() for line in out.stdout.splitlines() if line.startswith("REPORT")]
     if out.returncode or not rep:
@@ -291,18 +350,21 @@ def main(argv=None) -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/mm_scale"))
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per snakemake call")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--no-first-job", action="store_true", help="skip the time to the first job of a real run")
     ap.add_argument("--no-noop", action="store_true",
                     help="skip the no-op rerun (synthesising a finished workspace runs --touch over every job)")
     args = ap.parse_args(argv)
     repos = [r.split("=", 1) for r in args.repo] or [["this", str(ROOT)]]
-    cols = ["code", "videos", "jobs", "validate_s", "validate_warm_s", "dag_s", "dag_peak_mb", "noop_s",
+    cols = ["code", "videos", "jobs", "validate_s", "validate_warm_s", "dag_s", "dag_peak_mb", "first_job_s",
+            "first_rule", "noop_s",
             "noop_jobs", "noop_peak_mb", "aggregate_s", "aggregate_peak_mb", "report_s", "report_mb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))
     rows = []
     for n in args.sizes:
         for name, path in repos:
-            row = bench(name, Path(path).resolve(), n, args.work, args.timeout, noop=not args.no_noop)
+            row = bench(name, Path(path).resolve(), n, args.work, args.timeout, noop=not args.no_noop,
+                        first=not args.no_first_job)
             rows.append(row)
             cells = [f"{row.get(c):.2f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in cols]
             print("| " + " | ".join(cells) + " |", flush=True)
