@@ -250,30 +250,37 @@ print(f"REPORT {time.perf_counter() - t0:.3f} {resource.getrusage(resource.RUSAG
 
 
 def metric_tables(ws: Path, n: int, repo: Path, env: dict) -> Path:
-    """One realistic per-(method, video) metric table (2 prompts x 1 seed), hard-linked to every
-    (method, video) path; returns the file listing them."""
+    """One realistic metric table, hard-linked to every path the code's ``metrics`` rule writes:
+    per (method, video), 2 prompts x 1 seed (before issue 21's third pass), or per video, 2 rows
+    of each of the 7 methods (after); returns the file listing them."""
     listing = ws / "metric_tables.txt"
+    per_video = "metrics/{{video}}.parquet" in (repo / "rules" / "metrics.smk").read_text()
     script = r"""
 import sys
 import numpy as np, pandas as pd
 from motionmatcher.files.table_schemas import METRICS, write_table
 rows = []
-for p in range(2):
-    row = {}
-    for f in METRICS:
-        t = str(f.type)
-        row[f.name] = (0.5 + p if t in ("double", "float") else p if t.startswith("int")
-                       else True if t == "bool" else f"x{p}")
-    rows.append(row)
+for m in sys.argv[2].split(","):
+    for p in range(2):
+        row = {}
+        for f in METRICS:
+            t = str(f.type)
+            row[f.name] = (0.5 + p if t in ("double", "float") else p if t.startswith("int")
+                           else True if t == "bool" else f"x{p}")
+        row["method"] = m
+        rows.append(row)
 df = pd.DataFrame(rows)
 write_table(df, METRICS, sys.argv[1])
 """
     paths = []
-    for m in TABLE1:
-        # one template per method: a file system allows ~65,000 links to one file (ext4)
-        template = ws / f"metric_template_{m}.parquet"
-        subprocess.run([sys.executable, "-c", script, str(template)], check=True, env=env, cwd=repo)
-        d = ws / "synthetic_metrics" / m
+    # one template per method (per video: per 50,000 videos): a file system allows ~65,000 links
+    # to one file (ext4)
+    groups = [(None, TABLE1)] if per_video else [(m, [m]) for m in TABLE1]
+    for method, methods in groups:
+        template = ws / f"metric_template_{method or 'all'}.parquet"
+        subprocess.run([sys.executable, "-c", script, str(template), ",".join(methods)], check=True, env=env,
+                       cwd=repo)
+        d = ws / "synthetic_metrics" / (method or "")
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             p = d / f"v{i:05d}.parquet"

@@ -14,7 +14,7 @@ From sacct (Submit/Start/End, 1 s resolution) and the wall time it reports per j
 With ``--pipeline N`` it instead runs the workflow's cheap stages for N toy videos (the demo's
 clips, hard-linked N times, one prompt each; the base method, 2 sampling/inversion steps; the
 outputs ``--targets`` of every video, default the metrics of `base` and the reference metrics:
-preprocess, cache_latents + cache_inversion (one group job), reference_metrics, sample, metrics) through profiles/slurm, once per ``--modes``:
+preprocess, cache_latents + cache_inversion (one group job), metrics_check, sample, metrics) through profiles/slurm, once per ``--modes``:
 
   today   the profile without job arrays: one `sbatch` per Slurm job
   arrays  the profile as shipped: `slurm-array-jobs` rules as Slurm job arrays
@@ -135,7 +135,7 @@ exec {real} "$@"
 """
 # per video: base metrics (-> sample <- cache_inversion <- cache_latents <- preprocess) and the
 # reference metrics; {v} is the video id, paths relative to results_dir
-PIPELINE_TARGETS = ["metrics/base/{v}.parquet", "metrics_reference/{v}.parquet"]
+PIPELINE_TARGETS = ["metrics/{v}.parquet", "metrics_reference/{v}.parquet"]
 
 
 def pipeline_workspace(ws: Path, n: int, env: dict) -> Path:

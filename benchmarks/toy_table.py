@@ -57,7 +57,7 @@ def table(samples: pd.DataFrame) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("samples", nargs="+",
-                    help="results/<dir>/tables/samples.parquet, or per-(method, video) metrics tables")
+                    help="results/<dir>/tables/samples.parquet, or per-video metrics tables")
     a = ap.parse_args(argv)
     samples = pd.concat([pd.read_parquet(p) for p in a.samples], ignore_index=True)
     if samples["trajectory_error"].isna().all():

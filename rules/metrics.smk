@@ -7,11 +7,12 @@
 #                      not after training. Every metrics job waits for it.
 #   metrics            per video: CLIP-T, frame consistency, ImageReward, motion discrepancy /
 #                      fidelity of every method's samples vs the reference clip (one table per
-#                      (method, video), as before), and the reference vs its own caption (the scale
-#                      of CLIP-T). One job per video, not per (method, video) and one more for the
-#                      reference (issue 21: 8 jobs per video less with the seven Table-1 methods;
-#                      the scorers load once per video). A method added to run_methods re-scores
-#                      the video's other methods too (cheap next to sampling).
+#                      video, a row per sample of every method), and the reference vs its own
+#                      caption (the scale of CLIP-T). One job and one table per video, not per
+#                      (method, video) plus one for the reference (issue 21: 8 jobs and 6 files
+#                      per video less with the seven Table-1 methods; the scorers load once per
+#                      video). A method added to run_methods re-scores the video's other methods
+#                      too (cheap next to sampling).
 #   aggregate_samples  results/tables/samples.parquet: all per-sample rows (streaming concat)
 #   summary            results/tables/summary.{parquet,md}: per method and per (method, video)
 #
@@ -48,9 +49,7 @@ rule metrics:
         reference=f"{R}/preprocess/{{video}}/frames.safetensors",
         check=rules.metrics_check.output.record,
     output:
-        # in the order of params.methods
-        tables=expand(f"{R}/metrics/{{method}}/{{{{video}}}}.parquet", method=config["run_methods"]),
-        # not under results/metrics/: a method may be called "reference"
+        table=f"{R}/metrics/{{video}}.parquet",  # every method's rows, in the order of params.methods
         reference=f"{R}/metrics_reference/{{video}}.parquet",
     params:
         methods=config["run_methods"],
@@ -79,9 +78,7 @@ rule metrics:
 
 rule aggregate_samples:
     input:
-        tables=expand(
-            f"{R}/metrics/{{method}}/{{video}}.parquet", method=config["run_methods"], video=VIDEOS.index
-        ),
+        tables=expand(f"{R}/metrics/{{video}}.parquet", video=VIDEOS.index),
     output:
         table=f"{R}/tables/samples.parquet",
     params:

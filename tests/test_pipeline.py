@@ -215,9 +215,9 @@ def test_damaged_sample_frames_hint_names_a_rule_output(demo_run, tmp_path):
     raw = bytearray(frames.read_bytes())
     raw[-1] ^= 0x01
     frames.write_bytes(bytes(raw))
-    res = snakemake(workdir, cfg, "--forcerun", "metrics", "--keep-going", "results/metrics/motionmatcher/zoom.parquet")
+    res = snakemake(workdir, cfg, "--forcerun", "metrics", "--keep-going", "results/metrics/zoom.parquet")
     assert res.returncode != 0
-    log = (workdir / "results" / "logs" / "metrics" / "motionmatcher" / "zoom.log").read_text()
+    log = (workdir / "results" / "logs" / "metrics" / "zoom.log").read_text()
     assert _hint(log) == "snakemake --force results/samples/motionmatcher/zoom/samples.parquet"
     res = snakemake(workdir, cfg, "-n", *_hint(log).split()[1:])
     assert res.returncode == 0 and "MissingRule" not in res.stderr, res.stderr[-3000:]
@@ -233,9 +233,9 @@ def test_truncated_samples_table_is_named_and_a_verified_rerun_repairs_it(demo_r
     workdir, cfg = _copy_run(demo_run, tmp_path)
     table = workdir / "results" / "samples" / "motionmatcher" / "zoom" / "samples.parquet"
     table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
-    res = snakemake(workdir, cfg, "--forcerun", "metrics", "--keep-going", "results/metrics/motionmatcher/zoom.parquet")
+    res = snakemake(workdir, cfg, "--forcerun", "metrics", "--keep-going", "results/metrics/zoom.parquet")
     assert res.returncode != 0
-    log = (workdir / "results" / "logs" / "metrics" / "motionmatcher" / "zoom.log").read_text()
+    log = (workdir / "results" / "logs" / "metrics" / "zoom.log").read_text()
     assert "not a readable Parquet table" in log
     assert _hint(log) == "snakemake --force results/samples/motionmatcher/zoom/samples.parquet"
     res = subprocess.run([sys.executable, "-m", "motionmatcher.results.verify", "--delete", "results", "resources"],

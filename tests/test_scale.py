@@ -369,10 +369,11 @@ def test_sample_with_folded_inversion_equals_the_two_step_path(tiny_model_dir, t
 
 
 def test_metrics_job_per_video_equals_the_per_method_jobs(tmp_path):
-    """Rule metrics scores every method's samples of a video in one job (and the reference,
-    was rule reference_metrics): each method's table equals what the old per-(method, video)
-    job computed -- evaluate_samples on that method's rows alone -- and the reference's row
-    equals evaluate_reference; metrics_check loads the same scorers and records them."""
+    """Rule metrics scores every method's samples of a video in one job and one table (and the
+    reference, was rule reference_metrics): each method's rows equal what the old per-(method,
+    video) job computed -- evaluate_samples on that method's rows alone -- in the order of the
+    methods, and the reference's row equals evaluate_reference; metrics_check loads the same
+    scorers and records them."""
     import json
 
     import numpy as np
@@ -405,14 +406,13 @@ def test_metrics_job_per_video_equals_the_per_method_jobs(tmp_path):
     video = {**config["video"], "width": size, "height": size}
     methods = list(clips)
     configs = {m: method_config(config, m) for m in methods}
-    outputs = {m: str(tmp_path / "out" / m / "v.parquet") for m in methods}
     common = {"metrics": metrics, "device": "cpu"}
     _run_script(tmp_path, "metrics_check", "metrics.py", wildcards={}, input={},
                 output={"record": str(tmp_path / "check.json")}, params=common)
     _run_script(tmp_path, "metrics", "metrics.py", wildcards={"video": "v"},
                 input={"samples": [str(tables[m]) for m in methods], "reference": str(tmp_path / "frames.safetensors"),
                        "check": str(tmp_path / "check.json")},
-                output={"tables": [outputs[m] for m in methods], "reference": str(tmp_path / "reference.parquet")},
+                output={"table": str(tmp_path / "metrics.parquet"), "reference": str(tmp_path / "reference.parquet")},
                 params={**common, "methods": methods, "method_configs": configs, "video": video,
                         "video_path": str(tmp_path / "v.mp4"), "caption": "a red ball", "start_frame": 0,
                         "height": size, "width": size})
@@ -421,6 +421,8 @@ def test_metrics_job_per_video_equals_the_per_method_jobs(tmp_path):
     check = json.loads((tmp_path / "check.json").read_text())
     assert check["tracker"] == tracker.name == "lk" and check["device"] == "cpu"
     volatile = ["metrics_seconds", "code_version"]
+    table = read_table(tmp_path / "metrics.parquet")
+    assert list(table["method"]) == ["base", "base", "motionmatcher"]
     for method in methods:  # the old job: one method's rows
         old = evaluate_samples(pd.read_parquet(tables[method]), reference, scorer, tracker, 6, image_reward=image_reward,
                                expected_size=(size, size), variants=metric_variants(metrics))
@@ -428,8 +430,8 @@ def test_metrics_job_per_video_equals_the_per_method_jobs(tmp_path):
         old["code_version"] = "x"
         write_table(old, METRICS, tmp_path / f"old_{method}.parquet")
         a = read_table(tmp_path / f"old_{method}.parquet").drop(columns=volatile)
-        b = read_table(outputs[method]).drop(columns=volatile)
-        assert len(b) == len(clips[method]) and set(b["method"]) == {method}
+        b = table[table["method"] == method].reset_index(drop=True).drop(columns=volatile)
+        assert len(b) == len(clips[method])
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     ref = read_table(tmp_path / "reference.parquet")
     expected = evaluate_reference(reference, "a red ball", scorer, image_reward)
@@ -437,9 +439,9 @@ def test_metrics_job_per_video_equals_the_per_method_jobs(tmp_path):
     for key in ("clip_t", "frame_consistency", "clip_weights_sha256"):
         assert ref.loc[0, key] == expected[key], key
     assert ref.loc[0, "config_hash"] == metrics_config_hash(None, metrics, video, None)
-    # the methods' rows differ (a real split, not one table written twice)
-    assert read_table(outputs["base"])["motion_discrepancy"].iloc[0] == pytest.approx(0.0, abs=1e-9)
-    assert read_table(outputs["motionmatcher"])["motion_discrepancy"].iloc[0] > 0.01
+    # each row scored its own sample: the reference itself, and its time reversal
+    assert table["motion_discrepancy"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    assert table["motion_discrepancy"].iloc[2] > 0.01
 
 
 def test_method_config_keys_are_the_classes_fields():

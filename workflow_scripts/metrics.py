@@ -1,5 +1,5 @@
 """Rule ``metrics``: score every method's samples of one reference video -- CLIP-T, frame
-consistency, ImageReward, motion discrepancy and motion fidelity; one table per (method, video)
+consistency, ImageReward, motion discrepancy and motion fidelity; one table, a row per sample
 -- and the reference clip against its own caption (the scale of CLIP-T). The scorers load once
 and the reference is tracked once for all methods.
 
@@ -56,7 +56,7 @@ if mtbench_cfg.get("enabled"):
     setup = mtbench_setup(mtbench_cfg, wc.video, p.video_path, (int(p.height), int(p.width)),
                           int(p.start_frame))
 
-# every method's samples in one call (the reference tracked once), split by method afterwards
+# every method's samples in one call (the reference tracked once), in the order of the methods
 methods = list(p.methods)
 samples = pd.concat([read_table(path) for path in snakemake.input.samples], ignore_index=True)
 ground_truth = load_ground_truth(p.video_path, int(p.video["n_frames"]), (int(p.height), int(p.width)))
@@ -69,10 +69,9 @@ table = evaluate_samples(
 table["config_hash"] = [metrics_config_hash(p.method_configs[m], p.metrics, p.video, s)
                         for m, s in zip(table["method"], table["seed"])]
 table["code_version"] = code_version()
-for method, path in zip(methods, snakemake.output.tables):
-    rows = table[table["method"] == method].reset_index(drop=True)
-    write_table(rows, METRICS, path)
-    log.info("%d samples of %s/%s -> %s", len(rows), method, wc.video, path)
+write_table(table, METRICS, snakemake.output.table)
+log.info("%s samples of %s -> %s", " + ".join(str((table["method"] == m).sum()) for m in methods), wc.video,
+         snakemake.output.table)
 
 record = evaluate_reference(reference, p.caption, scorer, image_reward)
 record.update(

@@ -62,7 +62,7 @@ SAMPLES = pa.schema([
 ])
 
 
-# One row per sample of the `metrics` stage (results/metrics/{method}/{video}.parquet) and of
+# One row per sample of the `metrics` stage (results/metrics/{video}.parquet, every method) and of
 # results/tables/samples.parquet (their concatenation). image_reward is null when no ImageReward
 # checkpoint is configured; motion_fidelity is null when undefined.
 METRICS = pa.schema([
