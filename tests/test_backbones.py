@@ -459,3 +459,23 @@ def test_config_backbone_sampling_is_each_official_pipelines_default():
         official = {"num_steps": params["num_inference_steps"].default,
                     "guidance_scale": params["guidance_scale"].default}
         assert config["backbone_sampling"][name] == official == get_backbone(name).sampling_defaults
+
+
+def test_cuda_on_a_machine_without_one_is_named_before_any_model_loads(monkeypatch):
+    """`device: cuda` (config/paper.yaml) on a CPU machine: before, the first job failed with
+    torch's own error at the first tensor moved; now resolve_device names the config key and
+    the fix. `auto` still falls back to the CPU, and `cpu` is untouched."""
+    import torch
+
+    from motionmatcher.backbones.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError) as err:
+        resolve_device("cuda")
+    assert "config device: cuda" in str(err.value) and "--config device=cpu" in str(err.value)
+    with pytest.raises(RuntimeError, match="config device: cuda:1"):
+        resolve_device("cuda:1")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda") == torch.device("cuda")

@@ -145,10 +145,23 @@ class T2VModel:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available (respecting ``CUDA_VISIBLE_DEVICES``), else CPU."""
+    """``auto`` picks CUDA when available (respecting ``CUDA_VISIBLE_DEVICES``), else CPU.
+
+    Raises:
+        RuntimeError: ``cuda`` asked for where torch sees no GPU (a CPU machine running
+            ``config/paper.yaml``, or a job without a GPU), naming the config key, before
+            any model loads -- not torch's error at the first tensor moved.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"config device: {device}, but torch sees no CUDA GPU here (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!s}, torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda or 'none'}). On a CPU machine run with --config device=cpu (or device: auto); "
+            "on a cluster, check that the job asked for a GPU (docs/slurm.md)")
+    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
