@@ -30,14 +30,14 @@ def test_dmt_and_motionclone_rows_sheets_and_report(tmp_path):
                              report={"reference_method": "dmt"})
     r = tmp_path / "results"
     targets = [f"results/{p}" for p in (
-        "tables/summary.md", "report/table1.html", "report/videos/zoom")]
+        "tables/summary.md", "report/table1.html", "report/browse")]
     res = run_snakemake(tmp_path, cfg, "--cores", "2", *targets)  # ends --set-threads' list
     assert res.returncode == 0, res.stderr[-6000:]
     for method in ("dmt", "motionclone"):
         s = pd.read_parquet(r / "samples" / method / "zoom" / "samples.parquet")
         assert len(s) == 1 and s["num_steps"].iloc[0] == 3
         assert (r / "samples" / method / "zoom" / "contact_sheet.png").stat().st_size > 0
-        assert ((r / "report" / "videos" / "zoom" / "sheets" / f"{method}.png").read_bytes()
+        assert ((r / "report" / "browse" / "videos" / "zoom" / "sheets" / f"{method}.png").read_bytes()
                 == (r / "samples" / method / "zoom" / "contact_sheet.png").read_bytes())
         log = (r / "logs" / "sample" / method / "zoom.log").read_text()
         assert f"guidance {method}" in log
