@@ -198,6 +198,12 @@ def test_leak_prone_reference_through_the_sidecar(tmp_path):
                                                           appearance=dict(spec.appearance, distractor=None)))
     m1 = G.score_sample(recoloured, row.prompt, gt)
     assert m1["background_leakage"] > 0.9 and m1["distractor_leakage"] == 0.0
+    # a sidecar whose appearance cannot be rendered: an error naming the file, at load time
+    bad = json.loads(G.sidecar_path(video).read_text())
+    bad["spec"]["appearance"]["background_pattern"]["kind"] = "stripes"
+    G.sidecar_path(tmp_path / "bad.mp4").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"bad\.gt\.json: spec\.appearance cannot be rendered.*stripes"):
+        G.load_ground_truth(tmp_path / "bad.mp4", 8, (32, 32))
     # a plain reference: both columns null
     plain_gt = G.load_ground_truth(tmp_path / manifest.video_path[0], 8, (32, 32))
     assert "pattern" not in plain_gt

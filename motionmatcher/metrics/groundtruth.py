@@ -77,9 +77,11 @@ def load_ground_truth(video_path: str | os.PathLike, n_frames: int, size: tuple[
             "to the clip's")
     prim = gt["spec"]["objects"][0]
     out = dict(colour=prim["colour"], shape=prim["shape"], centroid=cen, size=int(w), path=str(path))
-    spec = world.ClipSpec.from_dict(gt["spec"])
-    if spec.appearance is not None:
-        out.update(unprompted_calibration(spec))
+    if gt["spec"].get("appearance") is not None:
+        try:
+            out.update(unprompted_calibration(world.ClipSpec.from_dict(gt["spec"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: spec.appearance cannot be rendered: {e!r}") from None
     return out
 
 
@@ -87,7 +89,8 @@ def grating_amplitude(frames: np.ndarray, period: float, angle: float,
                       labels: np.ndarray | None = None) -> float:
     """A = mean over frames of | mean_{p in B_f} (I(p) - mean I) exp(-i k.p) | (module docstring):
     the amplitude of the background's component at wave vector k = 2 pi / period (cos angle,
-    sin angle), B_f the pixels the detector labels no object colour."""
+    sin angle), B_f the pixels the detector labels no object colour (a frame with fewer than 2
+    of them counts 0)."""
     frames = np.asarray(frames, dtype=np.float64)
     labels = detector.segment(frames) if labels is None else labels
     F, H, W, _ = frames.shape
@@ -121,8 +124,12 @@ def unprompted_calibration(spec: "world.ClipSpec") -> dict:
         out["pattern"] = dict(period=pat["period"], angle=pat["angle"],
                               a_reference=grating_amplitude(frames, pat["period"], pat["angle"]),
                               a_flat=grating_amplitude(flat, pat["period"], pat["angle"]))
+        if not out["pattern"]["a_reference"] > out["pattern"]["a_flat"]:
+            raise ValueError(f"the background grating ({pat}) is not visible in the rendered clip")
     if dis is not None:
         out["distractor"] = dict(colour=dis.colour, area=detector.colour_areas(frames)[dis.colour])
+        if out["distractor"]["area"] <= 0:
+            raise ValueError(f"the distractor ({dis.colour} {dis.shape}) is not visible in the rendered clip")
     return out
 
 
