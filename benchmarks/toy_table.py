@@ -81,6 +81,26 @@ def main(argv=None) -> int:
             print(f"{m}: trajectory error / base = {x[common].mean() / b[common].mean():.2f} "
                   f"(paired difference {mean:+.3f} [{lo:+.3f}, {hi:+.3f}], {len(common)} videos)")
     print()
+    # unprompted-appearance leakage (leak-prone references only): paired per video against
+    # base and against DDPM-LoRA (the paper: MotionMatcher leaks less than DDPM-LoRA)
+    for c in ("background_leakage", "distractor_leakage"):
+        if c not in samples.columns or samples[c].isna().all():
+            continue
+        per = samples.groupby(["method", "video_id"])[c].mean().dropna()
+        methods = list(dict.fromkeys(samples["method"]))
+        for ref in ("base", "ddpm_lora"):
+            if ref not in per.index.get_level_values(0):
+                continue
+            r = per[ref]
+            for m in methods:
+                if m == ref or m not in per.index.get_level_values(0) or (ref == "ddpm_lora" and m == "base"):
+                    continue
+                x = per[m]
+                common = r.index.intersection(x.index)
+                mean, lo, hi = video_ci(x[common] - r[common])
+                print(f"{m} - {ref}: {c} paired difference {mean:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+                      f"{len(common)} videos ({(x[common] < r[common]).sum()} lower)")
+        print()
     for c in ("motion_discrepancy", "motion_fidelity", "clip_t"):
         ok = samples[[c, "trajectory_error"]].dropna()
         if len(ok) > 2:
