@@ -27,7 +27,8 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 def t975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96
 
-COLUMNS = ("trajectory_error", "appearance_leakage", "text_alignment", "shape_alignment",
+COLUMNS = ("trajectory_error", "appearance_leakage", "background_leakage", "distractor_leakage",
+           "text_alignment", "shape_alignment",
            "motion_discrepancy", "motion_fidelity", "clip_t")
 
 
@@ -42,12 +43,15 @@ def video_ci(per_video: pd.Series) -> tuple[float, float, float]:
 
 def table(samples: pd.DataFrame) -> str:
     methods = list(dict.fromkeys(samples["method"]))
-    lines = ["| method | n samples | n videos | " + " | ".join(COLUMNS) + " |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |"]
+    # tables of an older run lack the unprompted-appearance columns; a leakage column is null
+    # for the videos without that appearance (its CI is over the videos that have it)
+    cols = [c for c in COLUMNS if c in samples.columns]
+    lines = ["| method | n samples | n videos | " + " | ".join(cols) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in cols) + " |"]
     for m in methods:
         s = samples[samples["method"] == m]
         cells = []
-        for c in COLUMNS:
+        for c in cols:
             mean, lo, hi = video_ci(s.groupby("video_id")[c].mean())
             cells.append(f"{mean:.3f} [{lo:.3f}, {hi:.3f}]")
         lines.append(f"| {m} | {len(s)} | {s['video_id'].nunique()} | " + " | ".join(cells) + " |")
@@ -77,6 +81,26 @@ def main(argv=None) -> int:
             print(f"{m}: trajectory error / base = {x[common].mean() / b[common].mean():.2f} "
                   f"(paired difference {mean:+.3f} [{lo:+.3f}, {hi:+.3f}], {len(common)} videos)")
     print()
+    # unprompted-appearance leakage (leak-prone references only): paired per video against
+    # base and against DDPM-LoRA (the paper: MotionMatcher leaks less than DDPM-LoRA)
+    for c in ("background_leakage", "distractor_leakage"):
+        if c not in samples.columns or samples[c].isna().all():
+            continue
+        per = samples.groupby(["method", "video_id"])[c].mean().dropna()
+        methods = list(dict.fromkeys(samples["method"]))
+        for ref in ("base", "ddpm_lora"):
+            if ref not in per.index.get_level_values(0):
+                continue
+            r = per[ref]
+            for m in methods:
+                if m == ref or m not in per.index.get_level_values(0) or (ref == "ddpm_lora" and m == "base"):
+                    continue
+                x = per[m]
+                common = r.index.intersection(x.index)
+                mean, lo, hi = video_ci(x[common] - r[common])
+                print(f"{m} - {ref}: {c} paired difference {mean:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+                      f"{len(common)} videos ({(x[common] < r[common]).sum()} lower)")
+        print()
     for c in ("motion_discrepancy", "motion_fidelity", "clip_t"):
         ok = samples[[c, "trajectory_error"]].dropna()
         if len(ok) > 2:

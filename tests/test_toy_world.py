@@ -99,3 +99,114 @@ def test_unet_learning_rate_tail():
         assert _lr_tail(step, 8000, 2e-3, warmup=50, decay=2000) == 2e-3 == _lr_tail(step, 10**6, 2e-3, 50, 0)
     assert math.isclose(_lr_tail(7000, 8000, 2e-3, warmup=50, decay=2000), 1e-3)
     assert _lr_tail(8000, 8000, 2e-3, warmup=50, decay=2000) == 0.0
+
+
+# --- unprompted appearance (issue #19 item 2) -------------------------------------------------
+
+def _digest_clips(specs_and_extra):
+    import hashlib
+    import json
+
+    m = hashlib.sha256()
+    for spec, extra in specs_and_extra:
+        frames, gt = world.render_clip(spec)
+        m.update(frames.tobytes())
+        m.update(gt["mask"].tobytes())
+        m.update(np.asarray(gt["centroid"]).tobytes())
+        m.update(json.dumps(world.gt_json(gt), indent=1).encode())
+        m.update(extra)
+    return m.hexdigest()
+
+
+def test_plain_world_is_bit_identical_to_the_code_the_toy_model_was_trained_on():
+    """SHA-256 of frames, masks, centroids and sidecar JSON of 24 random training clips (every
+    trajectory family, 10 with a second object) and of the demo and benchmark sets (with their
+    target prompts), computed with the renderer before the appearance setting existed
+    (commit 92c1f92): the plain world, which models/toy_t2v was pretrained on, is unchanged."""
+    import json
+
+    from motionmatcher.toy import clips
+
+    train = [(world.sample_clip(np.random.default_rng([7, s]), two_object_prob=0.5), b"") for s in range(24)]
+    assert {s.primary.trajectory for s, _ in train} == set(world.TRAJECTORIES)
+    assert _digest_clips(train) == "f88da02af6616f867af045faad14d2f1433ca1545634e7e2fc08a44686d696be"
+    old = {"demo": "423be7fd7733ca7188533a0442c213e568da53aca4ad0ef09f0f9796daac5d16",
+           "benchmark": "d1aa30eaa7d6121744b1ccb2bf4913ca221436430d9e3ddaf2dd3c84c979616f"}
+    for which, digest in old.items():
+        refs = [clips.reference(which, i) for i in range(len(clips.SETS[which]))]
+        assert all(spec.appearance is None for _, spec, _ in refs)
+        assert _digest_clips([(spec, json.dumps(p).encode()) for _, spec, p in refs]) == digest
+
+
+def test_demo_and_benchmark_files_are_unchanged(tmp_path):
+    """manifest.csv + the sidecars as the old clips.write_clips wrote them (SHA-256, commit 92c1f92)."""
+    import hashlib
+
+    from motionmatcher.toy import clips
+
+    old = {"demo": "e9de2cd57a6e74e369a7d366cd63440287eec38b0e0b832e33f791b6bd4126a0",
+           "benchmark": "b77c365127abc822d0c72930f62122f629c4a88062d382688008c942c5552bf9"}
+    for which, digest in old.items():
+        out = tmp_path / which
+        clips.write_clips(out, which)
+        data = (out / "manifest.csv").read_bytes() + b"".join(
+            p.read_bytes() for p in sorted((out / "videos").glob("*.gt.json")))
+        assert hashlib.sha256(data).hexdigest() == digest, which
+
+
+def test_appearance_setting_renders_grating_and_unnamed_distractor():
+    rng = np.random.default_rng(11)
+    plain = world.sample_clip(rng, appearance=("red", "square", "gray"), trajectory="line", two_object_prob=0.0)
+    spec = world.add_appearance(plain, np.random.default_rng(3))
+    assert spec.caption() == plain.caption() and spec.objects == plain.objects
+    pat, dis = spec.pattern, spec.distractor
+    assert pat["period"] in world.PATTERN_PERIODS and pat["angle"] in world.PATTERN_ANGLES
+    assert dis.colour != "red" and dis.colour not in spec.caption() and dis.shape in world.SHAPES
+    frames, gt = world.render_clip(spec)
+    pframes, pgt = world.render_clip(plain)
+    np.testing.assert_array_equal(gt["mask"], pgt["mask"])  # primary on top, same ground truth
+    np.testing.assert_array_equal(gt["centroid"], pgt["centroid"])
+    # background pixels (no object reaches them in frame 0): gray + gradient + the grating
+    n = spec.size
+    x, y = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
+    grad = np.linspace(-10, 10, n)[:, None]
+    dx, dy, dr = dis.state(0.0)
+    sel = (pframes[0, ..., 0] == np.rint(115 + grad)) & (np.hypot(x - dx * n, y - dy * n) > 1.6 * dr * n + 1)
+    a = np.radians(pat["angle"])
+    want = 115 + grad + 32 * np.cos(2 * np.pi * (x * np.cos(a) + y * np.sin(a)) / pat["period"] + pat["phase"])
+    got = frames[0].astype(float)
+    assert sel.sum() > 500 and np.abs(got[sel] - want[sel][:, None]).max() <= 0.5 + 1e-4
+    # the distractor: its colour is drawn along its own track, clear of the primary
+    det = detector.detect_colour(frames, dis.colour)
+    assert (det.area > 4).all()
+    assert np.nanmax(np.abs(det.centroid - gt["distractor_centroid"])) < 1.0
+    assert (det.area >= 0.5 * gt["distractor_area"]).all()  # mostly visible, not under the primary
+    js = world.gt_json(gt)
+    assert js["appearance"] == spec.appearance and len(js["distractor_area"]) == 8
+    again = world.ClipSpec.from_dict(js["spec"])
+    np.testing.assert_array_equal(world.render_clip(again)[0], frames)
+    assert "appearance" not in world.gt_json(pgt)["spec"] and "appearance" not in world.gt_json(pgt)
+    with pytest.raises(ValueError, match="choose from"):
+        world.add_appearance(plain, rng, ("stripes",))
+
+
+def test_appearance_set_covers_every_family_in_both_settings(tmp_path):
+    import pandas as pd
+
+    from motionmatcher.toy import clips
+
+    refs = [clips.reference("appearance", i) for i in range(len(clips.SETS["appearance"]))]
+    assert len(refs) >= 16
+    for leak in (False, True):
+        sub = [spec for _, spec, _ in refs if (spec.appearance is not None) == leak]
+        assert {s.primary.trajectory for s in sub} == set(world.TRAJECTORIES)
+        assert all((s.primary.colour, s.primary.shape, s.background) in world.HELDOUT_APPEARANCES for s in sub)
+    for vid, spec, prompts in refs:
+        assert len(prompts) == 2 and vid.endswith("_leak") == (spec.appearance is not None)
+        if spec.distractor is not None:  # its colour shows in every frame (>= half its area)
+            frames, gt = world.render_clip(spec)
+            assert (detector.detect_colour(frames, spec.distractor.colour).area >= 0.5 * gt["distractor_area"]).all()
+        banned = {spec.primary.colour} | ({spec.distractor.colour} if spec.distractor else set())
+        assert not any(c in p.split() for p in prompts for c in banned)
+    manifest = pd.read_csv(clips.write_clips(tmp_path, "appearance"))
+    assert len(manifest) == 2 * len(refs) and manifest.video_id.nunique() == len(refs)

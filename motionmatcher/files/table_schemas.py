@@ -105,6 +105,9 @@ METRICS = pa.schema([
     ("appearance_leakage", pa.float64()),
     ("text_alignment", pa.float64()),
     ("shape_alignment", pa.float64()),
+    # unprompted appearance of a leak-prone reference (toy.world.add_appearance); null otherwise
+    ("background_leakage", pa.float64()),
+    ("distractor_leakage", pa.float64()),
     ("model_identity", pa.string()),
     ("config_hash", pa.string()),
     ("code_version", pa.string()),
@@ -135,7 +138,8 @@ REFERENCE = pa.schema([
 # fewer than 2 values) and M_n (non-null values) over the row's samples (descriptive).
 # reference_clip_t: mean CLIP-T of the group's reference videos vs their captions.
 SUMMARY_METRICS = ("clip_t", "frame_consistency", "image_reward", "motion_discrepancy", "motion_fidelity",
-                   "mtbench_fidelity", "trajectory_error", "appearance_leakage", "text_alignment")
+                   "mtbench_fidelity", "trajectory_error", "appearance_leakage", "text_alignment",
+                   "background_leakage", "distractor_leakage")
 SUMMARY = pa.schema(
     [
         ("level", pa.string()),

@@ -18,6 +18,21 @@ Per sample:
   the target colour is the reference's).
 * ``text_alignment``: 1 if the dominant object colour is the target colour, else 0.
 * ``shape_alignment``: 1 if the shape read from the target colour's mask is the target shape.
+
+Unprompted appearance (references with ``ClipSpec.appearance``, :func:`.world.add_appearance`;
+NaN for a reference without it):
+
+* ``background_leakage``: how much of the reference's background grating (period P, wave-vector
+  angle theta) the sample's background carries. Per frame f, over the background pixels B_f
+  (the detector labels them no object colour), with I the mean of R, G, B and p the pixel
+  centre, a_f = | mean_{p in B_f} (I(p) - mean_{B_f} I) exp(-i k.p) |, k = 2 pi / P (cos theta,
+  sin theta); A = mean_f a_f. Then (A_sample - A_flat) / (A_reference - A_flat), clipped to
+  [0, 1], where A_reference is the rendered reference's and A_flat the same clip rendered
+  without the grating (its gradient and objects): a copy of the reference's grating scores 1,
+  a flat background 0, a grating of another period or axis about 0.
+* ``distractor_leakage``: mean area per frame of the reference's (unnamed) distractor colour in
+  the sample / the same in the rendered reference, clipped to [0, 1] (NaN also when the prompt
+  names that colour).
 """
 
 from __future__ import annotations
@@ -30,9 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from motionmatcher.toy import detector
+from motionmatcher.toy import world
 from motionmatcher.toy.world import COLOURS, SHAPES
 
-GT_COLUMNS = ("trajectory_error", "appearance_leakage", "text_alignment", "shape_alignment")
+GT_COLUMNS = ("trajectory_error", "appearance_leakage", "text_alignment", "shape_alignment",
+              "background_leakage", "distractor_leakage")
 SIDECAR_SUFFIX = ".gt.json"
 
 
@@ -59,7 +76,61 @@ def load_ground_truth(video_path: str | os.PathLike, n_frames: int, size: tuple[
             f"reads {n_frames} frames at {w}x{h}; set video.n_frames/width/height (frame_step 1) "
             "to the clip's")
     prim = gt["spec"]["objects"][0]
-    return dict(colour=prim["colour"], shape=prim["shape"], centroid=cen, size=int(w), path=str(path))
+    out = dict(colour=prim["colour"], shape=prim["shape"], centroid=cen, size=int(w), path=str(path))
+    if gt["spec"].get("appearance") is not None:
+        try:
+            out.update(unprompted_calibration(world.ClipSpec.from_dict(gt["spec"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: spec.appearance cannot be rendered: {e!r}") from None
+    return out
+
+
+def grating_amplitude(frames: np.ndarray, period: float, angle: float,
+                      labels: np.ndarray | None = None) -> float:
+    """A = mean over frames of | mean_{p in B_f} (I(p) - mean I) exp(-i k.p) | (module docstring):
+    the amplitude of the background's component at wave vector k = 2 pi / period (cos angle,
+    sin angle), B_f the pixels the detector labels no object colour (a frame with fewer than 2
+    of them counts 0)."""
+    frames = np.asarray(frames, dtype=np.float64)
+    labels = detector.segment(frames) if labels is None else labels
+    F, H, W, _ = frames.shape
+    x, y = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    a = np.deg2rad(angle)
+    wave = np.exp(-1j * 2 * np.pi * (x * np.cos(a) + y * np.sin(a)) / period)
+    amps = []
+    for f in range(F):
+        b = labels[f] == -1
+        if b.sum() < 2:
+            amps.append(0.0)
+            continue
+        i = frames[f].mean(-1)[b]
+        amps.append(float(np.abs(((i - i.mean()) * wave[b]).mean())))
+    return float(np.mean(amps))
+
+
+def unprompted_calibration(spec: "world.ClipSpec") -> dict:
+    """What :func:`score_sample` needs of a reference with unprompted appearance, from its
+    rendered frames: ``pattern`` (period, angle, ``a_reference``, ``a_flat``: the grating
+    amplitude of the reference and of the reference rendered without its grating) and
+    ``distractor`` (colour, ``area``: its colour's mean area per frame in the reference)."""
+    import dataclasses
+
+    out: dict = dict(pattern=None, distractor=None)
+    frames, _ = world.render_clip(spec)
+    pat, dis = spec.pattern, spec.distractor
+    if pat is not None:
+        flat, _ = world.render_clip(dataclasses.replace(
+            spec, appearance=dict(spec.appearance, background_pattern=None)))
+        out["pattern"] = dict(period=pat["period"], angle=pat["angle"],
+                              a_reference=grating_amplitude(frames, pat["period"], pat["angle"]),
+                              a_flat=grating_amplitude(flat, pat["period"], pat["angle"]))
+        if not out["pattern"]["a_reference"] > out["pattern"]["a_flat"]:
+            raise ValueError(f"the background grating ({pat}) is not visible in the rendered clip")
+    if dis is not None:
+        out["distractor"] = dict(colour=dis.colour, area=detector.colour_areas(frames)[dis.colour])
+        if out["distractor"]["area"] <= 0:
+            raise ValueError(f"the distractor ({dis.colour} {dis.shape}) is not visible in the rendered clip")
+    return out
 
 
 def parse_target(prompt: str) -> tuple[str, str | None]:
@@ -93,9 +164,19 @@ def score_sample(frames: np.ndarray, prompt: str, gt: dict) -> dict:
     ref_area, own = areas[gt["colour"]], areas[colour]
     leak = float(ref_area / (ref_area + own)) if ref_area + own > 0 else 0.0
     got_shape = detector.shape_of(detector.detect_colour(frames, colour, labels).mask)
+    nan = float("nan")
+    bg_leak = dis_leak = nan
+    pat, dis = gt.get("pattern"), gt.get("distractor")
+    if pat is not None:
+        a = grating_amplitude(frames, pat["period"], pat["angle"], labels)
+        bg_leak = float(np.clip((a - pat["a_flat"]) / (pat["a_reference"] - pat["a_flat"]), 0.0, 1.0))
+    if dis is not None and dis["colour"] != colour:
+        dis_leak = float(np.clip(areas[dis["colour"]] / dis["area"], 0.0, 1.0))
     return dict(
         trajectory_error=err,
-        appearance_leakage=leak if gt["colour"] != colour else float("nan"),
+        appearance_leakage=leak if gt["colour"] != colour else nan,
         text_alignment=float(dom == colour),
-        shape_alignment=float(got_shape == shape) if shape is not None else float("nan"),
+        shape_alignment=float(got_shape == shape) if shape is not None else nan,
+        background_leakage=bg_leak,
+        distractor_leakage=dis_leak,
     )

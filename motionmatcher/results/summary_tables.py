@@ -64,6 +64,8 @@ METRIC_SPECS: tuple[tuple[str, str, bool], ...] = (
     ("trajectory_error", "Trajectory error (GT)", False),
     ("appearance_leakage", "Appearance leakage (GT)", False),
     ("text_alignment", "Text alignment (GT)", True),
+    ("background_leakage", "Background leakage (GT)", False),
+    ("distractor_leakage", "Distractor leakage (GT)", False),
 )
 assert tuple(m for m, _, _ in METRIC_SPECS) == SUMMARY_METRICS
 

@@ -3,13 +3,17 @@
 Every clip is drawn from the *held-out* appearances (:data:`.world.HELDOUT_APPEARANCES`, never
 seen by the pretrained toy model), one object, a fixed trajectory family per clip. Each
 reference gets two target prompts that change colour and shape (appearance only: the motion
-has to come from the customization). Written per clip: ``videos/<id>.mp4`` and
+has to come from the customization). The ``appearance`` set adds leak-prone references
+(:func:`.world.add_appearance`: a background grating and an unnamed distractor object that
+neither the caption nor the target prompts name; the target prompts also avoid the
+distractor's colour), so a customization that memorises the reference's appearance shows in
+``background_leakage`` / ``distractor_leakage``. Written per clip: ``videos/<id>.mp4`` and
 ``videos/<id>.gt.json`` (the sidecar :mod:`motionmatcher.metrics.groundtruth` reads), plus
 ``manifest.csv``.
 
 CLI::
 
-    python -m motionmatcher.toy.clips OUT_DIR [--set benchmark|demo] [--seed 0]
+    python -m motionmatcher.toy.clips OUT_DIR [--set benchmark|demo|appearance] [--seed 0]
 """
 
 from __future__ import annotations
@@ -26,8 +30,13 @@ from ..files.atomic import atomic_write
 from ..files.video import write_mp4
 from . import world
 
-#: (trajectory family, held-out appearance) of each reference clip.
-SETS: dict[str, list[tuple[str, tuple[str, str, str]]]] = {
+#: The leak-prone setting of the ``appearance`` set: every kind of unprompted appearance.
+LEAK = world.APPEARANCE_KINDS
+_FAMILIES = ("line", "circle_cw", "circle_ccw", "zigzag", "bounce", "approach", "recede", "line")
+_HELDOUT = sorted(world.HELDOUT_APPEARANCES)
+
+#: (trajectory family, held-out appearance[, unprompted appearance kinds]) of each reference.
+SETS: dict[str, list[tuple]] = {
     "benchmark": [
         ("line", ("red", "triangle", "gray")),
         ("circle_cw", ("green", "circle", "black")),
@@ -42,17 +51,39 @@ SETS: dict[str, list[tuple[str, tuple[str, str, str]]]] = {
         ("line", ("red", "triangle", "gray")),
         ("circle_cw", ("green", "circle", "black")),
     ],
+    # 16 references: every trajectory family (and a second line) plain and leak-prone, every
+    # held-out appearance once in each setting
+    "appearance": [(t, _HELDOUT[k]) for k, t in enumerate(_FAMILIES)]
+    + [(t, _HELDOUT[(k + 4) % 8], LEAK) for k, t in enumerate(_FAMILIES)],
 }
 VERSION = 1
 
 
-def target_prompts(appearance: tuple[str, str, str], rng: np.random.Generator, n: int = 2) -> list[str]:
-    """n prompts with another colour and another shape than the reference, same background."""
+def target_prompts(appearance: tuple[str, str, str], rng: np.random.Generator, n: int = 2,
+                   exclude: tuple[str, ...] = ()) -> list[str]:
+    """n prompts with another colour and another shape than the reference, same background
+    (colours in ``exclude`` not used either)."""
     colour, shape, bg = appearance
-    colours = [c for c in world.COLOURS if c != colour]
+    colours = [c for c in world.COLOURS if c != colour and c not in exclude]
     shapes = [s for s in world.SHAPES if s != shape]
     picks = rng.permutation(len(colours))[:n]
     return [f"a {colours[i]} {shapes[k % len(shapes)]} on a {bg} background" for k, i in enumerate(picks)]
+
+
+def reference(which: str, index: int, seed: int = 0) -> tuple[str, "world.ClipSpec", list[str]]:
+    """(video id, spec, target prompts) of reference ``index`` of set ``which``."""
+    entry = SETS[which][index]
+    traj, app = entry[:2]
+    kinds = entry[2] if len(entry) > 2 else ()
+    rng = np.random.default_rng([seed, index])
+    spec = world.sample_clip(rng, appearance=app, trajectory=traj, two_object_prob=0.0,
+                             motion_word_prob=1.0)
+    vid = f"{index:02d}_{traj}_{app[0]}_{app[1]}"
+    if kinds:  # drawn after the plain clip's draws: its motion is what the plain setting gives
+        spec = world.add_appearance(spec, rng, kinds)
+        vid += "_leak"
+    dis = spec.distractor
+    return vid, spec, target_prompts(app, rng, exclude=(dis.colour,) if dis is not None else ())
 
 
 def write_clips(out: str | Path, which: str = "benchmark", seed: int = 0, fps: int = 8) -> Path:
@@ -67,16 +98,13 @@ def write_clips(out: str | Path, which: str = "benchmark", seed: int = 0, fps: i
         return out / "manifest.csv"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (traj, app) in enumerate(SETS[which]):
-        rng = np.random.default_rng([seed, i])
-        spec = world.sample_clip(rng, appearance=app, trajectory=traj, two_object_prob=0.0,
-                                 motion_word_prob=1.0)
+    for i in range(len(SETS[which])):
+        vid, spec, prompts = reference(which, i, seed)
         frames, gt = world.render_clip(spec)
-        vid = f"{i:02d}_{traj}_{app[0]}_{app[1]}"
         write_mp4(frames, out / "videos" / f"{vid}.mp4", fps=fps)
         side = json.dumps(world.gt_json(gt), indent=1)
         atomic_write(out / "videos" / f"{vid}.gt.json", ".json", lambda tmp, s=side: Path(tmp).write_text(s))
-        for p in target_prompts(app, rng):
+        for p in prompts:
             rows.append((vid, f"videos/{vid}.mp4", gt["caption"], p))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

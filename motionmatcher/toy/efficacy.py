@@ -19,7 +19,7 @@ import torch
 
 from ..customization.inversion import ddim_inversion
 from ..backbones.latents import encode_video
-from ..metrics.groundtruth import score_sample
+from ..metrics.groundtruth import score_sample, unprompted_calibration
 from ..customization.sampler import SamplingConfig, sample_videos
 from ..customization.training import TrainConfig, train
 from . import clips, world
@@ -48,12 +48,12 @@ class EfficacyResult:
 
 def reference_clip(index: int = 0, which: str = "benchmark", seed: int = 0):
     """(frames, ground truth dict for score_sample, caption, target prompt) of a set's clip."""
-    traj, app = clips.SETS[which][index]
-    rng = np.random.default_rng([seed, index])
-    spec = world.sample_clip(rng, appearance=app, trajectory=traj, two_object_prob=0.0, motion_word_prob=1.0)
+    _, spec, prompts = clips.reference(which, index, seed)
     frames, gt = world.render_clip(spec)
-    prompt = clips.target_prompts(app, rng)[0]
-    g = dict(colour=app[0], shape=app[1], centroid=gt["centroid"], size=spec.size)
+    prompt = prompts[0]
+    g = dict(colour=spec.primary.colour, shape=spec.primary.shape, centroid=gt["centroid"], size=spec.size)
+    if spec.appearance is not None:
+        g.update(unprompted_calibration(spec))
     return frames, g, gt["caption"], prompt
 
 

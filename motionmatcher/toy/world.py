@@ -12,6 +12,13 @@ Ground truth per frame, for the *primary* object (the one named first in the cap
 its mask (pixel coverage >= 0.5) and centroid (coverage-weighted, in pixels, x right, y
 down). Rendering is analytic with 4x4 supersampling, so sub-pixel motion changes pixels.
 
+Unprompted appearance (``ClipSpec.appearance``, off by default; :func:`add_appearance`): a
+reference can carry appearance that its caption does not name and a customization can memorise:
+a static sine grating on the background (``background_pattern``: period in pixels, angle of
+its wave vector, phase, amplitude) and/or a second, unnamed *distractor* object with its own
+trajectory (``distractor``), drawn under the primary. With ``appearance`` None (every training
+clip of the pretrained toy model) rendering is the world's original code path, bit for bit.
+
 Train/held-out split: :data:`HELDOUT_APPEARANCES` (colour, shape, background) triples never
 occur as the primary object in training clips (``split="train"``); ``split="heldout"`` draws
 only from them. Prompts for the quality gate and the benchmark come from the held-out split.
@@ -53,6 +60,13 @@ HELDOUT_APPEARANCES: frozenset[tuple[str, str, str]] = frozenset({
 })
 
 _SUPERSAMPLE = 4
+#: The unprompted-appearance settings of :func:`add_appearance`.
+APPEARANCE_KINDS: tuple[str, ...] = ("background_pattern", "distractor")
+#: Grating periods (pixels at 32 px: 3-4 latent pixels of the toy VAE) and wave-vector angles
+#: (degrees; 0: the intensity varies along x, i.e. vertical stripes; y down).
+PATTERN_PERIODS: tuple[float, ...] = (12.0, 16.0)
+PATTERN_ANGLES: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0)
+PATTERN_AMPLITUDE = 32.0  # grey levels: a background pixel stays nearest its background colour
 
 
 @dataclass
@@ -113,6 +127,10 @@ class ClipSpec:
     motion_words: bool
     n_frames: int = 8
     size: int = 32
+    #: Unprompted appearance (None: the plain world). Plain JSON: ``{"background_pattern":
+    #: {"kind": "grating", "period", "angle", "phase", "amplitude"} | None, "distractor":
+    #: <ObjectSpec fields> | None}``; the caption names neither.
+    appearance: dict | None = None
 
     @property
     def primary(self) -> ObjectSpec:
@@ -129,7 +147,19 @@ class ClipSpec:
         return " and ".join(parts) + f" on a {self.background} background"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["appearance"] is None:  # the plain world's specs (and sidecars) as before
+            del d["appearance"]
+        return d
+
+    @property
+    def pattern(self) -> dict | None:
+        return (self.appearance or {}).get("background_pattern")
+
+    @property
+    def distractor(self) -> ObjectSpec | None:
+        d = (self.appearance or {}).get("distractor")
+        return ObjectSpec(**d) if d is not None else None
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClipSpec":
@@ -186,6 +216,66 @@ def sample_clip(rng: np.random.Generator, *, split: str = "train", n_frames: int
                     motion_words=bool(rng.random() < motion_word_prob), n_frames=n_frames, size=size)
 
 
+def add_appearance(spec: ClipSpec, rng: np.random.Generator,
+                   kinds: tuple[str, ...] = APPEARANCE_KINDS) -> ClipSpec:
+    """``spec`` with unprompted appearance of ``kinds`` drawn from ``rng`` (caption unchanged).
+
+    ``background_pattern``: a static sine grating, period from :data:`PATTERN_PERIODS`, angle
+    from :data:`PATTERN_ANGLES`, random phase, amplitude :data:`PATTERN_AMPLITUDE`.
+    ``distractor``: an object of another colour than every named object, a random shape and a
+    random trajectory family, drawn under the named objects."""
+    unknown = [k for k in kinds if k not in APPEARANCE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"appearance kinds {list(kinds)}: choose from {', '.join(APPEARANCE_KINDS)}")
+    app: dict = dict(background_pattern=None, distractor=None)
+    if "background_pattern" in kinds:
+        app["background_pattern"] = dict(
+            kind="grating", period=float(rng.choice(PATTERN_PERIODS)), angle=float(rng.choice(PATTERN_ANGLES)),
+            phase=float(rng.uniform(0, 2 * math.pi)), amplitude=PATTERN_AMPLITUDE)
+    if "distractor" in kinds:
+        named = {o.colour for o in spec.objects}
+        colour = str(rng.choice([c for c in COLOURS if c not in named]))
+        shape = str(rng.choice(SHAPES))
+        # kept clear of the named objects: the candidate (of up to 64) whose smallest gap,
+        # over frames, between its and their bounding circles is largest; the first clear one
+        best, best_gap = None, -math.inf
+        for _ in range(64):
+            cand = sample_object(rng, colour, shape)
+            gap = _min_gap(cand, spec.objects, spec.n_frames)
+            if gap > best_gap:
+                best, best_gap = cand, gap
+            if gap > 0.02:
+                break
+        app["distractor"] = asdict(best)
+    return ClipSpec(background=spec.background, objects=list(spec.objects), motion_words=spec.motion_words,
+                    n_frames=spec.n_frames, size=spec.size, appearance=app)
+
+
+def _min_gap(obj: ObjectSpec, others: list[ObjectSpec], n_frames: int) -> float:
+    """Smallest distance over frames between the bounding circles (1.6 r: a triangle's corner
+    reaches 1.56 r) of ``obj`` and of each of ``others``, normalised units."""
+    gap = math.inf
+    for f in range(n_frames):
+        t = f / max(n_frames - 1, 1)
+        x, y, r = obj.state(t)
+        for o in others:
+            ox, oy, orr = o.state(t)
+            gap = min(gap, math.hypot(x - ox, y - oy) - 1.6 * (r + orr))
+    return gap
+
+
+def grating(pattern: dict, size: int) -> np.ndarray:
+    """The background grating (H, W) in grey levels at pixel centres (x + 0.5, y + 0.5):
+    ``amplitude * cos(2 pi (x cos(angle) + y sin(angle)) / period + phase)``."""
+    if pattern.get("kind") != "grating":
+        raise ValueError(f"unknown background pattern {pattern.get('kind')!r}; known: grating")
+    pix = np.arange(size, dtype=np.float64) + 0.5
+    x, y = np.meshgrid(pix, pix)
+    a = math.radians(pattern["angle"])
+    return pattern["amplitude"] * np.cos(2 * math.pi * (x * math.cos(a) + y * math.sin(a)) / pattern["period"]
+                                         + pattern["phase"])
+
+
 def _coverage(shape: str, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Supersampled inside-test of a shape centred at (cx, cy) with 'radius' r, box-filtered."""
     dx, dy = xs - cx, ys - cy
@@ -208,7 +298,8 @@ def render_clip(spec: ClipSpec) -> tuple[np.ndarray, dict]:
     """Frames (F, H, W, 3) uint8 and ground truth of the primary object.
 
     Ground truth: ``mask`` (F, H, W) bool, ``centroid`` (F, 2) float pixels (x, y), ``area``
-    (F,) pixels, plus the spec (``spec``) and caption.
+    (F,) pixels, plus the spec (``spec``) and caption. With a distractor also
+    ``distractor_centroid`` / ``distractor_area`` (its own coverage, occlusion ignored).
     """
     n, F = spec.size, spec.n_frames
     ss = _SUPERSAMPLE
@@ -216,30 +307,55 @@ def render_clip(spec: ClipSpec) -> tuple[np.ndarray, dict]:
     xs, ys = np.meshgrid(sub, sub)
     bg = np.array(BACKGROUNDS[spec.background], dtype=np.float32)
     grad = np.linspace(-10.0, 10.0, n, dtype=np.float32)[:, None, None]
+    base = bg + grad
+    if spec.pattern is not None:  # only then: the plain world's arithmetic stays as it was
+        base = base + grating(spec.pattern, n).astype(np.float32)[..., None]
+    drawn = list(reversed(spec.objects))  # primary drawn last: on top
+    distractor = spec.distractor
+    if distractor is not None:
+        drawn.insert(0, distractor)  # under every named object
     frames = np.empty((F, n, n, 3), dtype=np.uint8)
     masks = np.empty((F, n, n), dtype=bool)
     centroids = np.empty((F, 2), dtype=np.float64)
+    d_cen, d_area = np.empty((F, 2), dtype=np.float64), np.empty(F, dtype=np.int64)
     pix = np.arange(n) + 0.5
     for f in range(F):
         t = f / max(F - 1, 1)
-        img = np.broadcast_to(bg + grad, (n, n, 3)).copy()
+        img = np.broadcast_to(base, (n, n, 3)).copy()
         cov_primary = None
-        for o in reversed(spec.objects):  # primary drawn last: on top
+        for o in drawn:
             cx, cy, r = o.state(t)
             cov = _coverage(o.shape, cx, cy, r, xs, ys)[..., None]
             img = img * (1.0 - cov) + np.array(COLOURS[o.colour], np.float32) * cov
             cov_primary = cov[..., 0]
+            if o is distractor:
+                c = cov[..., 0]
+                d_area[f] = int((c >= 0.5).sum())
+                d_cen[f] = ((c.sum(0) * pix).sum() / c.sum(), (c.sum(1) * pix).sum() / c.sum()) \
+                    if c.sum() > 0 else (np.nan, np.nan)
         frames[f] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
         masks[f] = cov_primary >= 0.5
         w = cov_primary.sum()
         centroids[f] = ((cov_primary.sum(0) * pix).sum() / w, (cov_primary.sum(1) * pix).sum() / w) if w > 0 else (np.nan, np.nan)
     gt = dict(mask=masks, centroid=centroids, area=masks.reshape(F, -1).sum(1),
               caption=spec.caption(), spec=spec.to_dict())
+    if distractor is not None:
+        gt.update(distractor_centroid=d_cen, distractor_area=d_area)
     return frames, gt
 
 
 def gt_json(gt: dict) -> dict:
-    """The JSON-serialisable part of the ground truth (centroids, areas, spec, caption; no masks)."""
-    return dict(caption=gt["caption"], spec=gt["spec"], frame_size=int(gt["mask"].shape[-1]),
-                centroid=[[float(x), float(y)] for x, y in gt["centroid"]],
-                area=[int(a) for a in gt["area"]])
+    """The JSON-serialisable part of the ground truth (centroids, areas, spec, caption; no masks).
+
+    A clip with unprompted appearance adds ``appearance`` (the spec's: grating kind, period,
+    angle, phase, amplitude; distractor colour, shape, trajectory) and the distractor's track
+    (``distractor_centroid``, ``distractor_area``)."""
+    out = dict(caption=gt["caption"], spec=gt["spec"], frame_size=int(gt["mask"].shape[-1]),
+               centroid=[[float(x), float(y)] for x, y in gt["centroid"]],
+               area=[int(a) for a in gt["area"]])
+    if gt["spec"].get("appearance") is not None:
+        out["appearance"] = gt["spec"]["appearance"]
+    if "distractor_centroid" in gt:
+        out["distractor_centroid"] = [[float(x), float(y)] for x, y in gt["distractor_centroid"]]
+        out["distractor_area"] = [int(a) for a in gt["distractor_area"]]
+    return out
