@@ -10,6 +10,7 @@ rule sample:
         sample=lambda wc: method_config(config, wc.method, wc.video)["sample"],
         guidance=lambda wc: method_config(config, wc.method, wc.video)["guidance"],
         caption=video_param("caption"),
+        video_path=video_param("video_path"),  # its <stem>.gt.json sidecar: the contact sheet's ground-truth path
         inversion_prompt=config["inversion"]["prompt"],
         # True: invert the reference's latents with the method's weights here (was rule method_inversion)
         invert=lambda wc: inverts_with_method(wc.method, wc.video),

@@ -329,6 +329,7 @@ def test_sample_with_folded_inversion_equals_the_two_step_path(tiny_model_dir, t
     sample = {**method_config(config, "motionmatcher")["sample"], "seeds": [0]}
     assert sample["noise_prior"] > 0 and sample["lora_min_timestep"] > 0
     base_params = {**common, "sample": sample, "guidance": None, "caption": "a ball", "inversion_prompt": "",
+                   "video_path": str(tmp_path / "ref.mp4"),  # no ground-truth sidecar: no path on the sheet
                    "prompts": [{"row": 0, "prompt_id": "p00", "prompt": "a dog runs"}],
                    "width": size, "height": size, "fps": 8, "inversion_steps": 3}
 

@@ -279,7 +279,7 @@ def test_write_mp4_rejects_bad_input(tmp_path: Path) -> None:
 def test_contact_sheet_layout(tmp_path: Path) -> None:
     a = np.stack([np.full((48, 64, 3), 10 * i, np.uint8) for i in range(10)])  # value = 10 * index
     b = np.full((3, 24, 24, 3), 200, np.uint8)  # smaller, square: resized to 48x48
-    sheet = contact_sheet([("first", a), ("second", b)], n_cols=4, label_height=14)
+    sheet = contact_sheet([("first", a), ("second", b)], n_cols=4, label_height=14, min_frame_size=48)
     assert sheet.dtype == np.uint8
     assert sheet.shape == (2 * (14 + 48), 4 * 64, 3)
     # evenly spaced frames 0, 3, 6, 9 in row 1
@@ -295,6 +295,68 @@ def test_contact_sheet_layout(tmp_path: Path) -> None:
     save_png(sheet, out)
     np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), sheet)
     assert os.listdir(out.parent) == ["s.png"]
+
+
+def test_contact_sheet_enlarges_small_frames_nearest_neighbour() -> None:
+    """32 px frames (the toy world's) are shown 3x (>= 96 px), each pixel a 3x3 block; a label
+    longer than the frames widens the sheet rather than being cut off; nothing drawn over them."""
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    label = "p00 s0: a yellow triangle on a brown background, moving along a long and winding path"
+    sheet = contact_sheet([(label, clip)], n_cols=4, label_height=14)
+    assert sheet.shape[0] == 14 + 96
+    for c, idx in enumerate([0, 2, 5, 7]):  # np.linspace(0, 7, 4).round()
+        np.testing.assert_array_equal(sheet[14:, 96 * c : 96 * (c + 1)],
+                                      np.repeat(np.repeat(clip[idx], 3, axis=0), 3, axis=1))
+    dark_cols = np.nonzero((sheet[:14] < 128).any(axis=(0, 2)))[0]
+    assert sheet.shape[1] > 4 * 96 and dark_cols.max() < sheet.shape[1] - 2  # the whole label fits
+    assert (sheet[14:, 4 * 96 :] == 255).all()
+
+
+def test_contact_sheet_draws_the_ground_truth_path(tmp_path: Path) -> None:
+    """With a toy reference's sidecar, the sheet draws its centroid path over every frame (a dot
+    on the frame's own centroid); the expected positions are the object's pixel centroids,
+    computed here from the rendered frames; a video without a sidecar gets no path."""
+    import json
+
+    from motionmatcher.metrics.groundtruth import load_ground_truth
+    from motionmatcher.toy import world
+
+    spec = world.sample_clip(np.random.default_rng(3), appearance=("red", "circle", "black"),
+                             trajectory="line", two_object_prob=0.0, motion_word_prob=1.0)
+    frames, gt = world.render_clip(spec)
+    (tmp_path / "ref.gt.json").write_text(json.dumps(world.gt_json(gt)))
+    truth = load_ground_truth(tmp_path / "ref.mp4", len(frames), (32, 32))
+    sample = np.zeros_like(frames)  # a black "sample": only the path is drawn on it
+    sheet = contact_sheet([("reference", frames), ("sample", sample)], n_cols=4, label_height=14,
+                          track=truth["centroid"])
+
+    red = (frames[..., 0] > 128) & (frames[..., 1] < 100) & (frames[..., 2] < 100)
+    ys, xs = np.mgrid[0:32, 0:32] + 0.5
+    expected = np.stack([[(xs * m).sum() / m.sum(), (ys * m).sum() / m.sum()] for m in red])  # (x, y) px
+    assert np.ptp(expected[:, 0]) + np.ptp(expected[:, 1]) > 8  # the object moves
+    path = expected * 3  # in the sheet's 96 px frames
+    magenta = (sheet == video.TRACK_COLOUR).all(axis=-1)
+    for r in range(2):
+        for c, idx in enumerate([0, 2, 5, 7]):
+            tile = magenta[14 + 110 * r : 110 * (r + 1), 96 * c : 96 * (c + 1)]
+            x, y = path[idx]
+            assert tile[int(y), int(x)], (r, c)  # the dot on the frame's own centroid
+            # every drawn pixel lies on the path (1 px line, dot radius 2, < 1 px of centroid rounding)
+            py, px = np.nonzero(tile)
+            pts = np.stack([px + 0.5, py + 0.5], axis=1)
+            a, b = path[:-1][None], path[1:][None]
+            t = np.clip(((pts[:, None] - a) * (b - a)).sum(-1) / ((b - a) ** 2).sum(-1), 0, 1)
+            dist = np.linalg.norm(pts[:, None] - (a + t[..., None] * (b - a)), axis=-1).min(1)
+            assert dist.max() < 3.5, (r, c)
+            # and it runs along the whole path: each segment's midpoint is drawn
+            for m in (path[:-1] + path[1:]) / 2:
+                assert tile[int(m[1]) - 1 : int(m[1]) + 2, int(m[0]) - 1 : int(m[0]) + 2].any()
+
+    assert load_ground_truth(tmp_path / "real.mp4", len(frames), (32, 32)) is None  # no sidecar
+    plain = contact_sheet([("reference", frames), ("sample", sample)], n_cols=4, label_height=14, track=None)
+    assert not (plain == video.TRACK_COLOUR).all(axis=-1).any()
+    assert (plain[14 + 110 :, : 4 * 96] == 0).all()  # the black sample untouched
 
 
 def test_contact_sheet_rejects_empty() -> None:

@@ -13,6 +13,7 @@ from motionmatcher.backbones import latent_frames_of, load_model
 from motionmatcher.backbones.models import model_identity, resolve_device, resolve_dtype
 from motionmatcher.jobs.provenance import code_version, library_versions
 from motionmatcher.jobs.rule_script import setup_script
+from motionmatcher.metrics.groundtruth import load_ground_truth
 from motionmatcher.files.atomic import write_json
 from motionmatcher.files.tensor_files import NonFiniteError, read_checked, write_checked
 from motionmatcher.customization.sampler import SamplingConfig, sample_videos
@@ -122,7 +123,10 @@ for k, ((row, seed), smp) in enumerate(zip(meta, samples)):
         # MotionClone: location-aware semantic masks (True) or the global form
         "semantic_masks": bool(guided.get("semantic_masks", False)),
     })
-save_png(contact_sheet(sheet_rows, n_cols=int(s.get("contact_sheet_frames", 4))), snakemake.output.sheet)
+# a toy-world reference's ground-truth path (<stem>.gt.json) over every frame; real videos: none
+truth = load_ground_truth(p.video_path, int(p.n_frames), (int(p.height), int(p.width)))
+save_png(contact_sheet(sheet_rows, n_cols=int(s.get("contact_sheet_frames", 4)),
+                       track=None if truth is None else truth["centroid"]), snakemake.output.sheet)
 write_table(pd.DataFrame(records), SAMPLES, snakemake.output.table)
 write_json(snakemake.output.record, {
     "video_id": wc.video, "method": wc.method, "sample": s, "loaded_parts": loaded,

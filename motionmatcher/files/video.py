@@ -376,18 +376,49 @@ def _pick_indices(n_frames: int, n_cols: int) -> list[int]:
     return [int(i) for i in np.linspace(0, n_frames - 1, n_cols).round()]
 
 
+#: Colour of the path :func:`contact_sheet` draws (magenta: not a colour of the toy world).
+TRACK_COLOUR = (255, 0, 255)
+
+
+def _draw_track(tile: np.ndarray, track: np.ndarray, current: int, scale: float) -> np.ndarray:
+    """``track`` (F, 2) pixel (x, y) points (pixel i spans [i, i + 1)) drawn on ``tile`` at
+    ``scale``: a 1-px polyline through every point, a dot of radius 2 on point ``current``."""
+    h, w = tile.shape[:2]
+    pts = [(min(max(int(x * scale), 0), w - 1), min(max(int(y * scale), 0), h - 1)) if np.isfinite([x, y]).all()
+           else None for x, y in track]  # nan: the object is absent in that frame
+    image = Image.fromarray(tile)
+    draw = ImageDraw.Draw(image)
+    drawn = [q for q in pts if q is not None]
+    if len(drawn) > 1:
+        draw.line(drawn, fill=TRACK_COLOUR, width=1)
+    if pts[current] is not None:
+        x, y = pts[current]
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=TRACK_COLOUR)
+    return np.asarray(image, dtype=np.uint8)
+
+
 def contact_sheet(
     rows: Sequence[tuple[str, np.ndarray]],
     n_cols: int = 4,
     label_height: int = 14,
+    min_frame_size: int = 96,
+    track: np.ndarray | None = None,
 ) -> np.ndarray:
     """Build a labelled grid image: one row of ``n_cols`` frames per clip.
 
     Each row is a white label strip of ``label_height`` pixels with the label
     text (PIL default font) followed by ``n_cols`` frames of that clip picked at
     ``np.linspace(0, F - 1, n_cols).round()``.  Every frame is resized to the
-    first clip's frame height, keeping its aspect ratio; rows narrower than the
-    widest are padded on the right with white.
+    first clip's frame height, keeping its aspect ratio, then enlarged by the
+    smallest whole factor that makes it at least ``min_frame_size`` px high,
+    nearest-neighbour (the toy world's 32 px frames: 3x, pixels stay sharp); the
+    sheet is at least as wide as its longest label; rows narrower than the widest
+    are padded on the right with white.
+
+    ``track``: an optional ``(F, 2)`` path of (x, y) pixel points in the rows'
+    frames (every row then has F frames), e.g. the reference's ground-truth
+    centroids: drawn over every frame as a :data:`TRACK_COLOUR` polyline with a
+    dot on that frame's point. Without it nothing is drawn over the frames.
 
     Returns:
         uint8 ``(H, W, 3)`` image.
@@ -396,33 +427,45 @@ def contact_sheet(
         raise ValueError("contact_sheet needs at least one row")
     if n_cols < 1:
         raise ValueError(f"n_cols must be >= 1, got {n_cols}")
-    target_h = None
+    if track is not None:
+        track = np.asarray(track, dtype=np.float64)
+        if track.ndim != 2 or track.shape[1] != 2:
+            raise ValueError(f"track must have shape (F, 2), got {track.shape}")
+    target_h = factor = None
     strips: list[tuple[str, np.ndarray]] = []
     for label, frames in rows:
         frames = _check_frames(frames, what=f"frames of row {label!r}")
         if frames.shape[0] < 1:
             raise ValueError(f"row {label!r} has no frames")
+        if track is not None and len(track) != frames.shape[0]:
+            raise ValueError(f"row {label!r} has {frames.shape[0]} frames, the track {len(track)} points")
         if target_h is None:
             target_h = int(frames.shape[1])
+            factor = max(1, -(-int(min_frame_size) // target_h))  # ceil
         picked = []
         for idx in _pick_indices(frames.shape[0], n_cols):
             f = frames[idx]
             new_w = max(1, int(round(f.shape[1] * target_h / f.shape[0])))
-            picked.append(_resize_frame(f, new_w, target_h))
+            f = np.repeat(np.repeat(_resize_frame(f, new_w, target_h), factor, axis=0), factor, axis=1)
+            if track is not None:
+                f = _draw_track(f, track, idx, factor * target_h / frames.shape[1])
+            picked.append(f)
         strips.append((str(label), np.concatenate(picked, axis=1)))
 
-    assert target_h is not None
-    sheet_w = max(strip.shape[1] for _, strip in strips)
-    row_h = label_height + target_h
+    assert target_h is not None and factor is not None
+    frame_h = target_h * factor
+    font = ImageFont.load_default()
+    label_w = max(int(np.ceil(font.getlength(label))) + 4 for label, _ in strips) if label_height > 0 else 0
+    sheet_w = max(label_w, *(strip.shape[1] for _, strip in strips))
+    row_h = label_height + frame_h
     sheet = np.full((row_h * len(strips), sheet_w, 3), 255, dtype=np.uint8)
     for r, (_, strip) in enumerate(strips):
         y = r * row_h + label_height
-        sheet[y : y + target_h, : strip.shape[1]] = strip
+        sheet[y : y + frame_h, : strip.shape[1]] = strip
 
     if label_height > 0:
         image = Image.fromarray(sheet)
         draw = ImageDraw.Draw(image)
-        font = ImageFont.load_default()
         for r, (label, _) in enumerate(strips):
             draw.text((2, r * row_h + 1), label, fill=(0, 0, 0), font=font)
         sheet = np.asarray(image, dtype=np.uint8).copy()
