@@ -10,8 +10,8 @@ import sys
 
 import pandas as pd
 
-from motionmatcher.metrics.evaluate import (clip_fields, image_reward_sha256, evaluate_reference, evaluate_samples, load_frames_file, load_scorers,
-                                            metric_variants, metrics_config_hash)
+from motionmatcher.metrics.evaluate import (clip_fields, evaluate_reference, evaluate_samples, image_reward_sha256,
+                                            load_frames_file, load_scorers, metric_variants, metrics_config_hash)
 from motionmatcher.metrics import MetricUnavailable
 from motionmatcher.metrics.mtbench import mtbench_setup
 from motionmatcher.metrics.groundtruth import load_ground_truth
@@ -43,10 +43,6 @@ if snakemake.rule == "metrics_check":
     write_text_atomic(snakemake.output.record, json.dumps(record, indent=1) + "\n")
     log.info("scorers load on %s: %s", device, record)
     sys.exit(0)
-
-if reference.shape[1:3] != (int(p.height), int(p.width)):
-    raise ValueError(f"{snakemake.input.reference}: frames are {reference.shape[1]}x{reference.shape[2]} (HxW), "
-                     f"the configured video size is {p.height}x{p.width}; re-run preprocess")
 
 # MTBench: the box of the video's first-frame mask under metrics.mtbench.root (and, for
 # reference: mtbench, the original full clip) -- docs/metrics_mtbench.md
