@@ -40,6 +40,7 @@ def main(argv=None) -> None:
     ap.add_argument("--videos", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--jobs-per-video", type=int, default=15)
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--quiet", action="store_true", help="dry run without printing every job (snakemake --quiet)")
     args = ap.parse_args(argv)
     exe = Path(sys.executable).with_name("snakemake")
     print("| videos | jobs | dry run s | ms per job | peak MB |\n| --- | --- | --- | --- | --- |")
@@ -47,7 +48,7 @@ def main(argv=None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "Snakefile").write_text(SNAKEFILE)
             cmd = [str(exe), "-n", "--cores", "1", "-d", tmp, "-s", str(Path(tmp) / "Snakefile"), "--config",
-                   f"nvideos={n}", f"per_video={args.jobs_per_video}"]
+                   f"nvideos={n}", f"per_video={args.jobs_per_video}"] + (["--quiet"] if args.quiet else [])
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             secs, rc, peak = run_measured(cmd, env, Path(tmp) / "log", args.timeout)
             if rc:
