@@ -7,6 +7,16 @@ the spread across reference clips, not across correlated samples of one clip. Al
 each method's trajectory error relative to base (ratio of means) and the Spearman
 correlation, over all samples, of each existing motion metric with the trajectory error.
 
+Then the paper's claim as issue #19 states it, read from the same per-video means:
+
+* per trajectory family (the clip's, from its id ``NN_<family>_...``) and per appearance
+  setting (plain / leak-prone ``_leak``): each method's trajectory error and its ratio to base;
+* MotionMatcher (and its ablations) against DDPM-LoRA: paired differences over videos of the
+  trajectory error and of the unprompted-appearance leakage;
+* the reading: MotionMatcher's trajectory error <= base / 2 (ratio of means, and the upper end
+  of the paired difference's CI below 0), and below DDPM-LoRA's at lower leakage (both paired
+  CIs below 0).
+
     PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_table.py results/toy_benchmark/tables/samples.parquet
 """
 
@@ -39,6 +49,71 @@ def video_ci(per_video: pd.Series) -> tuple[float, float, float]:
         return m, float("nan"), float("nan")
     h = t975(len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
     return m, m - h, m + h
+
+
+def family(video_id: str) -> str:
+    """The trajectory family in a toy clip's id (``motionmatcher.toy.clips.reference``)."""
+    from motionmatcher.toy.world import TRAJECTORIES
+
+    rest = video_id.split("_", 1)[1] if "_" in video_id else video_id
+    for t in sorted(TRAJECTORIES, key=len, reverse=True):
+        if rest.startswith(t + "_") or rest == t:
+            return t
+    return "?"
+
+
+def paired(samples: pd.DataFrame, col: str, a: str, b: str) -> tuple[float, float, float, int]:
+    """Mean of the per-video differences a - b of ``col`` and its 95 % CI over the common videos."""
+    per = samples.groupby(["method", "video_id"])[col].mean().dropna()
+    if a not in per.index.get_level_values(0) or b not in per.index.get_level_values(0):
+        return float("nan"), float("nan"), float("nan"), 0
+    x, y = per[a], per[b]
+    common = x.index.intersection(y.index)
+    mean, lo, hi = video_ci(x[common] - y[common])
+    return mean, lo, hi, len(common)
+
+
+def family_table(samples: pd.DataFrame) -> str:
+    """Trajectory error per family x setting: per method the mean of per-video means, and / base."""
+    s = samples.assign(family=samples["video_id"].map(family),
+                       setting=np.where(samples["video_id"].str.endswith("_leak"), "leak", "plain"))
+    per = s.groupby(["family", "setting", "method", "video_id"])["trajectory_error"].mean()
+    methods = list(dict.fromkeys(samples["method"]))
+    lines = ["| family | setting | n videos | " + " | ".join(methods) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+    for (fam, setting), g in per.groupby(level=["family", "setting"]):
+        means = g.groupby(level="method").mean()
+        base = means.get("base", float("nan"))
+        cells = [f"{means[m]:.3f}" + (f" ({means[m] / base:.2f}x)" if m != "base" and base == base and base > 0 else "")
+                 if m in means else "-" for m in methods]
+        n = g.index.get_level_values("video_id").nunique()
+        lines.append(f"| {fam} | {setting} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reading(samples: pd.DataFrame, method: str = "motionmatcher") -> list[str]:
+    """The claim's two statements for ``method``, each with its evidence."""
+    out = []
+    if "base" in set(samples["method"]) and method in set(samples["method"]):
+        per = samples.groupby(["method", "video_id"])["trajectory_error"].mean()
+        common = per["base"].index.intersection(per[method].index)
+        ratio = per[method][common].mean() / per["base"][common].mean()
+        mean, lo, hi, n = paired(samples, "trajectory_error", method, "base")
+        verdict = "yes" if ratio <= 0.5 and hi < 0 else "no"
+        out.append(f"{method} beats base by >= 2x in trajectory error: {verdict} (ratio {ratio:.2f}, "
+                   f"paired difference {mean:+.3f} [{lo:+.3f}, {hi:+.3f}], {n} videos)")
+    if "ddpm_lora" in set(samples["method"]) and method in set(samples["method"]):
+        t = paired(samples, "trajectory_error", method, "ddpm_lora")
+        leaks = [(c, paired(samples, c, method, "ddpm_lora")) for c in
+                 ("background_leakage", "distractor_leakage", "appearance_leakage") if c in samples.columns]
+        leaks = [(c, v) for c, v in leaks if v[3] > 0]
+        lower_traj = t[2] < 0
+        lower_leak = bool(leaks) and all(v[2] < 0 for _, v in leaks[:2])
+        verdict = "yes" if lower_traj and lower_leak else "no"
+        desc = "; ".join(f"{c} {v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}] ({v[3]} videos)" for c, v in leaks)
+        out.append(f"{method} beats ddpm_lora in trajectory error at lower leakage: {verdict} (trajectory "
+                   f"{t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}], {t[3]} videos; {desc or 'no leakage column'})")
+    return out
 
 
 def table(samples: pd.DataFrame) -> str:
@@ -106,6 +181,13 @@ def main(argv=None) -> int:
         if len(ok) > 2:
             rho = ok[c].rank().corr(ok["trajectory_error"].rank())
             print(f"Spearman({c}, trajectory_error) over {len(ok)} samples: {rho:+.2f}")
+    print()
+    print("Trajectory error per family and setting (mean of per-video means; x base):")
+    print(family_table(samples))
+    print()
+    for m in ("motionmatcher", "motionmatcher_ca", "motionmatcher_tsa"):
+        for line in reading(samples, m):
+            print(line)
     return 0
 
 

@@ -1,5 +1,6 @@
 """The toy world's generator and its colour-segmentation detector."""
 
+import json
 import numpy as np
 import pytest
 
@@ -210,3 +211,26 @@ def test_appearance_set_covers_every_family_in_both_settings(tmp_path):
         assert not any(c in p.split() for p in prompts for c in banned)
     manifest = pd.read_csv(clips.write_clips(tmp_path, "appearance"))
     assert len(manifest) == 2 * len(refs) and manifest.video_id.nunique() == len(refs)
+
+
+def test_clips_at_nine_frames_are_the_same_references(tmp_path):
+    """`--frames 9` (the toy Wan model's clips): the same ids, captions, prompts and motion as the
+    8-frame set -- the object starts and ends where it does at 8 frames and passes through the
+    same path (frame k of 9 is at time k/8, frame j of 8 at j/7: the endpoints coincide)."""
+    import pandas as pd
+
+    from motionmatcher.toy import clips
+
+    m8 = pd.read_csv(clips.write_clips(tmp_path / "f8", "benchmark"))
+    m9 = pd.read_csv(clips.write_clips(tmp_path / "f9", "benchmark", n_frames=9))
+    pd.testing.assert_frame_equal(m8, m9)
+    for vid in m8["video_id"].unique():
+        g8 = json.loads((tmp_path / "f8" / "videos" / f"{vid}.gt.json").read_text())
+        g9 = json.loads((tmp_path / "f9" / "videos" / f"{vid}.gt.json").read_text())
+        assert len(g8["centroid"]) == 8 and len(g9["centroid"]) == 9
+        assert g8["spec"]["objects"] == g9["spec"]["objects"]
+        np.testing.assert_allclose(g9["centroid"][0], g8["centroid"][0], atol=1e-6)
+        np.testing.assert_allclose(g9["centroid"][-1], g8["centroid"][-1], atol=1e-6)
+    # the stamp names the frame count, so an 8-frame folder is not taken for a 9-frame one
+    assert json.loads((tmp_path / "f9" / "toy_clips.json").read_text())["n_frames"] == 9
+    assert "n_frames" not in json.loads((tmp_path / "f8" / "toy_clips.json").read_text())

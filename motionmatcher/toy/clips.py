@@ -13,7 +13,11 @@ distractor's colour), so a customization that memorises the reference's appearan
 
 CLI::
 
-    python -m motionmatcher.toy.clips OUT_DIR [--set benchmark|demo|appearance] [--seed 0]
+    python -m motionmatcher.toy.clips OUT_DIR [--set benchmark|demo|appearance] [--seed 0] [--frames 8]
+
+``--frames 9`` draws the same references (same random draws: motion, appearance, prompts) at
+9 frames, for the toy Wan model (``wan-toy`` of :mod:`.geometries`: its causal VAE takes
+4k + 1 frames); the trajectory covers the same path in 9 frames instead of 8.
 """
 
 from __future__ import annotations
@@ -70,14 +74,14 @@ def target_prompts(appearance: tuple[str, str, str], rng: np.random.Generator, n
     return [f"a {colours[i]} {shapes[k % len(shapes)]} on a {bg} background" for k, i in enumerate(picks)]
 
 
-def reference(which: str, index: int, seed: int = 0) -> tuple[str, "world.ClipSpec", list[str]]:
-    """(video id, spec, target prompts) of reference ``index`` of set ``which``."""
+def reference(which: str, index: int, seed: int = 0, n_frames: int = 8) -> tuple[str, "world.ClipSpec", list[str]]:
+    """(video id, spec, target prompts) of reference ``index`` of set ``which``, ``n_frames`` long."""
     entry = SETS[which][index]
     traj, app = entry[:2]
     kinds = entry[2] if len(entry) > 2 else ()
     rng = np.random.default_rng([seed, index])
     spec = world.sample_clip(rng, appearance=app, trajectory=traj, two_object_prob=0.0,
-                             motion_word_prob=1.0)
+                             motion_word_prob=1.0, n_frames=n_frames)
     vid = f"{index:02d}_{traj}_{app[0]}_{app[1]}"
     if kinds:  # drawn after the plain clip's draws: its motion is what the plain setting gives
         spec = world.add_appearance(spec, rng, kinds)
@@ -86,20 +90,24 @@ def reference(which: str, index: int, seed: int = 0) -> tuple[str, "world.ClipSp
     return vid, spec, target_prompts(app, rng, exclude=(dis.colour,) if dis is not None else ())
 
 
-def write_clips(out: str | Path, which: str = "benchmark", seed: int = 0, fps: int = 8) -> Path:
-    """Write the clips, sidecars and manifest of set ``which``; returns the manifest path.
+def write_clips(out: str | Path, which: str = "benchmark", seed: int = 0, fps: int = 8,
+                n_frames: int = 8) -> Path:
+    """Write the clips (``n_frames`` each), sidecars and manifest of set ``which``; returns the
+    manifest path.
 
     A no-op when ``out`` already holds this set (same version, set and seed), so re-running
     the demo does not touch the clips' timestamps (Snakemake would redo everything)."""
     out = Path(out)
-    stamp = json.dumps(dict(version=VERSION, set=which, seed=seed, fps=fps))
+    # 8 frames: the stamp as it was before the frame count was a choice (existing folders stay valid)
+    stamp = json.dumps(dict(version=VERSION, set=which, seed=seed, fps=fps,
+                            **({"n_frames": n_frames} if n_frames != 8 else {})))
     if (out / "toy_clips.json").exists() and (out / "toy_clips.json").read_text() == stamp \
             and (out / "manifest.csv").exists():
         return out / "manifest.csv"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(len(SETS[which])):
-        vid, spec, prompts = reference(which, i, seed)
+        vid, spec, prompts = reference(which, i, seed, n_frames)
         frames, gt = world.render_clip(spec)
         write_mp4(frames, out / "videos" / f"{vid}.mp4", fps=fps)
         side = json.dumps(world.gt_json(gt), indent=1)
@@ -121,8 +129,11 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--set", dest="which", choices=sorted(SETS), default="benchmark")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--frames", type=int, default=8, help="frames per clip (9 for the toy Wan model)")
     a = ap.parse_args(argv)
-    print(write_clips(a.out, a.which, a.seed))
+    if a.frames < 2:
+        ap.error(f"--frames {a.frames}: a clip needs at least 2 frames")
+    print(write_clips(a.out, a.which, a.seed, n_frames=a.frames))
     return 0
 
 

@@ -1,0 +1,73 @@
+"""benchmarks/toy_table.py: the per-family table and the claim's reading, on a hand-made table."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import toy_table  # noqa: E402
+
+VIDEOS = ("00_line_red_triangle", "01_circle_cw_green_circle", "08_line_blue_square_leak",
+          "09_circle_cw_red_square_leak")
+# per-video trajectory error (each video: two samples whose mean is this)
+TRAJ = {"base": (0.4, 0.3, 0.5, 0.6), "motionmatcher": (0.1, 0.1, 0.2, 0.3), "ddpm_lora": (0.2, 0.2, 0.3, 0.4)}
+LEAK = {"base": (0.0, 0.0), "motionmatcher": (0.01, 0.02), "ddpm_lora": (0.05, 0.07)}
+
+
+def _samples() -> pd.DataFrame:
+    rows = []
+    for m, errs in TRAJ.items():
+        for i, (v, e) in enumerate(zip(VIDEOS, errs)):
+            leak = LEAK[m][i - 2] if v.endswith("_leak") else np.nan
+            for d in (-0.05, 0.05):  # two samples around the video's mean
+                rows.append(dict(method=m, video_id=v, trajectory_error=e + d, background_leakage=leak))
+    return pd.DataFrame(rows)
+
+
+def test_family_is_read_from_the_clip_id():
+    assert toy_table.family("01_circle_cw_green_circle") == "circle_cw"
+    assert toy_table.family("02_circle_ccw_blue_square") == "circle_ccw"
+    assert toy_table.family("08_line_blue_square_leak") == "line"
+    assert toy_table.family("clip") == "?"
+
+
+def test_family_table_means_and_ratios():
+    lines = toy_table.family_table(_samples()).splitlines()
+    assert lines[0] == "| family | setting | n videos | base | motionmatcher | ddpm_lora |"
+    rows = {tuple(c.strip() for c in l.strip("|").split("|")[:2]): l for l in lines[2:]}
+    # circle_cw plain: base 0.3, motionmatcher 0.1 (0.33x), ddpm_lora 0.2 (0.67x)
+    assert rows[("circle_cw", "plain")] == "| circle_cw | plain | 1 | 0.300 | 0.100 (0.33x) | 0.200 (0.67x) |"
+    assert rows[("line", "leak")] == "| line | leak | 1 | 0.500 | 0.200 (0.40x) | 0.300 (0.60x) |"
+    assert len(rows) == 4
+
+
+def test_reading_against_base_and_ddpm_lora():
+    base, ddpm = toy_table.reading(_samples())
+    # vs base: differences -0.3, -0.2, -0.3, -0.3: mean -0.275, sd 0.05, t(3) = 3.182
+    h = 3.182 * 0.05 / 2
+    assert base == (f"motionmatcher beats base by >= 2x in trajectory error: yes (ratio {0.7 / 1.8:.2f}, "
+                    f"paired difference {-0.275:+.3f} [{-0.275 - h:+.3f}, {-0.275 + h:+.3f}], 4 videos)")
+    # vs DDPM-LoRA: trajectory -0.1 on every video (CI [-0.1, -0.1]); leakage -0.04, -0.05 on the two
+    # leak-prone videos: mean -0.045, sd 0.00707, t(1) = 12.706 -> CI crosses 0 -> not shown
+    h2 = 12.706 * np.std([-0.04, -0.05], ddof=1) / np.sqrt(2)
+    assert ddpm.startswith("motionmatcher beats ddpm_lora in trajectory error at lower leakage: no ")
+    assert f"background_leakage {-0.045:+.3f} [{-0.045 - h2:+.3f}, {-0.045 + h2:+.3f}] (2 videos)" in ddpm
+    assert "trajectory -0.100 [-0.100, -0.100], 4 videos" in ddpm
+
+
+def test_reading_says_no_when_the_ratio_is_above_half():
+    s = _samples()
+    # +0.15: ratio 1.3/1.8 = 0.72 while the paired CI stays below 0 (mean -0.125, upper end -0.045)
+    s.loc[s["method"] == "motionmatcher", "trajectory_error"] += 0.15
+    line = toy_table.reading(s)[0]
+    assert line.startswith("motionmatcher beats base by >= 2x in trajectory error: no (ratio 0.72,")
+    assert "[-0.205, -0.045]" in line
+
+
+@pytest.mark.parametrize("missing", ["base", "ddpm_lora"])
+def test_reading_skips_an_absent_reference_method(missing):
+    s = _samples()
+    lines = toy_table.reading(s[s["method"] != missing])
+    assert len(lines) == 1 and (missing not in lines[0].split(" in ")[0])
