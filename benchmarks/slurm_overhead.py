@@ -129,8 +129,13 @@ def run_once(workdir: Path, n: int, sleeps: list[float], init: int | None, args)
 
 
 SHIM = """#!/bin/bash
-# counts the calls of sbatch (benchmarks/slurm_overhead.py --pipeline), then runs the real one
-if [[ " $* " == *" --array="* ]]; then echo array >> "{log}"; else echo single >> "{log}"; fi
+# counts the calls of sbatch (benchmarks/slurm_overhead.py --pipeline), then runs the real one;
+# one line per call: kind (array / single; array-stdin: the script fed through /dev/stdin) and
+# the bytes of the command line
+n=0; for a in "$@"; do n=$((n + ${{#a}} + 1)); done
+kind=single
+if [[ " $* " == *" --array="* ]]; then kind=array; [[ " $* " == *" /dev/stdin "* ]] && kind=array-stdin; fi
+echo "$kind $n" >> "{log}"
 exec {real} "$@"
 """
 # per video: base metrics (-> sample <- cache_inversion <- cache_latents <- preprocess) and the
@@ -231,14 +236,23 @@ def run_pipeline(root: Path, n: int, mode: str, args) -> dict:
     text = log.read_text(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"snakemake failed ({mode}, {n} videos; log {log}):\n{text[-4000:]}")
-    calls = count.read_text().split()
+    calls = [line.split() for line in count.read_text().splitlines() if line.strip()]
+    kinds = [c[0] for c in calls]
     stats = re.search(r"^Job stats:\n(.*?)^total\s+(\d+)", text, re.M | re.S)
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats.group(1), re.M)}
     slurm_jobs = len(re.findall(r"has been submitted with SLURM jobid", text)) + sum(
         len(range(int(a), int(b) + 1)) for a, b in
         re.findall(r"Submitted array job with Snakemake IDs .*? The individual task IDs are (\d+)-(\d+)", text))
     return {"mode": mode, "videos": n, "jobs": int(stats.group(2)), "jobs_by_rule": jobs,
-            "slurm_jobs": slurm_jobs, "sbatch_calls": len(calls), "array_sbatch_calls": calls.count("array"),
+            "slurm_jobs": slurm_jobs, "sbatch_calls": len(calls),
+            "array_sbatch_calls": sum(k.startswith("array") for k in kinds),
+            # plugin 2.8.0 falls back to a /dev/stdin script when the --wrap command line is over
+            # the kernel's 128 KiB per argument, and that script runs the chunk's first job in
+            # every task (benchmarks/results/slurm_arrays.md): must stay 0
+            "array_stdin_calls": kinds.count("array-stdin"),
+            "max_call_bytes": max((int(c[1]) for c in calls), default=0),
+            # jobs that failed (and were retried) -- a job array whose tasks ran the wrong job shows here
+            "job_errors": len(re.findall(r"^Error in rule ", text, re.M)),
             "wall": round(wall, 1), "targets": args.targets}
 
 
