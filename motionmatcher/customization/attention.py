@@ -23,6 +23,8 @@ from typing import Iterator, Mapping
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+from .module_index import index_of
+
 __all__ = [
     "AttentionStore",
     "CapturingAttnProcessor",
@@ -186,7 +188,9 @@ def capture_attention(
     if others not in ("sdpa", "keep", "materialize"):
         raise ValueError(f"others must be 'sdpa', 'keep' or 'materialize', not {others!r}")
     store = AttentionStore() if store is None else store
-    original = model.attn_processors
+    index = index_of(model)  # inside the training loop: the layers listed once, not walked twice per call
+    original = ({f"{n}.processor": m.get_processor() for n, m in index.attention} if index is not None
+                else model.attn_processors)
     names = {k[: -len(".processor")] for k in original}
     unknown = sorted(set(layers) - names)
     if unknown:
@@ -204,9 +208,19 @@ def capture_attention(
         else:
             new[k] = proc
     store.active = True
-    model.set_attn_processor(new)
+    _set_processors(model, index, new)
     try:
         yield store
     finally:
         store.active = False
-        model.set_attn_processor(dict(original))
+        _set_processors(model, index, dict(original))
+
+
+def _set_processors(model, index, processors: dict) -> None:
+    """``model.set_attn_processor(processors)``, or the same ``set_processor`` calls on the
+    indexed layers (:mod:`motionmatcher.customization.module_index`)."""
+    if index is None:
+        model.set_attn_processor(processors)
+        return
+    for n, m in index.attention:
+        m.set_processor(processors[f"{n}.processor"])

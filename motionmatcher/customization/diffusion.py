@@ -20,6 +20,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .module_index import index_of
+
 __all__ = ["alphas_cumprod", "base_dropout_disabled", "ddim_step", "denoise_step", "noise_target",
            "noisy_prediction"]
 
@@ -121,8 +123,11 @@ def base_dropout_disabled(unet: torch.nn.Module, disabled: bool = True):
     (MotionMatcher's loss and the ``ddpm_lora`` ablation use it.)"""
     saved = []
     if disabled:
-        for name, m in unet.named_modules():
-            if isinstance(m, torch.nn.modules.dropout._DropoutNd) and ".lora_dropout." not in f".{name}.":
+        index = index_of(unet)  # inside the training loop: listed once (customization.module_index)
+        dropouts = index.dropouts if index is not None else (
+            (n, m) for n, m in unet.named_modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd))
+        for name, m in dropouts:
+            if ".lora_dropout." not in f".{name}.":
                 saved.append((m, m.p))
                 m.p = 0.0
     try:

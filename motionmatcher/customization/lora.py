@@ -26,6 +26,7 @@ from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 from ..files.tensor_files import read_checked
+from .module_index import index_of
 
 DEFAULT_ADAPTER = "motion"
 
@@ -117,6 +118,9 @@ def add_lora(unet: torch.nn.Module, config: LoraConfig, adapter_name: str = DEFA
 
 
 def tuner_layers(unet: torch.nn.Module) -> list[BaseTunerLayer]:
+    index = index_of(unet)  # inside the training loop: listed once (customization.module_index)
+    if index is not None:
+        return list(index.tuner_layers)
     return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
 
 

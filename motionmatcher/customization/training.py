@@ -48,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from motionmatcher.customization import lora as lora_lib
+from motionmatcher.customization.module_index import fixed_structure
 from motionmatcher.customization.trained_weights import TrainedParts
 from motionmatcher.methods.registry import LOSSES
 from motionmatcher.jobs.provenance import config_hash
@@ -463,18 +464,19 @@ def train(
     unet.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {label}",
                disable=not progress, mininterval=1.0)
-    for step in bar:
-        t0 = time.perf_counter()
-        timesteps, noise = _draw_timesteps_and_noise(generator, t_lo, t_hi, cfg.batch_size, z0.shape, device)
-        with _autocast(device, dtype):
-            out = loss_fn(unet, scheduler, z0, noise, timesteps, text, **loss_kwargs)
-        _check_loss_finite(out["loss"], label, step + 1)
-        _optimizer_step(out["loss"], opt, list(named.values()), cfg.grad_clip, scaler)
-        rows.append(_log_row(step + 1, timesteps, opt, time.perf_counter() - t0, scaler, out))
-        bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            ckpt.save(step + 1, {n: p.detach() for n, p in named.items()}, opt, generator, rows, scaler)
-        if on_step is not None:
-            on_step(step + 1, out)
+    with fixed_structure(unet):  # LoRA in: the per-step walks of the module tree done once
+        for step in bar:
+            t0 = time.perf_counter()
+            timesteps, noise = _draw_timesteps_and_noise(generator, t_lo, t_hi, cfg.batch_size, z0.shape, device)
+            with _autocast(device, dtype):
+                out = loss_fn(unet, scheduler, z0, noise, timesteps, text, **loss_kwargs)
+            _check_loss_finite(out["loss"], label, step + 1)
+            _optimizer_step(out["loss"], opt, list(named.values()), cfg.grad_clip, scaler)
+            rows.append(_log_row(step + 1, timesteps, opt, time.perf_counter() - t0, scaler, out))
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}")
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                ckpt.save(step + 1, {n: p.detach() for n, p in named.items()}, opt, generator, rows, scaler)
+            if on_step is not None:
+                on_step(step + 1, out)
     bar.close()
     return spec, _finish(unet, cfg, rows, label)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from ..customization.diffusion import base_dropout_disabled, denoise_step, noise_target, noisy_prediction
 from ..customization.lora import lora_disabled
+from ..customization.module_index import index_of
 from ..customization.motion_features import motion_features
 
 __all__ = ["MotionFeatureLayers", "MotionLossWeights", "motion_matching_loss"]
@@ -55,7 +56,8 @@ __all__ = ["MotionFeatureLayers", "MotionLossWeights", "motion_matching_loss"]
 def _restore_requires_grad(module: torch.nn.Module):
     """peft's ``enable_adapters(True)`` (used to switch the adapter back on) marks the active
     adapter trainable; put every parameter's ``requires_grad`` back as it was."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
+    index = index_of(module)  # inside the training loop: listed once (customization.module_index)
+    flags = [(p, p.requires_grad) for p in (index.parameters if index is not None else module.parameters())]
     try:
         yield
     finally:
