@@ -22,6 +22,7 @@ from motionmatcher.customization.motion_features import motion_features
 
 def _lora_unet(base, dropout=0.0, std=0.05, seed=1):
     unet = copy.deepcopy(base.unet)
+    torch.manual_seed(seed)  # peft draws lora_A from the global generator: not from the tests run before
     params = add_lora(unet, lora_config(rank=4, dropout=dropout))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
