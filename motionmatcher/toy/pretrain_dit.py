@@ -215,7 +215,8 @@ def save_wan_model(out: Path, transformer, vae, te, stamp: dict) -> Path:
     from diffusers import UniPCMultistepScheduler
 
     from ..backbones.tiny import write_tokenizer
-    from ..backbones.wan import WAN_SCHEDULER, _write_index
+    from ..backbones.tiny import write_index
+    from ..backbones.wan import WAN_SCHEDULER
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
@@ -226,7 +227,7 @@ def save_wan_model(out: Path, transformer, vae, te, stamp: dict) -> Path:
         write_tokenizer(tmp / "tokenizer", TEXT_LENGTH)
         cfg = {k: v for k, v in WAN_SCHEDULER.items() if k != "_class_name"}
         UniPCMultistepScheduler(**cfg).save_pretrained(tmp / "scheduler")
-        _write_index(tmp, "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan",
+        write_index(tmp, "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan",
                      "UMT5EncoderModel", "UniPCMultistepScheduler")
         (tmp / "toy_model.json").write_text(json.dumps(stamp, indent=2))
         if out.exists():
