@@ -29,14 +29,6 @@ import yaml  # noqa: E402
 TRAINED = ("motionmatcher", "motionmatcher_ca", "motionmatcher_tsa", "ddpm_lora", "motiondirector", "vmc")
 
 
-def merged(base: dict, over: dict) -> dict:
-    """``over`` on ``base``, nested dicts merged key by key (as Snakemake layers config files)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default=",".join(TRAINED))
@@ -49,9 +41,10 @@ def main(argv=None) -> int:
     from motionmatcher.backbones.latents import encode_video
     from motionmatcher.customization import training
     from motionmatcher.methods import method_config
+    from motionmatcher.methods.config import _merge
     from motionmatcher.toy import efficacy
 
-    cfg = merged(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+    cfg = _merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
                  yaml.safe_load((REPO / "config" / "toy_benchmark.yaml").read_text()))
     if a.walk:
         training.fixed_structure = lambda m: contextlib.nullcontext()
