@@ -103,3 +103,46 @@ def test_lists_equal_the_walks_after_lora_injection(toy):
             inside = dropouts()
     assert inside == {n: (p if ".lora_dropout." in f".{n}." else 0.0) for n, p in before.items()}
     assert dropouts() == before
+
+
+@pytest.mark.parametrize("kind", ["motionclone", "dmt"])
+def test_guided_sampling_is_bit_identical_with_the_index(kind, monkeypatch):
+    """The sampler lists the attention layers once per batch when a guidance captures maps at
+    every step; the samples are the same as with the walks, and the maps went through the index
+    (MotionClone: every capture; DMT reads features by forward hooks, no capture)."""
+    from motionmatcher.backbones import load_model
+    from motionmatcher.backbones.latents import encode_video
+    from motionmatcher.customization import sampler
+    from motionmatcher.customization.guidance import Reference
+    from motionmatcher.customization.sampler import SamplingConfig, sample_videos
+    from motionmatcher.methods.dmt import DMTGuidance
+    from motionmatcher.methods.motionclone import MotionCloneGuidance
+    from motionmatcher.toy import efficacy
+
+    model = load_model(TOY)
+    frames, _, caption, prompt = efficacy.reference_clip(1)
+    with torch.no_grad():
+        ref = Reference(encode_video(model.vae, frames), model.encode_prompt([caption]),
+                        model.encode_prompt([""]), caption=caption)
+    cfg = SamplingConfig(num_steps=4, guidance_scale=7.5, noise_prior=0.0)
+    runs = []
+    for use_index in (True, False):
+        if not use_index:
+            monkeypatch.setattr(sampler, "fixed_structure", lambda m: contextlib.nullcontext())
+        calls = []
+        orig = attention._set_processors
+        monkeypatch.setattr(attention, "_set_processors",
+                            lambda mdl, idx, p: (calls.append(idx is not None), orig(mdl, idx, p)))
+        guidance = (MotionCloneGuidance(weight=1.0, semantic_weights={}, inversion_steps=None)
+                    if kind == "motionclone" else
+                    DMTGuidance(lr=(0.02, 0.01), optimization_steps=1, restart_sampling=False,
+                                inversion_steps=None))
+        out = sample_videos(model, [prompt], [0], n_frames=frames.shape[0], height=frames.shape[1],
+                            width=frames.shape[1], cfg=cfg, progress=False, guidance=guidance, reference=ref)
+        runs.append((out[0]["latents"], calls))
+        monkeypatch.undo()
+    (z_idx, c_idx), (z_walk, c_walk) = runs
+    assert torch.equal(z_idx, z_walk)
+    assert module_index.index_of(model.unet) is None  # closed after sampling
+    if kind == "motionclone":
+        assert c_idx and all(c_idx) and c_walk and not any(c_walk)

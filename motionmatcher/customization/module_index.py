@@ -1,4 +1,4 @@
-"""Walks of a model's module tree done once while the tree is fixed (the training loop).
+"""Walks of a model's module tree done once while the tree is fixed (the training loop, guided sampling).
 
 Every step of a customization switches things on and off across the whole UNet: the LoRA
 layers (:func:`~motionmatcher.customization.lora.lora_disabled`), the base model's dropout
@@ -14,6 +14,9 @@ built once on entry instead of walking the tree. Nothing else changes: the same 
 same order, get the same calls, so training is bit-identical (``tests/test_module_index.py``).
 The caller promises that no module is added, removed or replaced inside the block (LoRA
 injection happens before it, as in :func:`~motionmatcher.customization.training.train`).
+The sampler opens a block around a guided batch
+(:func:`~motionmatcher.customization.sampler.sample_latents`): MotionClone captures attention
+maps at every step, so the same walks would run there once per denoising step.
 """
 
 from __future__ import annotations

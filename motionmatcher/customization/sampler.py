@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import lora as lora_mod
 from .inversion import make_ddim_scheduler
+from .module_index import fixed_structure
 from ..backbones.latents import decode_latents
 from ..files.tensor_files import check_finite
 
@@ -271,8 +273,10 @@ def sample_latents(unet, scheduler_config, text_embeddings: torch.Tensor,
     gate.save()
     # guided steps take gradients: autograd must see these tensors (no inference_mode)
     no_grad = torch.inference_mode() if guidance is None else torch.no_grad()
+    # a guidance captures attention maps at every step: the attention layers listed once
+    index = fixed_structure(unet) if guidance is not None else nullcontext()
     try:
-        with no_grad:
+        with no_grad, index:
             eps = _NoisePrediction(unet, text_embeddings, negative_embeddings, cfg.guidance_scale, batch)
             gate.apply_scale()
             z = latents_init.to(device=eps.device, dtype=torch.float32)
