@@ -10,6 +10,9 @@ the per-step walks of the module tree done once) to measure what it saves; the r
 bit-identical either way (tests/test_module_index.py).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_customization_cost.py [--walk]
+    # the toy Wan model with its benchmark config (the methods that run on a DiT; 9-frame reference)
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_customization_cost.py \
+        --config config/toy_benchmark_wan.yaml --methods motionmatcher,motionmatcher_ca,motionmatcher_tsa,ddpm_lora
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="measured steps per method")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--walk", action="store_true", help="without the module index (the walks every step)")
+    ap.add_argument("--config", default="config/toy_benchmark.yaml", help="layered on config/config.yaml")
+    ap.add_argument("--model", help="default: the config's model")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     from motionmatcher.backbones import load_model
@@ -42,17 +47,22 @@ def main(argv=None) -> int:
     from motionmatcher.customization import training
     from motionmatcher.methods import method_config
     from motionmatcher.methods.config import _merge
-    from motionmatcher.toy import efficacy
+    from motionmatcher.toy import clips, world
 
     cfg = _merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-                 yaml.safe_load((REPO / "config" / "toy_benchmark.yaml").read_text()))
+                 yaml.safe_load((REPO / a.config).read_text()))
+    model_dir = REPO / (a.model or cfg["model"])
+    n_frames = int(cfg["video"]["n_frames"])
     if a.walk:
         training.fixed_structure = lambda m: contextlib.nullcontext()
-    frames, _, caption, _ = efficacy.reference_clip(0)
+    _, spec, _ = clips.reference("benchmark", 0, n_frames=n_frames)
+    frames, gt = world.render_clip(spec)
+    caption = gt["caption"]
+    print(f"{model_dir.name}, {n_frames} frames, {a.config}")
     print(f"| method | s/step ({'walks' if a.walk else 'index'}) | configured steps | min per customization |")
     print("| --- | --- | --- | --- |")
     for m in a.methods.split(","):
-        model = load_model(REPO / "models" / "toy_t2v")
+        model = load_model(model_dir)
         latents = encode_video(model.vae, frames)
         tc = training.TrainConfig.from_dict(method_config(cfg, m)["train"])
         steps = tc.steps
