@@ -59,11 +59,18 @@ def test_resume_is_bit_exact(name, tmp_path):
     assert not all(torch.equal(init[k], v) for k, v in ref[0].state_dict().items())
 
 
-def test_other_recipe_refused(tmp_path):
+def test_other_recipe_refused(tmp_path, monkeypatch):
     kw = dict(vae_steps=1, vae_batch=1, steps=1, batch=1, clips=1)
     geometries.pretrain_geometry("wan-toy", None, tmp_path, 0, vae_stop_at=0, **kw)
-    with pytest.raises(ValueError, match="another recipe"):
+    with pytest.raises(ValueError, match="another recipe .differs in steps"):
         geometries.pretrain_geometry("wan-toy", None, tmp_path, 0, **dict(kw, steps=2))
+    # the same step counts with another architecture (the first wan-toy's text encoder) are
+    # another recipe too: its checkpoints would not even load
+    monkeypatch.setattr(geometries, "WAN_TOY_TEXT", {})
+    with pytest.raises(ValueError, match="another recipe .differs in configs"):
+        geometries.pretrain_geometry("wan-toy", None, tmp_path, 0, **kw)
+    monkeypatch.undo()
+    assert geometries.pretrain_geometry("wan-toy", None, tmp_path, 0, vae_stop_at=0, **kw) is None
 
 
 def test_toy_geometry_is_the_committed_recipe(monkeypatch, tmp_path):
@@ -89,6 +96,9 @@ def test_wan_toy_export_loads_through_its_backbone(tmp_path):
     stamp = json.loads((out / "toy_model.json").read_text())
     assert stamp["geometry"] == "wan-toy" and stamp["frames"] == 9
     model = load_model(out)
+    assert stamp["configs"]["text"]["d_model"] == model.text_encoder.config.d_model == 64
+    assert stamp["configs"]["vae"]["base_dim"] == model.vae.config.base_dim == 16
+    assert stamp["decay"] == geometries.get("wan-toy").decay == 750
     assert type(model.transformer).__name__ == "WanTransformer3DModel"
     saved = model.transformer.state_dict()
     for k, v in den.state_dict().items():  # the trained weights, rounded to fp16
