@@ -40,9 +40,9 @@ from motionmatcher.customization.sampler import SamplingConfig, sample_videos  #
 from motionmatcher.toy import detector, world  # noqa: E402
 
 
-def heldout_prompts(n: int, seed: int = 1234) -> list[str]:
+def heldout_prompts(n: int, seed: int = 1234, split: str = "heldout") -> list[str]:
     rng = np.random.default_rng(seed)
-    return [world.sample_clip(rng, split="heldout", two_object_prob=0.0).caption() for _ in range(n)]
+    return [world.sample_clip(rng, split=split, two_object_prob=0.0).caption() for _ in range(n)]
 
 
 def training_displacement(n: int = 200, seed: int = 7) -> float:
@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--min-displacement", type=float, default=1.0)
     ap.add_argument("--min-colour-rate", type=float, default=0.8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                    help="appearances of the prompts; the gate is the held-out split's, `train` tells a "
+                         "model that cannot bind colour words from one that cannot compose them")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--png", type=Path, help="also write the first 8 samples' frames here (one row each)")
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
     stamp_path = Path(a.model) / "toy_model.json"
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
     n_frames, size = int(stamp.get("frames", 8)), int(stamp.get("size", 32))
-    prompts = heldout_prompts(a.n)
+    prompts = heldout_prompts(a.n, split=a.split)
     cfg = SamplingConfig(num_steps=a.steps, guidance_scale=a.guidance, noise_prior=0.0, batch_size=8)
     t0 = time.time()
     out = sample_videos(model, prompts, list(range(a.n)), n_frames=n_frames, height=size, width=size, cfg=cfg,
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
             disp.append(detector.displacement(det.centroid))
             shape_ok.append(detector.shape_of(det.mask) == shape)
     figures = dict(
-        model=str(a.model), geometry=stamp.get("geometry", "toy"), frames=n_frames, size=size,
+        model=str(a.model), geometry=stamp.get("geometry", "toy"), frames=n_frames, size=size, split=a.split,
         n=a.n, seconds=round(time.time() - t0, 1),
         colour_rate=float(np.mean(colour_ok)),
         found_rate=len(disp) / a.n,
