@@ -1,5 +1,6 @@
-"""CPU cost of one customization on the committed toy model (issue #19 item 3's budget: the toy
-benchmark's 400 steps), per trained method of config/toy_benchmark.yaml, one torch thread.
+"""CPU cost of one customization on a toy model (issue #19 item 3's budget: the toy benchmark's
+400 steps), per trained method of a benchmark config (default: the committed model with
+config/toy_benchmark.yaml), one torch thread.
 
 For each method: the benchmark's training settings (``methods:`` of config/config.yaml with
 config/toy_benchmark.yaml on top), reference 0 of the benchmark set, ``--steps`` steps after

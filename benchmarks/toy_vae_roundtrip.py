@@ -11,7 +11,7 @@ clips (the detector's own ceiling), for the round trip, and the round trip's MSE
     PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_vae_roundtrip.py --model models/toy_wan
     # a wan-toy VAE checkpoint of a pretraining work directory, at a VAE width
     PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_vae_roundtrip.py \\
-        --wan-vae-ckpt resources/toy_pretrain_wan/vae_ckpt --base-dim 8
+        --wan-vae-ckpt resources/toy_pretrain_wan_recipe1/vae_ckpt --base-dim 8
 """
 
 from __future__ import annotations
