@@ -30,23 +30,18 @@ from motionmatcher.backbones.latents import decode_latents, encode_video  # noqa
 from motionmatcher.toy import detector, world  # noqa: E402
 
 
-def _wan_vae_from_ckpt(ckpt: Path, base_dim: int, n_frames: int, size: int):
+def _wan_vae_from_ckpt(ckpt: Path, base_dim: int, n_frames: int, size: int, seed: int = 0):
     """A wan-toy VAE from a pretraining checkpoint, with its latents mean/std set as the
-    pretraining sets them (:func:`motionmatcher.toy.pretrain_dit.train_vae3d`)."""
+    pretraining sets them (:func:`motionmatcher.toy.pretrain_dit.set_latent_stats`)."""
     from diffusers import AutoencoderKLWan
 
-    from motionmatcher.toy import geometries, pretrain
+    from motionmatcher.toy import geometries, pretrain_dit
     from motionmatcher.toy.pretrain import _load_ckpt
 
-    cfg = dict(geometries._wan_configs()[1], base_dim=base_dim)
-    vae = AutoencoderKLWan(**cfg)
+    vae = AutoencoderKLWan(**dict(geometries._wan_configs()[1], base_dim=base_dim))
     step = _load_ckpt(ckpt, {"vae": vae}, torch.optim.AdamW(vae.parameters()))["step"]
     vae.eval()
-    with torch.no_grad():
-        x, _ = pretrain.clip_batch(np.random.default_rng([0, 9]), 16, n_frames=n_frames, size=size)
-        mu = vae.encode(x).latent_dist.mean
-    vae.register_to_config(latents_mean=[float(v) for v in mu.mean(dim=(0, 2, 3, 4))],
-                           latents_std=[float(v) for v in mu.std(dim=(0, 2, 3, 4))])
+    pretrain_dit.set_latent_stats(vae, seed, n_frames=n_frames, size=size)
     return vae, step
 
 

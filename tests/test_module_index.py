@@ -34,6 +34,15 @@ def _cfg(loss):
                        loss_kwargs=dict(spatial_scale_factor=1, temporal_scale_factor=1) if mm else {})
 
 
+def _record_captures(monkeypatch) -> list[bool]:
+    """Record, for every processor swap of ``capture_attention``, whether it went through the index."""
+    calls: list[bool] = []
+    orig = attention._set_processors
+    monkeypatch.setattr(attention, "_set_processors",
+                        lambda mdl, idx, p: (calls.append(idx is not None), orig(mdl, idx, p)))
+    return calls
+
+
 @pytest.mark.parametrize("loss", ["motion_matching", "noise_prediction"])
 def test_training_is_bit_identical_with_the_index(loss, tmp_path, monkeypatch):
     runs = []
@@ -43,10 +52,7 @@ def test_training_is_bit_identical_with_the_index(loss, tmp_path, monkeypatch):
         model = load_model(TOY)
         if not use_index:
             monkeypatch.setattr(training, "fixed_structure", lambda m: contextlib.nullcontext())
-        calls = []
-        orig = attention._set_processors
-        monkeypatch.setattr(attention, "_set_processors",
-                            lambda mdl, idx, p: (calls.append(idx is not None), orig(mdl, idx, p)))
+        calls = _record_captures(monkeypatch)
         _, log = train(model, _latents(), "a red square moving right", _cfg(loss), seed=3,
                        checkpoint_dir=tmp_path / str(use_index), progress=False)
         weights = {n: p.detach().clone() for n, p in model.unet.named_parameters() if "lora_" in n}
@@ -129,10 +135,7 @@ def test_guided_sampling_is_bit_identical_with_the_index(kind, monkeypatch):
     for use_index in (True, False):
         if not use_index:
             monkeypatch.setattr(sampler, "fixed_structure", lambda m: contextlib.nullcontext())
-        calls = []
-        orig = attention._set_processors
-        monkeypatch.setattr(attention, "_set_processors",
-                            lambda mdl, idx, p: (calls.append(idx is not None), orig(mdl, idx, p)))
+        calls = _record_captures(monkeypatch)
         guidance = (MotionCloneGuidance(weight=1.0, semantic_weights={}, inversion_steps=None)
                     if kind == "motionclone" else
                     DMTGuidance(lr=(0.02, 0.01), optimization_steps=1, restart_sampling=False,

@@ -103,14 +103,20 @@ def train_vae3d(work: Path, seed: int, steps: int, *, vae_config: dict, n_frames
         if step % ckpt_every == 0 or step == steps or step == stop_at:
             _save_ckpt(ck, step, {"vae": vae}, opt)
     vae.eval()
+    set_latent_stats(vae, seed, n_frames=n_frames, size=size, device=device)
+    log.info("VAE: latents mean %s std %s", vae.config.latents_mean, vae.config.latents_std)
+    return vae
+
+
+def set_latent_stats(vae, seed: int, *, n_frames: int, size: int, device: str = "cpu") -> None:
+    """Set ``latents_mean``/``latents_std`` of a trained ``AutoencoderKLWan`` per channel from the
+    posterior means of 16 clips drawn with (seed, 9)."""
     with torch.no_grad():
         x, _ = clip_batch(np.random.default_rng([seed, 9]), 16, n_frames=n_frames, size=size)
         mu = vae.encode(x.to(device)).latent_dist.mean
     mean = mu.mean(dim=(0, 2, 3, 4))
     std = mu.std(dim=(0, 2, 3, 4))
     vae.register_to_config(latents_mean=[float(v) for v in mean], latents_std=[float(v) for v in std])
-    log.info("VAE: latents mean %s std %s", vae.config.latents_mean, vae.config.latents_std)
-    return vae
 
 
 def encode_clips3d(vae, x: torch.Tensor) -> torch.Tensor:
