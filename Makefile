@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo demo-data test dag slurm-profile toy-model toy-model-res toy-model-dit toy-benchmark mutants verify
+.PHONY: setup demo demo-data test dag slurm-profile toy-model toy-model-res toy-model-dit toy-model-dit-word toy-benchmark mutants verify
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ toy-model-res: setup
 
 toy-model-dit: setup
 	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy --out models/toy_wan --work resources/toy_pretrain_wan --seed 0 $(TOY_ARGS)
+
+# The same DiT with a word-level tokenizer (one token per caption word; docs/toy_models.md).
+toy-model-dit-word: setup
+	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy-word --out models/toy_wan_word --work resources/toy_pretrain_wan_word --seed 0 $(TOY_ARGS)
 
 # The efficacy benchmark on the toy model (config/toy_benchmark.yaml) and its table.
 toy-benchmark: setup

@@ -103,3 +103,80 @@ def test_wan_toy_export_loads_through_its_backbone(tmp_path):
     saved = model.transformer.state_dict()
     for k, v in den.state_dict().items():  # the trained weights, rounded to fp16
         assert torch.equal(saved[k].float(), v.to(torch.float16).float()), k
+
+
+def test_word_tokenizer_covers_every_caption(tmp_path):
+    """`wan-toy-word`'s tokenizer: one id per caption word (hand-tokenised example), and no
+    caption the world writes -- plain, with motion words, with an unprompted appearance, two
+    objects -- has an unknown word."""
+    import numpy as np
+
+    from motionmatcher.backbones.base import load_tokenizer
+    from motionmatcher.toy import pretrain_dit, world
+
+    n = pretrain_dit.write_word_tokenizer(tmp_path / "tokenizer", 32)
+    tok = load_tokenizer(tmp_path)
+    vocab = pretrain_dit.word_vocab()
+    assert n == len(vocab) == len(world.caption_words()) + 5
+    words = "a red circle moving down - right on a gray background".split()
+    assert tok("A red circle moving down-right on a gray background").input_ids == \
+        [vocab[w] for w in words] + [vocab["</s>"]]
+    assert tok("a purple circle").input_ids == [vocab["a"], vocab["<unk>"], vocab["circle"], vocab["</s>"]]
+    rng = np.random.default_rng(0)
+    longest = 0
+    for i in range(600):
+        spec = world.sample_clip(rng, split=("train", "heldout")[i % 2], n_frames=9)
+        if i % 3 == 0:
+            world.add_appearance(spec, rng)
+        ids = tok(spec.caption()).input_ids
+        assert vocab["<unk>"] not in ids, spec.caption()
+        longest = max(longest, len(ids))
+    assert longest <= 32
+
+
+def test_export_checkpoint_writes_the_checkpoint_of_a_run_under_way(tmp_path):
+    """`--export-checkpoint`: the denoiser's weights of the last checkpoint (step 2 of a 4-step
+    recipe), rounded to fp16, as a model the backbone loads; the stamp says the step. With the
+    VAE stage unfinished there is nothing to export: an error."""
+    from safetensors.torch import load_file
+
+    from motionmatcher.backbones import load_model
+
+    work, out = tmp_path / "work", tmp_path / "model"
+    kw = dict(vae_steps=2, vae_batch=1, steps=4, batch=1, clips=1, ckpt_every=1000)
+    cli = ["--geometry", "wan-toy", "--out", str(out), "--work", str(work), "--vae-steps", "2", "--vae-batch", "1",
+           "--steps", "4", "--batch", "1", "--clips", "1", "--export-checkpoint"]
+    with pytest.raises(ValueError, match="no checkpoint to export"):
+        geometries.main(cli)
+    assert geometries.pretrain_geometry("wan-toy", None, work, 0, vae_stop_at=1, **kw) is None
+    with pytest.raises(ValueError, match="VAE stage is at step 1 of 2"):
+        geometries.main(cli)
+    assert geometries.pretrain_geometry("wan-toy", None, work, 0, stop_at=2, **kw) is None
+    assert geometries.main(cli) == 0
+    stamp = json.loads((out / "toy_model.json").read_text())
+    assert stamp["exported_step"] == 2 and stamp["steps"] == 4
+    assert json.loads((work / "dit_ckpt" / "state.json").read_text())["step"] == 2  # nothing trained
+    ck = load_file(str(work / "dit_ckpt" / "state.safetensors"))
+    saved = load_model(out).transformer.state_dict()
+    for k, v in saved.items():
+        assert torch.equal(v, ck[f"model.transformer.{k}"].to(torch.float16).to(v.dtype)), k
+    assert geometries.pretrain_geometry("wan-toy", None, work, 0, **kw)[0] is not None  # still resumes
+
+
+def test_wan_toy_word_exports_its_word_tokenizer(tmp_path):
+    """`wan-toy-word` differs from `wan-toy` only in its tokenizer (and the text encoder's
+    vocabulary): the model directory carries that tokenizer and the backbone encodes a caption
+    into one token per word."""
+    from motionmatcher.backbones import load_model
+    from motionmatcher.toy import pretrain_dit
+
+    a, b = geometries.get("wan-toy").build(), geometries.get("wan-toy-word").build()
+    assert a["denoiser"] == b["denoiser"] and a["vae"] == b["vae"]
+    assert {k for k in a["text"] if a["text"][k] != b["text"][k]} == {"vocab_size"}
+    kw = dict(vae_steps=1, vae_batch=1, steps=1, batch=1, clips=1, ckpt_every=1000)
+    geometries.pretrain_geometry("wan-toy-word", tmp_path / "model", tmp_path / "work", 0, **kw)
+    model = load_model(tmp_path / "model")
+    assert model.text_encoder.config.vocab_size == len(pretrain_dit.word_vocab())
+    assert model.max_text_length == 32
+    assert len(model.tokenizer("a red circle on a gray background").input_ids) == 8
+    assert json.loads((tmp_path / "model" / "toy_model.json").read_text())["tokenizer"] == "word"

@@ -63,10 +63,14 @@ RES_VAE = dict(TOY_VAE, down_block_types=("DownEncoderBlock2D",), up_block_types
 WAN_TOY_TEXT = dict(d_model=64, d_kv=16, d_ff=128, num_layers=3)
 
 
-def _wan_configs():
+def _wan_configs(tokenizer: str = "char"):
     from ..backbones.wan import TINY_TEXT, TINY_TRANSFORMER, TINY_VAE
 
     text = dict(TINY_TEXT, dropout_rate=0.0, **WAN_TOY_TEXT)
+    if tokenizer == "word":
+        from .pretrain_dit import word_vocab
+
+        text["vocab_size"] = len(word_vocab())
     transformer = dict(TINY_TRANSFORMER, num_attention_heads=4, attention_head_dim=16, ffn_dim=256,
                        num_layers=8, text_dim=text["d_model"])
     # base width 16 (TINY_VAE: 8): on held-out appearances the trained VAE's round trip keeps
@@ -93,12 +97,16 @@ class Geometry:
     lr: float = 2e-3
     #: denoiser steps of the final cosine decay of the learning rate (0: constant to the end)
     decay: int = 0
+    #: Wan geometries' tokenizer: "char" (the backbone's tiny character tokenizer) or "word"
+    #: (:func:`.pretrain_dit.write_word_tokenizer`: one token per caption word), and its length
+    tokenizer: str = "char"
+    text_length: int = 128
     configs: dict = field(default_factory=dict, compare=False)
 
     def build(self) -> dict:
         """Its configs: {"vae": ..., "denoiser": ..., "text": ...}."""
         if self.kind == "wan":
-            tr, vae, text = _wan_configs()
+            tr, vae, text = _wan_configs(self.tokenizer)
             return {"vae": vae, "denoiser": tr, "text": text}
         return dict(self.configs)
 
@@ -113,6 +121,10 @@ GEOMETRIES = {
     "wan-toy": Geometry("wan-toy", "wan", 9, 32,
                         "Wan DiT (d 64, 8 blocks), 3-D VAE 2x spatial / 1x temporal: 9x16x16x4 latents, "
                         "8x8 tokens per frame in every block", vae_batch=4, lr=1e-3, steps=3000, decay=750),
+    "wan-toy-word": Geometry("wan-toy-word", "wan", 9, 32,
+                             "wan-toy with a word-level tokenizer (one token per caption word, 36 ids) "
+                             "instead of the character tokenizer", vae_batch=4, lr=1e-3, steps=3000,
+                             decay=750, tokenizer="word", text_length=32),
 }
 
 
@@ -235,10 +247,15 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
                       vae_batch: int | None = None, steps: int | None = None, batch: int | None = None,
                       clips: int | None = None, decay: int | None = None, stop_at: int | None = None,
                       vae_stop_at: int | None = None, device: str = "cpu", amp: bool = False,
-                      ckpt_every: int = 25):
+                      ckpt_every: int = 25, export_checkpoint: bool = False):
     """Train (or resume) geometry ``name`` (not ``toy``: :func:`.pretrain.main`) in ``work``;
     write the model to ``out`` when both stages are complete. Returns the trained modules
-    ``(denoiser, vae, text_encoder)``, or None when stopped at ``vae_stop_at``/``stop_at``."""
+    ``(denoiser, vae, text_encoder)``, or None when stopped at ``vae_stop_at``/``stop_at``.
+
+    ``export_checkpoint``: train nothing; write the denoiser's last checkpoint in ``work`` (a run
+    still under way) to ``out`` as a model, its stamp the recipe's with ``exported_step`` (the
+    step of the checkpoint) -- what the gate of a partial run is measured on. The VAE stage
+    must be complete."""
     g = get(name)
     if g.kind == "unet3d" and name == "toy":
         raise ValueError("the committed geometry `toy` is trained by motionmatcher.toy.pretrain "
@@ -252,7 +269,8 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
     decay = g.decay if decay is None else decay
     work.mkdir(parents=True, exist_ok=True)
     stamp = dict(geometry=name, seed=seed, vae_steps=vae_steps, vae_batch=vae_batch, steps=steps, batch=batch,
-                 clips=clips, decay=decay, frames=g.n_frames, size=g.size)
+                 clips=clips, decay=decay, frames=g.n_frames, size=g.size, tokenizer=g.tokenizer,
+                 text_length=g.text_length)
     # the model configs too: a changed architecture must not resume an old run's checkpoints
     stamp = json.loads(json.dumps(dict(stamp, configs=cfg)))
     recipe = work / "recipe.json"
@@ -261,6 +279,17 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
         raise ValueError(f"{recipe}: the checkpoints in {work} belong to another recipe "
                          f"(differs in {', '.join(differ)}); use another --work")
     recipe.write_text(json.dumps(stamp))
+    if export_checkpoint:
+        if out is None:
+            raise ValueError("export_checkpoint needs an output directory")
+        vae_step = _ckpt_step(work / "vae_ckpt")
+        if vae_step < vae_steps:
+            raise ValueError(f"{work / 'vae_ckpt'}: the VAE stage is at step {vae_step} of {vae_steps}; "
+                             "a checkpoint can be exported once it is complete")
+        steps = _ckpt_step(work / ("dit_ckpt" if g.kind == "wan" else "unet_ckpt"))
+        # the training functions, run to the checkpoint's own step, load it and train nothing
+        stamp = dict(stamp, exported_step=steps)
+        stop_at = vae_stop_at = None
     if g.kind == "unet3d":
         from transformers import CLIPTokenizer
 
@@ -285,7 +314,10 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
     from ..backbones.tiny import write_tokenizer
     from . import pretrain_dit
 
-    write_tokenizer(work / "tokenizer", pretrain_dit.TEXT_LENGTH)
+    if g.tokenizer == "word":
+        pretrain_dit.write_word_tokenizer(work / "tokenizer", g.text_length)
+    else:
+        write_tokenizer(work / "tokenizer", g.text_length)
     tok = load_tokenizer(work)
     vae = pretrain_dit.train_vae3d(work, seed, vae_steps, vae_config=cfg["vae"], n_frames=g.n_frames,
                                    size=g.size, batch=vae_batch, stop_at=vae_stop_at, device=device,
@@ -296,12 +328,18 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
     den, te = pretrain_dit.train_dit(work, vae, tok, seed, steps, transformer_config=cfg["denoiser"],
                                      text_config=cfg["text"], n_frames=g.n_frames, size=g.size, batch=batch,
                                      n_clips=clips, decay=decay, stop_at=stop_at, device=device, amp=amp,
-                                     ckpt_every=ckpt_every, lr=g.lr)
+                                     ckpt_every=ckpt_every, lr=g.lr, text_length=g.text_length)
     if den is None:
         return None
     if out is not None:
-        pretrain_dit.save_wan_model(out, den, vae, te, stamp)
+        pretrain_dit.save_wan_model(out, den, vae, te, stamp, work / "tokenizer")
     return den, vae, te
+
+
+def _ckpt_step(path: Path) -> int:
+    if not (path / "state.json").exists():
+        raise ValueError(f"{path}: no checkpoint to export")
+    return int(json.loads((path / "state.json").read_text())["step"])
 
 
 def main(argv=None) -> int:
@@ -321,9 +359,14 @@ def main(argv=None) -> int:
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast of the denoiser's forward")
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--export-checkpoint", action="store_true",
+                    help="train nothing: write the denoiser's last checkpoint in --work to --out (a partial "
+                         "run, e.g. for the gate); its toy_model.json says exported_step")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
+    if a.geometry == "toy" and a.export_checkpoint:
+        ap.error("--export-checkpoint: the committed geometry `toy` has its own trainer (make toy-model)")
     if a.geometry == "toy":
         args = ["--out", str(a.out), "--work", str(a.work), "--seed", str(a.seed),
                 "--threads", str(a.threads)]
@@ -334,7 +377,8 @@ def main(argv=None) -> int:
         return pretrain.main(args)
     res = pretrain_geometry(a.geometry, a.out, a.work, a.seed, vae_steps=a.vae_steps, vae_batch=a.vae_batch,
                             steps=a.steps, batch=a.batch, clips=a.clips, decay=a.decay, stop_at=a.stop_at,
-                            device=a.device, amp=a.amp, ckpt_every=a.ckpt_every)
+                            device=a.device, amp=a.amp, ckpt_every=a.ckpt_every,
+                            export_checkpoint=a.export_checkpoint)
     log.info("stopped at step %s (resume: the same command without --stop-at)" % a.stop_at if res is None
              else f"wrote {a.out}")
     return 0

@@ -51,6 +51,37 @@ log = logging.getLogger(__name__)
 
 #: characters of the longest caption of the world are ~95; + word marks and </s>
 TEXT_LENGTH = 128
+#: tokens of a caption with the word-level tokenizer (the longest: ~20 words and </s>)
+WORD_TEXT_LENGTH = 32
+SPECIALS = ("<pad>", "</s>", "<unk>")
+
+
+def write_word_tokenizer(out: Path, max_length: int = WORD_TEXT_LENGTH) -> int:
+    """A word-level tokenizer of the world's captions (:func:`.world.caption_words`: one token per
+    word, lower-cased, punctuation split off, ``</s>`` appended as the UMT5 tokenizers do, unknown
+    words -> ``<unk>``), saved as a ``PreTrainedTokenizerFast`` that
+    :func:`motionmatcher.backbones.base.load_tokenizer` loads like any other. Returns the
+    vocabulary size (the text encoder's ``vocab_size``)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = word_vocab()
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", vocab["</s>"])])
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                            model_max_length=max_length).save_pretrained(out)
+    return len(vocab)
+
+
+def word_vocab() -> dict[str, int]:
+    """Token ids of the word-level tokenizer: the specials, the caption words, "." and ","."""
+    from .world import caption_words
+
+    return {t: i for i, t in enumerate(list(SPECIALS) + caption_words() + [".", ","])}
 
 
 def _fg_weight(x: torch.Tensor, fg_weight: float) -> torch.Tensor:
@@ -136,7 +167,8 @@ def encode_text(te, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_config: dict,
               text_config: dict, n_frames: int, size: int, batch: int = 16, lr: float = 1e-3,
               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 1024, decay: int = 0,
-              stop_at: int | None = None, device: str = "cpu", amp: bool = False):
+              stop_at: int | None = None, device: str = "cpu", amp: bool = False,
+              text_length: int = TEXT_LENGTH):
     """Stage 2; returns (transformer, text_encoder) ((None, None) when stopped at ``stop_at``).
     ``amp``: bfloat16 autocast of the forward (weights, optimizer, loss float32)."""
     from diffusers import WanTransformer3DModel
@@ -160,7 +192,7 @@ def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_
     latents = load_file(str(lat_path))["latents"]
     with safe_open(str(lat_path), "pt") as f:
         captions = json.loads(f.metadata()["captions"])
-    enc = tokenizer(captions + [""], padding="max_length", max_length=TEXT_LENGTH, truncation=True,
+    enc = tokenizer(captions + [""], padding="max_length", max_length=text_length, truncation=True,
                     return_attention_mask=True, return_tensors="pt")
     ids_all, mask_all = enc.input_ids[:-1], enc.attention_mask[:-1]
     empty_ids, empty_mask = enc.input_ids[-1], enc.attention_mask[-1]
@@ -216,11 +248,11 @@ def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_
     return transformer, te
 
 
-def save_wan_model(out: Path, transformer, vae, te, stamp: dict) -> Path:
-    """Write the Wan diffusers directory (fp16 weights) atomically."""
+def save_wan_model(out: Path, transformer, vae, te, stamp: dict, tokenizer_dir: Path) -> Path:
+    """Write the Wan diffusers directory (fp16 weights, the tokenizer it was trained with:
+    ``tokenizer_dir``) atomically."""
     from diffusers import UniPCMultistepScheduler
 
-    from ..backbones.tiny import write_tokenizer
     from ..backbones.tiny import write_index
     from ..backbones.wan import WAN_SCHEDULER
 
@@ -230,7 +262,7 @@ def save_wan_model(out: Path, transformer, vae, te, stamp: dict) -> Path:
         for name, m in (("transformer", transformer), ("vae", vae), ("text_encoder", te)):
             m.to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
             m.to(torch.float32)
-        write_tokenizer(tmp / "tokenizer", TEXT_LENGTH)
+        shutil.copytree(tokenizer_dir, tmp / "tokenizer")
         cfg = {k: v for k, v in WAN_SCHEDULER.items() if k != "_class_name"}
         UniPCMultistepScheduler(**cfg).save_pretrained(tmp / "scheduler")
         write_index(tmp, "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan",

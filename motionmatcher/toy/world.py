@@ -104,6 +104,7 @@ class ObjectSpec:
         raise ValueError(f"unknown trajectory {self.trajectory!r}")
 
     def motion_phrase(self) -> str:
+        """The caption's words for the motion (every word of it is in :data:`MOTION_WORDS`)."""
         tr, p = self.trajectory, self.params
         if tr == "line":
             return f"moving {p['direction']}"
@@ -116,6 +117,20 @@ class ObjectSpec:
         if tr == "bounce":
             return "bouncing"
         return "coming closer" if tr == "approach" else "moving away"
+
+
+#: Every word :meth:`ObjectSpec.motion_phrase` writes (directions split at their hyphen).
+MOTION_WORDS: tuple[str, ...] = ("moving", "in", "a", "clockwise", "counterclockwise", "circle", "zigzagging",
+                                 "to", "the", "bouncing", "coming", "closer", "away", "right", "left", "up",
+                                 "down", "-")
+
+
+def caption_words() -> list[str]:
+    """The world's caption vocabulary, sorted: every word (and the hyphen) :meth:`ClipSpec.caption`
+    can write, as a whitespace/punctuation pre-tokenizer splits it (``tests/test_toy_pretrain.py``
+    checks it against sampled captions)."""
+    words = {"a", "and", "on", "background", *COLOURS, *SHAPES, *BACKGROUNDS, *MOTION_WORDS}
+    return sorted(words)
 
 
 @dataclass
