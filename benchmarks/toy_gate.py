@@ -94,7 +94,9 @@ def main(argv=None) -> int:
             shape_ok.append(detector.shape_of(det.mask) == shape)
     figures = dict(
         model=str(a.model), geometry=stamp.get("geometry", "toy"), frames=n_frames, size=size, split=a.split,
-        n=a.n, seconds=round(time.time() - t0, 1),
+        n=a.n, guidance=a.guidance, sampling_steps=a.steps,
+        trained_steps=stamp.get("exported_step", stamp.get("steps", stamp.get("unet_steps"))),
+        seconds=round(time.time() - t0, 1),
         colour_rate=float(np.mean(colour_ok)),
         found_rate=len(disp) / a.n,
         mean_displacement_px=float(np.mean(disp)) if disp else 0.0,
