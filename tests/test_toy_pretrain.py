@@ -144,8 +144,8 @@ def test_export_checkpoint_writes_the_checkpoint_of_a_run_under_way(tmp_path):
 
     work, out = tmp_path / "work", tmp_path / "model"
     kw = dict(vae_steps=2, vae_batch=1, steps=4, batch=1, clips=1, ckpt_every=1000)
-    cli = ["--geometry", "wan-toy", "--out", str(out), "--work", str(work), "--vae-steps", "2", "--vae-batch", "1",
-           "--steps", "4", "--batch", "1", "--clips", "1", "--export-checkpoint"]
+    cli = ["--geometry", "wan-toy", "--out", str(out), "--work", str(work), "--vae-steps", "2",
+           "--vae-batch", "1", "--steps", "4", "--batch", "1", "--clips", "1", "--export-checkpoint"]
     with pytest.raises(ValueError, match="no checkpoint to export"):
         geometries.main(cli)
     assert geometries.pretrain_geometry("wan-toy", None, work, 0, vae_stop_at=1, **kw) is None
