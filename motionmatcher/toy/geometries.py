@@ -3,13 +3,14 @@ procedural world (:mod:`.world`), with the same captions, checkpoint/resume mech
 quality gate (``benchmarks/toy_gate.py``). Issue #19, item 1: models whose *matched* features
 (the layers MotionMatcher reads its motion features from) have a spatial resolution.
 
-==============  ===========================  ============  ==========================  ============
-geometry        denoiser                     frames        VAE (spatial x temporal)     matched grid
-==============  ===========================  ============  ==========================  ============
-``toy``         UNet3D (Zeroscope blocks)    8 x 32 x 32   AutoencoderKL 4 x 1 -> 8x8   2 x 2
-``unet-res``    the same UNet3D              8 x 32 x 32   AutoencoderKL 1 x 1 -> 32x32 8 x 8
-``wan-toy``     WanTransformer3DModel        9 x 32 x 32   AutoencoderKLWan 2 x 1       8 x 8 tokens
-==============  ===========================  ============  ==========================  ============
+================  =========================  ===========  ============================  ============
+geometry          denoiser                   frames       VAE (spatial x temporal)      matched grid
+================  =========================  ===========  ============================  ============
+``toy``           UNet3D (Zeroscope blocks)  8 x 32 x 32  AutoencoderKL 4 x 1 -> 8x8    2 x 2
+``unet-res``      the same UNet3D            8 x 32 x 32  AutoencoderKL 1 x 1 -> 32x32  8 x 8
+``wan-toy``       WanTransformer3DModel      9 x 32 x 32  AutoencoderKLWan 2 x 1        8 x 8 tokens
+``wan-toy-word``  the same, word tokenizer   9 x 32 x 32  AutoencoderKLWan 2 x 1        8 x 8 tokens
+================  =========================  ===========  ============================  ============
 
 * ``toy`` is the committed model (``models/toy_t2v``, ``make toy-model``): this module runs
   :func:`motionmatcher.toy.pretrain.main` unchanged for it.
@@ -29,6 +30,8 @@ geometry        denoiser                     frames        VAE (spatial x tempor
   ``floor(14 * 8 / 30)`` = 3, Wan-1.3B's block 14 at the same relative depth). The VAE is the
   backbone's causal 3-D ``AutoencoderKLWan`` without temporal compression (9 frames -> 9 latent
   frames: TSA stays frame x frame). Flow-matching objective (:mod:`motionmatcher.backbones.flow`).
+* ``wan-toy-word``: ``wan-toy`` whose UMT5 reads one token per caption word
+  (:func:`.pretrain_dit.write_word_tokenizer`) instead of the backbone's character tokenizer.
 
 CLI (``make toy-model-res``, ``make toy-model-dit``; resumable: rerun the same command, it
 continues from the checkpoints in ``--work``)::
