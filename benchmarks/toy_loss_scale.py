@@ -1,0 +1,81 @@
+"""How large the trained methods' gradients are against AdamW's ε, on a toy model.
+
+AdamW's update of a parameter is ``lr · m̂ / (√v̂ + ε)`` (ε = 1e-8, torch's default and the
+official code's): where the gradient is far below ε, the update shrinks in proportion to the
+gradient instead of being ~``lr``. On the committed toy model the motion-matching losses are tiny
+(CA MSE ~6e-12 per element, TSA ~3e-10: ``train_log.parquet`` of the decided benchmark), so this
+script measures, for each method of a benchmark config, over ``--steps`` training steps on one
+reference: the median |gradient| of the trained parameters that get one, the share of them
+below ε, and the share of the LoRA-up weights (``lora_B``, zero at the start) that the steps
+moved by more than 1e-4.
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_loss_scale.py \
+        [--methods motionmatcher,motionmatcher_ca,motionmatcher_tsa,ddpm_lora] [--steps 10] [--reference 0]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+EPS = 1e-8
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default="motionmatcher,motionmatcher_ca,motionmatcher_tsa,ddpm_lora")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--reference", type=int, default=0, help="index in the appearance set")
+    ap.add_argument("--config", default="config/toy_benchmark.yaml", help="layered on config/config.yaml")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from motionmatcher.backbones import load_model
+    from motionmatcher.backbones.latents import encode_video
+    from motionmatcher.customization import training
+    from motionmatcher.methods import method_config
+    from motionmatcher.methods.config import _merge
+    from motionmatcher.toy import clips, world
+
+    cfg = _merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                 yaml.safe_load((REPO / a.config).read_text()))
+    n_frames = int(cfg["video"]["n_frames"])
+    name, spec, _ = clips.reference("appearance", a.reference, n_frames=n_frames)
+    frames, gt = world.render_clip(spec)
+    grads: list[torch.Tensor] = []
+    orig_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kw):
+        grads.append(torch.cat([p.grad.detach().abs().flatten() for g in self.param_groups for p in g["params"]
+                                if p.grad is not None]))
+        return orig_step(self, *args, **kw)
+
+    torch.optim.AdamW.step = recording_step
+    print(f"{cfg['model']}, reference {name}, {a.steps} steps, AdamW eps {EPS:g}")
+    print("| method | loss (step 1) | median abs grad | share of grads < eps | lora_B entries moved > 1e-4 |")
+    print("| --- | --- | --- | --- | --- |")
+    for m in a.methods.split(","):
+        grads.clear()
+        model = load_model(REPO / cfg["model"])
+        latents = encode_video(model.vae, frames)
+        tc = training.TrainConfig.from_dict(method_config(cfg, m)["train"])
+        tc = training.TrainConfig(**{**tc.__dict__, "steps": a.steps, "checkpoint_every": 10**6})
+        with tempfile.TemporaryDirectory() as ck:
+            _, log = training.train(model, latents, gt["caption"], tc, seed=0, checkpoint_dir=ck,
+                                    progress=False)
+        g = torch.cat(grads)
+        ups = [p.detach().flatten() for n, p in model.unet.named_parameters() if "lora_B" in n]
+        moved = float((torch.cat(ups).abs() > 1e-4).float().mean()) if ups else float("nan")
+        print(f"| {m} | {log['loss'].iloc[0]:.2e} | {g.median():.2e} | {(g < EPS).float().mean():.0%} | "
+              f"{moved:.0%} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
