@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=efficacy.DEFAULT_LR)
     ap.add_argument("--base-inversion", action="store_true",
                     help="customized samples from the base model's inversion (default: the customized UNet's)")
+    ap.add_argument("--loss-weights", type=float, nargs=2, default=(2000.0, 2000.0), metavar=("CA", "TSA"),
+                    help="motion_matching's lambda_CA, lambda_TSA (default the official 2000, 2000)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", type=Path, help="contact sheet of the first reference")
     ap.add_argument("--json", type=Path)
@@ -47,11 +49,13 @@ def main(argv=None) -> int:
     out = []
     for k, index in enumerate(a.index):
         model = load_t2v_model(a.model)  # fresh: the UNet is customized in place
-        cfg = efficacy.default_train_config(loss=a.loss, steps=a.steps, lr=a.lr)
+        cfg = efficacy.default_train_config(loss=a.loss, steps=a.steps, lr=a.lr, ca_weight=a.loss_weights[0],
+                                            tsa_weight=a.loss_weights[1])
         t0 = time.time()
         r = efficacy.run(model, index=index, seeds=tuple(a.seeds), train_cfg=cfg,
                          invert_with_method=not a.base_inversion)
-        rec = dict(index=index, loss=a.loss, steps=a.steps, lr=a.lr, seeds=a.seeds,
+        rec = dict(index=index, loss=a.loss, steps=a.steps, lr=a.lr, loss_weights=list(a.loss_weights),
+                   seeds=a.seeds,
                    inversion="base" if a.base_inversion else "method",
                    base=[x["trajectory_error"] for x in r.base],
                    customized=[x["trajectory_error"] for x in r.customized],

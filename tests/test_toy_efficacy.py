@@ -39,3 +39,13 @@ def test_the_demo_trains_the_budget_this_test_guards():
     mm = cfg["methods"]["motionmatcher"]["train"]
     assert "steps" not in mm and "lr" not in mm  # the budget above is the one it trains with
     assert len(cfg["sampling"]["seeds"]) >= 2  # n = 8 samples per method, not 4
+
+
+def test_efficacy_trains_with_the_official_loss_weights_unless_asked():
+    """`benchmarks/toy_efficacy.py --loss-weights` varies λ_CA, λ_TSA (docs/toy.md: the loss scale
+    against AdamW's ε); without it the toy benchmark's MotionMatcher keeps the official 2000/2000."""
+    kw = efficacy.default_train_config().loss_kwargs
+    assert (kw["ca_weight"], kw["tsa_weight"]) == (2000.0, 2000.0)
+    kw = efficacy.default_train_config(ca_weight=2e8, tsa_weight=3.0).loss_kwargs
+    assert (kw["ca_weight"], kw["tsa_weight"]) == (2e8, 3.0)
+    assert efficacy.default_train_config(loss="noise", ca_weight=2e8).loss_kwargs == {}

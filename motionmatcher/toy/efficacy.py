@@ -63,14 +63,15 @@ DEFAULT_STEPS, DEFAULT_LR = 400, 5e-3
 
 
 def default_train_config(loss: str = "motion_matching", steps: int = DEFAULT_STEPS,
-                         lr: float = DEFAULT_LR) -> TrainConfig:
+                         lr: float = DEFAULT_LR, ca_weight: float = 2000.0,
+                         tsa_weight: float = 2000.0) -> TrainConfig:
     """The toy benchmark's training settings for ``loss`` (MotionMatcher: t ~ U[500, T), maps at
-    full latent resolution; others: t ~ U[0, T))."""
+    full latent resolution, the official loss weights unless given; others: t ~ U[0, T))."""
     mm = loss == "motion_matching"
     return TrainConfig(
         loss=loss, steps=steps, lr=lr, min_timestep=500 if mm else 0, checkpoint_every=10**6,
         lora={"rank": 8, "dropout": 0.1, "targets": "motionmatcher"},
-        loss_kwargs=dict(ca_weight=2000.0, tsa_weight=2000.0, spatial_scale_factor=1,
+        loss_kwargs=dict(ca_weight=ca_weight, tsa_weight=tsa_weight, spatial_scale_factor=1,
                          temporal_scale_factor=1, num_denoise_steps=1) if mm else {})
 
 
