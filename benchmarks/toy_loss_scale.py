@@ -9,8 +9,14 @@ reference: the median |gradient| of the trained parameters that get one, the sha
 below ε, and the share of the LoRA-up weights (``lora_B``, zero at the start) that the steps
 moved by more than 1e-4.
 
+``--results DIR`` (a finished benchmark's results folder, e.g. ``results/toy_appearance``) reads
+what the full 400-step customizations left instead, per method over its videos: the median of
+the per-step CA / TSA MSE (``train_log.parquet``) and the median summed Frobenius norm of the
+adapter's ``lora_B`` weights (``adapter/adapter_model.safetensors``); nothing is trained.
+
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_loss_scale.py \
         [--methods motionmatcher,motionmatcher_ca,motionmatcher_tsa,ddpm_lora] [--steps 10] [--reference 0]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_loss_scale.py --results results/toy_appearance
 """
 from __future__ import annotations
 
@@ -28,14 +34,41 @@ import yaml  # noqa: E402
 EPS = 1e-8
 
 
+def trained(results: Path, methods: list[str]) -> None:
+    """Per method: median CA / TSA MSE of the training steps and median summed ||lora_B||_F."""
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    print(f"{results}: per method, medians over its videos")
+    print("| method | videos | CA MSE | TSA MSE | summed lora_B norm |")
+    print("| --- | --- | --- | --- | --- |")
+    for m in methods:
+        runs = sorted((results / "customize" / m).glob("*/train_log.parquet"))
+        if not runs:
+            raise SystemExit(f"{results / 'customize' / m}: no finished customization (train_log.parquet)")
+        ca, tsa, norm = [], [], []
+        for log in runs:
+            d = pd.read_parquet(log)
+            ca.append(d["ca"].median() if "ca" in d else float("nan"))  # not a motion-matching loss
+            tsa.append(d["tsa"].median() if "tsa" in d else float("nan"))
+            t = load_file(str(log.parent / "adapter" / "adapter_model.safetensors"))
+            norm.append(sum(float(v.norm()) for k, v in t.items() if "lora_B" in k))
+        med = lambda v: float(pd.Series(v).median())  # noqa: E731  (NaN for a term not trained)
+        print(f"| {m} | {len(runs)} | {med(ca):.1e} | {med(tsa):.1e} | {med(norm):.1f} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="motionmatcher,motionmatcher_ca,motionmatcher_tsa,ddpm_lora")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--reference", type=int, default=0, help="index in the appearance set")
     ap.add_argument("--config", default="config/toy_benchmark.yaml", help="layered on config/config.yaml")
+    ap.add_argument("--results", type=Path, help="read a finished benchmark's customizations instead")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if a.results:
+        trained(a.results, a.methods.split(","))
+        return 0
     from motionmatcher.backbones import load_model
     from motionmatcher.backbones.latents import encode_video
     from motionmatcher.customization import training
