@@ -85,8 +85,8 @@ def main(argv=None) -> int:
     orig_step = torch.optim.AdamW.step
 
     def recording_step(self, *args, **kw):
-        grads.append(torch.cat([p.grad.detach().abs().flatten() for g in self.param_groups for p in g["params"]
-                                if p.grad is not None]))
+        grads.append(torch.cat([p.grad.detach().abs().flatten() for g in self.param_groups
+                                for p in g["params"] if p.grad is not None]))
         return orig_step(self, *args, **kw)
 
     torch.optim.AdamW.step = recording_step
