@@ -73,6 +73,27 @@ def test_valid_frame_counts_and_latent_frames(dits):
         assert m.vae.decode(z).sample.shape[2] == 9
 
 
+
+def test_wan_vae_without_temporal_compression_still_needs_4k_plus_1_frames(dits):
+    """AutoencoderKLWan encodes frame 0, then chunks of 4 frames, whatever its temporal
+    compression: with none (the toy DiT's VAE), 8 frames would silently encode only 5."""
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKLWan
+
+    wan = get_backbone("wan")
+    flat = SimpleNamespace(temperal_downsample=[False, False], scale_factor_temporal=1)
+    assert wan.temporal_compression(flat) == 1
+    assert [wan.latent_frames(n, flat) for n in (1, 5, 9)] == [1, 5, 9]
+    with pytest.raises(BackboneError, match=r"video.n_frames = 8: the wan VAE encodes .*use 5 or 9"):
+        wan.check_frames(8, vae_config=flat)
+    # what the check guards against, on a real VAE of that shape
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1,
+                           temperal_downsample=[False]).eval()
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 8, 16, 16)).latent_dist.mode()
+    assert z.shape[2] == 5
+
 # -- text -----------------------------------------------------------------------------------
 
 def test_text_encoding_as_each_official_pipeline(dits):

@@ -506,7 +506,7 @@ def test_backbone_specs_are_the_backbones():
         assert isinstance(real, BackboneSpec)
         for attr in ("name", "arch", "denoiser_class", "denoiser_folder", "latent_layout", "prediction_type",
                      "supported_losses", "supports_guidance", "sampling_defaults", "required_subfolders",
-                     "real_depth"):
+                     "real_depth", "frame_chunk"):
             assert getattr(spec, attr) == getattr(real, attr), (name, attr)
         assert spec.temporal_compression() == real.temporal_compression()
         for n in range(1, 14):

@@ -10,6 +10,7 @@ issue 21). ``tests/test_scale.py`` checks :data:`SPECS` against the loaded backb
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -51,19 +52,31 @@ class BackboneSpec:
         """Pixel frames per latent frame of the VAE (1: frame-wise 2-D VAE)."""
         return 1
 
+    #: the VAE encodes frame 0, then chunks of this many frames whatever its temporal
+    #: compression (``AutoencoderKLWan``: 4), dropping a shorter last chunk
+    frame_chunk: int = 1
+
+    def frame_step(self, vae_config=None) -> int:
+        """Valid frame counts are ``frame_step·k + 1``."""
+        return math.lcm(self.temporal_compression(vae_config), self.frame_chunk)
+
     def valid_frame_count(self, n_frames: int, vae_config=None) -> bool:
-        r = self.temporal_compression(vae_config)
-        return n_frames >= 1 and (n_frames - 1) % r == 0
+        return n_frames >= 1 and (n_frames - 1) % self.frame_step(vae_config) == 0
 
     def check_frames(self, n_frames: int, where: str = "video.n_frames", vae_config=None) -> None:
         """Raise :class:`BackboneError` unless ``n_frames`` is a frame count the VAE encodes
         (4k + 1 for Wan and CogVideoX), naming the nearest valid ones."""
         r = self.temporal_compression(vae_config)
+        step = self.frame_step(vae_config)
         if not isinstance(n_frames, int) or not self.valid_frame_count(n_frames, vae_config):
-            k = max(0, (int(n_frames) - 1) // r)
+            k = max(0, (int(n_frames) - 1) // step)
+            how = (f"{step}k+1 frames into {step // r}k+1 latent frames" if step != r else
+                   f"{r}k+1 frames into k+1 latent frames")
+            chunk = (f" (frame 0, then chunks of {self.frame_chunk}; a shorter last chunk is "
+                     f"dropped)" if self.frame_chunk > 1 else "")
             raise BackboneError(
-                f"{where} = {n_frames}: the {self.name} VAE encodes {r}k+1 frames into k+1 latent "
-                f"frames; use {r * k + 1} or {r * (k + 1) + 1}")
+                f"{where} = {n_frames}: the {self.name} VAE encodes {how}{chunk}; "
+                f"use {step * k + 1} or {step * (k + 1) + 1}")
 
     def latent_frames(self, n_frames: int, vae_config=None) -> int:
         """Latent frames of an ``n_frames`` video (checked)."""
@@ -129,7 +142,7 @@ SPECS: dict[str, BackboneSpec] = {s.name: s for s in (
     _spec("unet3d", 1, denoiser_class="UNet3DConditionModel", denoiser_folder="unet", arch=None,
           latent_layout="BCFHW", prediction_type="epsilon", supported_losses=None, supports_guidance=True,
           sampling_defaults={"num_steps": 75, "guidance_scale": 12.0}),
-    _spec("wan", 4, denoiser_class="WanTransformer3DModel", arch="wan", latent_layout="BCFHW",
+    _spec("wan", 4, frame_chunk=4, denoiser_class="WanTransformer3DModel", arch="wan", latent_layout="BCFHW",
           prediction_type="flow_prediction", supported_losses=("motion_matching", "noise_prediction"),
           supports_guidance=False, sampling_defaults={"num_steps": 50, "guidance_scale": 5.0}),
     _spec("cogvideox", 4, denoiser_class="CogVideoXTransformer3DModel", arch="cogvideox", latent_layout="BFCHW",

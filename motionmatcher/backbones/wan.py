@@ -65,6 +65,7 @@ class WanBackbone(Backbone):
     supported_losses = ("motion_matching", "noise_prediction")
     supports_guidance = False
     sampling_defaults = {"num_steps": 50, "guidance_scale": 5.0}
+    frame_chunk = 4
 
     def temporal_compression(self, vae_config=None) -> int:
         if vae_config is None:
