@@ -134,33 +134,39 @@ def test_word_tokenizer_covers_every_caption(tmp_path):
     assert longest <= 32
 
 
-def test_export_checkpoint_writes_the_checkpoint_of_a_run_under_way(tmp_path):
+@pytest.mark.parametrize("name,ckpt,denoiser", [("wan-toy", "dit_ckpt", "transformer"),
+                                                   ("unet-res", "unet_ckpt", "unet")])
+def test_export_checkpoint_writes_the_checkpoint_of_a_run_under_way(name, ckpt, denoiser, tmp_path):
     """`--export-checkpoint`: the denoiser's weights of the last checkpoint (step 2 of a 4-step
     recipe), rounded to fp16, as a model the backbone loads; the stamp says the step. With the
-    VAE stage unfinished there is nothing to export: an error."""
+    VAE stage unfinished there is nothing to export: an error. Both denoiser kinds (the DiT's
+    and the UNet's trainers)."""
     from safetensors.torch import load_file
 
     from motionmatcher.backbones import load_model
 
     work, out = tmp_path / "work", tmp_path / "model"
-    kw = dict(vae_steps=2, vae_batch=1, steps=4, batch=1, clips=1, ckpt_every=1000)
-    cli = ["--geometry", "wan-toy", "--out", str(out), "--work", str(work), "--vae-steps", "2",
-           "--vae-batch", "1", "--steps", "4", "--batch", "1", "--clips", "1", "--export-checkpoint"]
+    vae_batch = 8 if name == "unet-res" else 1
+    kw = dict(vae_steps=2, vae_batch=vae_batch, steps=4, batch=1, clips=1, ckpt_every=1000)
+    cli = ["--geometry", name, "--out", str(out), "--work", str(work), "--vae-steps", "2",
+           "--vae-batch", str(vae_batch), "--steps", "4", "--batch", "1", "--clips", "1",
+           "--export-checkpoint"]
     with pytest.raises(ValueError, match="no checkpoint to export"):
         geometries.main(cli)
-    assert geometries.pretrain_geometry("wan-toy", None, work, 0, vae_stop_at=1, **kw) is None
+    assert geometries.pretrain_geometry(name, None, work, 0, vae_stop_at=1, **kw) is None
     with pytest.raises(ValueError, match="VAE stage is at step 1 of 2"):
         geometries.main(cli)
-    assert geometries.pretrain_geometry("wan-toy", None, work, 0, stop_at=2, **kw) is None
+    assert geometries.pretrain_geometry(name, None, work, 0, stop_at=2, **kw) is None
     assert geometries.main(cli) == 0
     stamp = json.loads((out / "toy_model.json").read_text())
     assert stamp["exported_step"] == 2 and stamp["steps"] == 4
-    assert json.loads((work / "dit_ckpt" / "state.json").read_text())["step"] == 2  # nothing trained
-    ck = load_file(str(work / "dit_ckpt" / "state.safetensors"))
-    saved = load_model(out).transformer.state_dict()
+    assert json.loads((work / ckpt / "state.json").read_text())["step"] == 2  # nothing trained
+    ck = load_file(str(work / ckpt / "state.safetensors"))
+    saved = getattr(load_model(out), denoiser).state_dict()
+    assert saved
     for k, v in saved.items():
-        assert torch.equal(v, ck[f"model.transformer.{k}"].to(torch.float16).to(v.dtype)), k
-    assert geometries.pretrain_geometry("wan-toy", None, work, 0, **kw)[0] is not None  # still resumes
+        assert torch.equal(v, ck[f"model.{denoiser}.{k}"].to(torch.float16).to(v.dtype)), k
+    assert geometries.pretrain_geometry(name, None, work, 0, **kw)[0] is not None  # still resumes
 
 
 def test_wan_toy_word_exports_its_word_tokenizer(tmp_path):
