@@ -15,7 +15,8 @@ the per-step CA / TSA MSE (``train_log.parquet``) and the median summed Frobeniu
 adapter's ``lora_B`` weights (``adapter/adapter_model.safetensors``); nothing is trained.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/toy_loss_scale.py \
-        [--methods motionmatcher,motionmatcher_ca,motionmatcher_tsa,ddpm_lora] [--steps 10] [--reference 0]
+        [--methods motionmatcher,motionmatcher_ca,motionmatcher_tsa,ddpm_lora] [--steps 10] [--reference 0] \
+        [--config config/toy_benchmark_wan.yaml --model DIR]
     PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_loss_scale.py --results results/toy_appearance
 """
 from __future__ import annotations
@@ -63,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--reference", type=int, default=0, help="index in the appearance set")
     ap.add_argument("--config", default="config/toy_benchmark.yaml", help="layered on config/config.yaml")
+    ap.add_argument("--model", help="a model directory instead of the config's (e.g. a checkpoint "
+                    "exported with --export-checkpoint)")
     ap.add_argument("--results", type=Path, help="read a finished benchmark's customizations instead")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -78,6 +81,8 @@ def main(argv=None) -> int:
 
     cfg = _merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
                  yaml.safe_load((REPO / a.config).read_text()))
+    if a.model:
+        cfg["model"] = a.model
     n_frames = int(cfg["video"]["n_frames"])
     name, spec, _ = clips.reference("appearance", a.reference, n_frames=n_frames)
     frames, gt = world.render_clip(spec)
