@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     figures = dict(
         model=str(a.model), geometry=stamp.get("geometry", "toy"), frames=n_frames, size=size, split=a.split,
         n=a.n, guidance=a.guidance, sampling_steps=a.steps,
+        flow_shift=dict(getattr(model, "scheduler_config", None) or {}).get("flow_shift"),  # Wan's
         trained_steps=stamp.get("exported_step", stamp.get("steps", stamp.get("unet_steps"))),
         seconds=round(time.time() - t0, 1),
         colour_rate=float(np.mean(colour_ok)),
