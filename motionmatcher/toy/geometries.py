@@ -31,9 +31,10 @@ geometry          denoiser                   frames       VAE (spatial x tempora
   backbone's causal 3-D ``AutoencoderKLWan`` without temporal compression (9 frames -> 9 latent
   frames: TSA stays frame x frame). Flow-matching objective (:mod:`motionmatcher.backbones.flow`).
 * ``wan-toy-word``: ``wan-toy`` whose UMT5 reads one token per caption word
-  (:func:`.pretrain_dit.write_word_tokenizer`) instead of the backbone's character tokenizer.
+  (:func:`.pretrain_dit.write_word_tokenizer`) instead of the backbone's character tokenizer,
+  trained on 8,192 clips (the others: 1,024) for 10,000 steps.
 
-CLI (``make toy-model-res``, ``make toy-model-dit``; resumable: rerun the same command, it
+CLI (``make toy-model-res``, ``make toy-model-dit`` = ``wan-toy-word``; resumable: rerun the same command, it
 continues from the checkpoints in ``--work``)::
 
     python -m motionmatcher.toy.geometries --geometry unet-res --out models/toy_t2v_res \\
@@ -124,10 +125,12 @@ GEOMETRIES = {
     "wan-toy": Geometry("wan-toy", "wan", 9, 32,
                         "Wan DiT (d 64, 8 blocks), 3-D VAE 2x spatial / 1x temporal: 9x16x16x4 latents, "
                         "8x8 tokens per frame in every block", vae_batch=4, lr=1e-3, steps=3000, decay=750),
+    # 8,192 encoded clips instead of 1,024: from the same checkpoint, 1,000 more steps on 8x the
+    # clips raised the held-out colour rate from 41 % to 62.5 % (CFG 2; docs/toy_models.md)
     "wan-toy-word": Geometry("wan-toy-word", "wan", 9, 32,
                              "wan-toy with a word-level tokenizer (one token per caption word, 36 ids) "
-                             "instead of the character tokenizer", vae_batch=4, lr=1e-3, steps=3000,
-                             decay=750, tokenizer="word", text_length=32),
+                             "instead of the character tokenizer, on 8x the clips", vae_batch=4, lr=1e-3,
+                             steps=10000, decay=1000, clips=8192, tokenizer="word", text_length=32),
 }
 
 
