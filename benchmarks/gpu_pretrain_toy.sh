@@ -62,7 +62,7 @@ train() {  # geometry, model name, work name, extra recipe arguments
 }
 train unet-res toy_t2v_res res & P1=$!
 if [ "$SMOKE" = 1 ]; then WAN_RECIPE=(--decay 1); else WAN_RECIPE=(); fi
-train wan-toy-word toy_wan wan "${WAN_RECIPE[@]}" & P2=$!
+train wan-toy-word toy_wan wan ${WAN_RECIPE[@]+"${WAN_RECIPE[@]}"} & P2=$!
 wait $P1; R1=$?
 wait $P2; R2=$?
 gate() {  # tag, model; exit 0 passed, 1 failed, else crashed / over 90 s
