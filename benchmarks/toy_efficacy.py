@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from motionmatcher.backbones.models import load_t2v_model  # noqa: E402
+from motionmatcher.methods.motionmatcher import MotionLossWeights  # noqa: E402
 from motionmatcher.toy import efficacy  # noqa: E402
 from motionmatcher.files.video import contact_sheet, save_png  # noqa: E402
 
@@ -39,7 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=efficacy.DEFAULT_LR)
     ap.add_argument("--base-inversion", action="store_true",
                     help="customized samples from the base model's inversion (default: the customized UNet's)")
-    ap.add_argument("--loss-weights", type=float, nargs=2, default=(2000.0, 2000.0), metavar=("CA", "TSA"),
+    official = MotionLossWeights()
+    ap.add_argument("--loss-weights", type=float, nargs=2, default=(official.ca_weight, official.tsa_weight),
+                    metavar=("CA", "TSA"),
                     help="motion_matching's lambda_CA, lambda_TSA (default the official 2000, 2000)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", type=Path, help="contact sheet of the first reference")

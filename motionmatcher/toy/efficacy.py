@@ -22,6 +22,7 @@ from ..backbones.latents import encode_video
 from ..metrics.groundtruth import score_sample, unprompted_calibration
 from ..customization.sampler import SamplingConfig, sample_videos
 from ..customization.training import TrainConfig, train
+from ..methods.motionmatcher import MotionLossWeights
 from . import clips, world
 
 
@@ -63,8 +64,8 @@ DEFAULT_STEPS, DEFAULT_LR = 400, 5e-3
 
 
 def default_train_config(loss: str = "motion_matching", steps: int = DEFAULT_STEPS,
-                         lr: float = DEFAULT_LR, ca_weight: float = 2000.0,
-                         tsa_weight: float = 2000.0) -> TrainConfig:
+                         lr: float = DEFAULT_LR, ca_weight: float = MotionLossWeights.ca_weight,
+                         tsa_weight: float = MotionLossWeights.tsa_weight) -> TrainConfig:
     """The toy benchmark's training settings for ``loss`` (MotionMatcher: t ~ U[500, T), maps at
     full latent resolution, the official loss weights unless given; others: t ~ U[0, T))."""
     mm = loss == "motion_matching"
