@@ -46,13 +46,15 @@ def test_toy_average_models_is_the_mean_of_the_two_models(tmp_path):
     for name, v in (("a", 1.0), ("b", 3.0)):
         for sub in ("transformer", "text_encoder"):
             (tmp_path / name / sub).mkdir(parents=True)
-            save_file({"w": torch.full((2, 3), v, dtype=torch.float16)}, str(tmp_path / name / sub / "m.safetensors"))
+            save_file({"w": torch.full((2, 3), v, dtype=torch.float16)},
+                      str(tmp_path / name / sub / "m.safetensors"))
         (tmp_path / name / "toy_model.json").write_text(name)
     mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "avg")])
     for sub in ("transformer", "text_encoder"):
         w = load_file(str(tmp_path / "avg" / sub / "m.safetensors"))["w"]
         assert w.dtype == torch.float16 and torch.equal(w, torch.full((2, 3), 2.0, dtype=torch.float16))
     assert (tmp_path / "avg" / "toy_model.json").read_text() == "a"
-    save_file({"w": torch.zeros(3, 2, dtype=torch.float16)}, str(tmp_path / "b" / "transformer" / "m.safetensors"))
+    save_file({"w": torch.zeros(3, 2, dtype=torch.float16)},
+              str(tmp_path / "b" / "transformer" / "m.safetensors"))
     with pytest.raises(SystemExit, match="not the same architecture"):
         mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "avg2")])

@@ -85,9 +85,9 @@ def test_toy_geometry_is_the_committed_recipe(monkeypatch, tmp_path):
 
 
 def test_wan_toy_export_loads_through_its_backbone(tmp_path):
-    """The end of `make toy-model-dit`: the trained parts are written as a Wan diffusers directory
-    (fp16) that `backbones.load_model` loads, with the recipe stamp (its write_index import was
-    broken by a refactor and only failed after 2 hours of pretraining)."""
+    """The end of a Wan geometry's run (`make toy-model-dit`): the trained parts are written as a
+    Wan diffusers directory (fp16) that `backbones.load_model` loads, with the recipe stamp (its
+    write_index import was broken by a refactor and only failed after 2 hours of pretraining)."""
     from motionmatcher.backbones import load_model
 
     kw = dict(vae_steps=1, vae_batch=1, steps=1, batch=1, clips=1, ckpt_every=1000)
