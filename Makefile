@@ -26,16 +26,18 @@ toy-model: setup
 	$(PY) -m motionmatcher.toy.pretrain --out models/toy_t2v --work resources/toy_pretrain --seed 0 --unet-steps 4475
 
 # Toy models whose matched features have resolution (issue #19; docs/toy_models.md), from seed 0,
-# resumable: rerun to continue from the checkpoints in resources/toy_pretrain_{res,wan_word8k}.
+# resumable: rerun to continue from the checkpoints in resources/toy_pretrain_res, checkpoints/wan-toy-word.
 # TOY_ARGS: e.g. `--device cuda --amp`, or `--stop-at 500` to train in slices on a CPU.
 TOY_ARGS ?=
 toy-model-res: setup
 	$(PY) -m motionmatcher.toy.geometries --geometry unet-res --out models/toy_t2v_res --work resources/toy_pretrain_res --seed 0 $(TOY_ARGS)
 
-# The toy DiT: word-level tokenizer, 8,192 clips, 10,000 steps (docs/toy_models.md; ~3 CPU h on
-# 2 threads). The character-tokenizer recipes that failed the gate: --geometry wan-toy.
+# The toy DiT: word-level tokenizer, 8,192 clips, 10,000 steps, weight average (docs/toy_models.md;
+# ~3 CPU h on 2 threads). Its work directory is in git (checkpoints/, the encoded clips excepted:
+# re-encoded on resume), so a run carries over to the next checkout: commit it after a slice.
+# The character-tokenizer recipes that failed the gate: --geometry wan-toy.
 toy-model-dit: setup
-	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy-word --out models/toy_wan --work resources/toy_pretrain_wan_word8k --seed 0 $(TOY_ARGS)
+	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy-word --out models/toy_wan --work checkpoints/wan-toy-word --seed 0 $(TOY_ARGS)
 
 # The efficacy benchmark on the toy model (config/toy_benchmark.yaml) and its table.
 toy-benchmark: setup

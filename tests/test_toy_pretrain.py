@@ -31,7 +31,7 @@ def _state(mods) -> dict[str, torch.Tensor]:
     return {f"{i}.{k}": v for i, m in enumerate(mods) for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["unet-res", "wan-toy"])
+@pytest.mark.parametrize("name", ["unet-res", "wan-toy", "wan-toy-word"])
 def test_resume_is_bit_exact(name, tmp_path):
     """VAE 3 steps + denoiser 3 steps in one go == stopped after VAE step 1, resumed, stopped
     after denoiser step 1, resumed (two processes' worth of restarts)."""
@@ -41,7 +41,7 @@ def test_resume_is_bit_exact(name, tmp_path):
     assert geometries.pretrain_geometry(name, None, tmp_path / "b", 0, vae_stop_at=1, **kw) is None
     assert (tmp_path / "b" / "vae_ckpt").is_dir()
     assert geometries.pretrain_geometry(name, None, tmp_path / "b", 0, stop_at=1, **kw) is None
-    den = "dit_ckpt" if name == "wan-toy" else "unet_ckpt"
+    den = "unet_ckpt" if name == "unet-res" else "dit_ckpt"
     assert (tmp_path / "b" / den).is_dir()
     res = geometries.pretrain_geometry(name, None, tmp_path / "b", 0, **kw)
     a, b = _state(ref), _state(res)
@@ -57,6 +57,37 @@ def test_resume_is_bit_exact(name, tmp_path):
     init = cls(**geometries.get(name).build()["denoiser"]).state_dict()
     assert init.keys() == ref[0].state_dict().keys()
     assert not all(torch.equal(init[k], v) for k, v in ref[0].state_dict().items())
+
+
+def test_weight_average_is_the_exponential_moving_average(tmp_path):
+    """`wan-toy-word` exports the moving average of its weights: after step s (from 0),
+    θ̄ = d·θ̄ + (1 − d)·θ with d = min(0.999, (1 + s)/(10 + s)) and θ̄ = the initialisation
+    before step 0, recomputed here from the raw weights of the checkpoint after each of 3
+    steps; the run returns the average, not the raw weights."""
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import load_file
+
+    assert geometries.get("wan-toy-word").ema == 0.999
+    kw = dict(vae_steps=1, vae_batch=1, steps=3, batch=1, clips=2, ckpt_every=1)
+    torch.manual_seed(0 + 10)  # the transformer's initialisation in train_dit
+    avg = {k: v.clone() for k, v in WanTransformer3DModel(**geometries.get("wan-toy-word").build()["denoiser"])
+           .state_dict().items()}
+    for s in range(3):
+        res = geometries.pretrain_geometry("wan-toy-word", None, tmp_path, 0, stop_at=s + 1, **kw)
+        ck = load_file(str(tmp_path / "dit_ckpt" / "state.safetensors"))
+        d = min(0.999, (1 + s) / (10 + s))
+        for k in avg:
+            avg[k] = d * avg[k] + (1 - d) * ck[f"model.transformer.{k}"]
+        raw = {k[len("model.transformer."):]: v for k, v in ck.items() if k.startswith("model.transformer.")}
+        ema = {k[len("model.ema_transformer."):]: v for k, v in ck.items()
+               if k.startswith("model.ema_transformer.")}
+        assert ema.keys() == avg.keys()
+        for k, v in ema.items():
+            torch.testing.assert_close(v, avg[k], rtol=0, atol=1e-6)
+    assert res is not None  # the last call reached the recipe's end (stop_at == steps)
+    trained = res[0].state_dict()
+    assert all(torch.equal(trained[k], ema[k]) for k in ema)
+    assert not all(torch.equal(raw[k], ema[k]) for k in ema)
 
 
 def test_other_recipe_refused(tmp_path, monkeypatch):

@@ -105,6 +105,9 @@ class Geometry:
     #: (:func:`.pretrain_dit.write_word_tokenizer`: one token per caption word), and its length
     tokenizer: str = "char"
     text_length: int = 128
+    #: Wan geometries: decay of the exponential moving average of the denoiser's and text
+    #: encoder's weights that the model is exported from (0: the weights themselves)
+    ema: float = 0.0
     configs: dict = field(default_factory=dict, compare=False)
 
     def build(self) -> dict:
@@ -131,7 +134,8 @@ GEOMETRIES = {
     "wan-toy-word": Geometry("wan-toy-word", "wan", 9, 32,
                              "wan-toy with a word-level tokenizer (one token per caption word, 36 ids) "
                              "instead of the character tokenizer, on 8x the clips", vae_batch=4, lr=1e-3,
-                             steps=10000, decay=1000, clips=8192, tokenizer="word", text_length=32),
+                             steps=10000, decay=1000, clips=8192, tokenizer="word", text_length=32,
+                             ema=0.999),
 }
 
 
@@ -252,7 +256,8 @@ def m_shape(args, kwargs):
 
 def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *, vae_steps: int | None = None,
                       vae_batch: int | None = None, steps: int | None = None, batch: int | None = None,
-                      clips: int | None = None, decay: int | None = None, stop_at: int | None = None,
+                      clips: int | None = None, decay: int | None = None, ema: float | None = None,
+                      stop_at: int | None = None,
                       vae_stop_at: int | None = None, device: str = "cpu", amp: bool = False,
                       ckpt_every: int = 25, export_checkpoint: bool = False):
     """Train (or resume) geometry ``name`` (not ``toy``: :func:`.pretrain.main`) in ``work``;
@@ -274,10 +279,15 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
     batch = g.batch if batch is None else batch
     clips = g.clips if clips is None else clips
     decay = g.decay if decay is None else decay
+    ema = g.ema if ema is None else ema
+    if ema and g.kind != "wan":
+        raise ValueError(f"--ema: geometry {name} (a UNet recipe) trains without a weight average")
     work.mkdir(parents=True, exist_ok=True)
     stamp = dict(geometry=name, seed=seed, vae_steps=vae_steps, vae_batch=vae_batch, steps=steps, batch=batch,
                  clips=clips, decay=decay, frames=g.n_frames, size=g.size, tokenizer=g.tokenizer,
                  text_length=g.text_length)
+    if ema:  # absent from the stamps of the recipes without one (their work directories still resume)
+        stamp["ema"] = ema
     # the model configs too: a changed architecture must not resume an old run's checkpoints
     stamp = json.loads(json.dumps(dict(stamp, configs=cfg)))
     recipe = work / "recipe.json"
@@ -335,7 +345,7 @@ def pretrain_geometry(name: str, out: Path | None, work: Path, seed: int = 0, *,
     den, te = pretrain_dit.train_dit(work, vae, tok, seed, steps, transformer_config=cfg["denoiser"],
                                      text_config=cfg["text"], n_frames=g.n_frames, size=g.size, batch=batch,
                                      n_clips=clips, decay=decay, stop_at=stop_at, device=device, amp=amp,
-                                     ckpt_every=ckpt_every, lr=g.lr, text_length=g.text_length)
+                                     ckpt_every=ckpt_every, lr=g.lr, text_length=g.text_length, ema=ema)
     if den is None:
         return None
     if out is not None:
@@ -361,6 +371,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int)
     ap.add_argument("--clips", type=int, help="clips encoded once for the denoiser")
     ap.add_argument("--decay", type=int, help="steps of the final lr decay (default: the geometry's)")
+    ap.add_argument("--ema", type=float, help="Wan: decay of the weights' moving average the model is "
+                                               "exported from (default: the geometry's; 0: none)")
     ap.add_argument("--stop-at", type=int, help="checkpoint and exit after this denoiser step (resume later)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast of the denoiser's forward")
@@ -383,7 +395,8 @@ def main(argv=None) -> int:
                 args += [k, str(v)]
         return pretrain.main(args)
     res = pretrain_geometry(a.geometry, a.out, a.work, a.seed, vae_steps=a.vae_steps, vae_batch=a.vae_batch,
-                            steps=a.steps, batch=a.batch, clips=a.clips, decay=a.decay, stop_at=a.stop_at,
+                            steps=a.steps, batch=a.batch, clips=a.clips, decay=a.decay, ema=a.ema,
+                            stop_at=a.stop_at,
                             device=a.device, amp=a.amp, ckpt_every=a.ckpt_every,
                             export_checkpoint=a.export_checkpoint)
     log.info("stopped at step %s (resume: the same command without --stop-at)" % a.stop_at if res is None

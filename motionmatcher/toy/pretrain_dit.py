@@ -33,6 +33,7 @@ scheduler/``, fp16 safetensors, ``toy_model.json``) that
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -168,9 +169,13 @@ def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_
               text_config: dict, n_frames: int, size: int, batch: int = 16, lr: float = 1e-3,
               p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 1024, decay: int = 0,
               stop_at: int | None = None, device: str = "cpu", amp: bool = False,
-              text_length: int = TEXT_LENGTH):
+              text_length: int = TEXT_LENGTH, ema: float = 0.0):
     """Stage 2; returns (transformer, text_encoder) ((None, None) when stopped at ``stop_at``).
-    ``amp``: bfloat16 autocast of the forward (weights, optimizer, loss float32)."""
+    ``amp``: bfloat16 autocast of the forward (weights, optimizer, loss float32).
+
+    ``ema`` > 0: an exponential moving average of the weights is kept beside them (and in the
+    checkpoints), ``θ̄ ← d·θ̄ + (1 − d)·θ`` after every step with ``d = min(ema, (1 + s)/(10 + s))``
+    at step ``s`` (the usual warm-up of the decay), and it is what is returned (and exported)."""
     from diffusers import WanTransformer3DModel
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -204,10 +209,14 @@ def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_
     sched = FlowMatchSchedule(1000)
     params = list(transformer.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    mods = {"transformer": transformer, "te": te}
+    if ema:
+        mods.update(ema_transformer=copy.deepcopy(transformer).requires_grad_(False),
+                    ema_te=copy.deepcopy(te).requires_grad_(False))
     ck = work / "dit_ckpt"
     step = 0
     if ck.exists():
-        step = _load_ckpt(ck, {"transformer": transformer, "te": te}, opt)["step"]
+        step = _load_ckpt(ck, mods, opt)["step"]
         log.info("DiT: resumed at step %d", step)
     logf = _Log(work / "dit_log.jsonl")
     transformer.train()
@@ -239,13 +248,28 @@ def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if ema:
+            d = min(ema, (1 + step) / (10 + step))
+            ema_update([mods["ema_transformer"], mods["ema_te"]], [transformer, te], d)
         step += 1
         logf(stage="dit", step=step, loss=loss.item(), s=time.time() - t0)
         if step % ckpt_every == 0 or step == steps or step == stop_at:
-            _save_ckpt(ck, step, {"transformer": transformer, "te": te}, opt)
+            _save_ckpt(ck, step, mods, opt)
+    if ema:
+        transformer, te = mods["ema_transformer"], mods["ema_te"]
     transformer.eval()
     te.eval()
     return transformer, te
+
+
+@torch.no_grad()
+def ema_update(averages: list[torch.nn.Module], models: list[torch.nn.Module], decay: float) -> None:
+    """``θ̄ ← decay·θ̄ + (1 − decay)·θ`` for every parameter; buffers copied."""
+    for avg, m in zip(averages, models):
+        for pa, p in zip(avg.parameters(), m.parameters()):
+            pa.lerp_(p, 1.0 - decay)
+        for ba, b in zip(avg.buffers(), m.buffers()):
+            ba.copy_(b)
 
 
 def save_wan_model(out: Path, transformer, vae, te, stamp: dict, tokenizer_dir: Path) -> Path:
