@@ -10,7 +10,8 @@
 # denoisers train under bf16 autocast (weights, AdamW and the loss float32), the VAEs in float32.
 # A run that hits its cap keeps its checkpoints (every 250 steps) in $WORK, so rerunning the
 # script on the still-warm machine resumes; they are also copied under $OUT/work-*/ (copy them
-# back to $WORK, or to resources/toy_pretrain_{res,wan}/ for `make toy-model-res/-dit`, to resume).
+# back to $WORK, or to resources/toy_pretrain_res/ and checkpoints/wan-toy-word/ for
+# `make toy-model-res/-dit`, to resume).
 #
 #   bash benchmarks/gpu_pretrain_toy.sh             # GPU: models, gate figures, logs under $OUT
 #   bash benchmarks/gpu_pretrain_toy.sh --smoke     # CPU, a few steps of everything (~5 min on 1 core)

@@ -90,6 +90,20 @@ def test_weight_average_is_the_exponential_moving_average(tmp_path):
     assert not all(torch.equal(raw[k], ema[k]) for k in ema)
 
 
+def test_resume_without_the_encoded_clips_is_bit_exact(tmp_path):
+    """A work directory carried over in git (`checkpoints/wan-toy-word`) has no
+    `latents.safetensors` (ignored: 300 MB): resuming re-encodes the clips from the VAE
+    checkpoint, and the run goes on as if they had been kept."""
+    kw = dict(vae_steps=2, vae_batch=1, steps=3, batch=2, clips=3, ckpt_every=1000)
+    ref = geometries.pretrain_geometry("wan-toy-word", None, tmp_path / "a", 0, **kw)
+    assert geometries.pretrain_geometry("wan-toy-word", None, tmp_path / "b", 0, stop_at=1, **kw) is None
+    (tmp_path / "b" / "latents.safetensors").unlink()
+    res = geometries.pretrain_geometry("wan-toy-word", None, tmp_path / "b", 0, **kw)
+    assert (tmp_path / "b" / "latents.safetensors").exists()
+    a, b = _state(ref), _state(res)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_other_recipe_refused(tmp_path, monkeypatch):
     kw = dict(vae_steps=1, vae_batch=1, steps=1, batch=1, clips=1)
     geometries.pretrain_geometry("wan-toy", None, tmp_path, 0, vae_stop_at=0, **kw)
