@@ -165,23 +165,13 @@ def encode_text(te, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return te(ids, attention_mask=mask).last_hidden_state * mask.unsqueeze(-1).to(torch.float32)
 
 
-def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_config: dict,
-              text_config: dict, n_frames: int, size: int, batch: int = 16, lr: float = 1e-3,
-              p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 1024, decay: int = 0,
-              stop_at: int | None = None, device: str = "cpu", amp: bool = False,
-              text_length: int = TEXT_LENGTH, ema: float = 0.0):
-    """Stage 2; returns (transformer, text_encoder) ((None, None) when stopped at ``stop_at``).
-    ``amp``: bfloat16 autocast of the forward (weights, optimizer, loss float32).
-
-    ``ema`` > 0: an exponential moving average of the weights is kept beside them (and in the
-    checkpoints), ``θ̄ ← d·θ̄ + (1 − d)·θ`` after every step with ``d = min(ema, (1 + s)/(10 + s))``
-    at step ``s`` (the usual warm-up of the decay), and it is what is returned (and exported)."""
-    from diffusers import WanTransformer3DModel
+def _training_data(work: Path, vae, tokenizer, seed: int, n_clips: int, *, n_frames: int, size: int,
+                   device: str, text_length: int):
+    """The ``n_clips`` clips drawn with (seed, 2, i), encoded once into ``latents.safetensors``
+    (re-encoded when absent: a work directory carried in git), and their captions tokenized:
+    (latents, ids, mask, empty-prompt ids, empty-prompt mask)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    from ..backbones.flow import FlowMatchSchedule
 
     lat_path = work / "latents.safetensors"
     if not lat_path.exists():
@@ -201,6 +191,24 @@ def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_
                     return_attention_mask=True, return_tensors="pt")
     ids_all, mask_all = enc.input_ids[:-1], enc.attention_mask[:-1]
     empty_ids, empty_mask = enc.input_ids[-1], enc.attention_mask[-1]
+    return latents, ids_all, mask_all, empty_ids, empty_mask
+
+
+def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_config: dict,
+              text_config: dict, n_frames: int, size: int, batch: int = 16, lr: float = 1e-3,
+              p_uncond: float = 0.1, ckpt_every: int = 25, n_clips: int = 1024, decay: int = 0,
+              stop_at: int | None = None, device: str = "cpu", amp: bool = False,
+              text_length: int = TEXT_LENGTH, ema: float = 0.0):
+    """Stage 2; returns (transformer, text_encoder) ((None, None) when stopped at ``stop_at``).
+    ``amp``: bfloat16 autocast of the forward (weights, optimizer, loss float32).
+
+    ``ema`` > 0: an exponential moving average of the weights is kept beside them (and in the
+    checkpoints), ``θ̄ ← d·θ̄ + (1 − d)·θ`` after every step with ``d = min(ema, (1 + s)/(10 + s))``
+    at step ``s`` (the usual warm-up of the decay), and it is what is returned (and exported)."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from ..backbones.flow import FlowMatchSchedule
 
     torch.manual_seed(seed + 10)
     transformer = WanTransformer3DModel(**transformer_config).to(device)
@@ -221,6 +229,10 @@ def train_dit(work: Path, vae, tokenizer, seed: int, steps: int, *, transformer_
     logf = _Log(work / "dit_log.jsonl")
     transformer.train()
     te.train()
+    if step < steps and (stop_at is None or step < stop_at):  # an export needs no training data
+        latents, ids_all, mask_all, empty_ids, empty_mask = _training_data(
+            work, vae, tokenizer, seed, n_clips, n_frames=n_frames, size=size, device=device,
+            text_length=text_length)
     while step < steps:
         if stop_at is not None and step >= stop_at:
             return None, None
