@@ -51,6 +51,20 @@ def training_displacement(n: int = 200, seed: int = 7) -> float:
                           for _ in range(n)]))
 
 
+def rates_by(prompts: list[str], ok: list[bool]) -> dict[str, dict[str, float]]:
+    """The colour rate per colour, shape, background and (colour shape background) triple that
+    the prompts name: which held-out appearances a model fails on."""
+    out: dict[str, dict[str, list[bool]]] = {"colour": {}, "shape": {}, "background": {}, "triple": {}}
+    for prompt, good in zip(prompts, ok):
+        words = prompt.replace(".", " ").replace(",", " ").split()
+        c = next(w for w in words if w in world.COLOURS)
+        s = next(w for w in words if w in world.SHAPES)
+        b = next(w for w in words if w in world.BACKGROUNDS)
+        for key, val in (("colour", c), ("shape", s), ("background", b), ("triple", f"{c} {s} {b}")):
+            out[key].setdefault(val, []).append(bool(good))
+    return {k: {v: float(np.mean(g)) for v, g in sorted(d.items())} for k, d in out.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="models/toy_t2v")
@@ -105,10 +119,12 @@ def main(argv=None) -> int:
         shape_rate=float(np.mean(shape_ok)) if shape_ok else 0.0,
         training_clip_displacement_px=training_displacement(),
         min_displacement_px=a.min_displacement, min_colour_rate=a.min_colour_rate,
+        colour_rate_by=rates_by(prompts, colour_ok),
+        samples=[dict(prompt=p, dominant=detector.dominant_colour(r["frames"])) for p, r in zip(prompts, out)],
     )
     figures["passed"] = bool(figures["colour_rate"] >= a.min_colour_rate
                              and figures["mean_displacement_px"] >= a.min_displacement)
-    print(json.dumps(figures, indent=1))
+    print(json.dumps({k: v for k, v in figures.items() if k != "samples"}, indent=1))
     if a.json:
         a.json.write_text(json.dumps(figures, indent=1))
     return 0 if figures["passed"] else 1

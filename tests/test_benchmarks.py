@@ -58,3 +58,16 @@ def test_toy_average_models_is_the_mean_of_the_two_models(tmp_path):
               str(tmp_path / "b" / "transformer" / "m.safetensors"))
     with pytest.raises(SystemExit, match="not the same architecture"):
         mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "avg2")])
+
+
+def test_toy_gate_breaks_the_colour_rate_down_by_appearance():
+    """benchmarks/toy_gate.py's `colour_rate_by`: per colour, shape, background and triple, read
+    off the captions (by hand: red is right 1 of 2 times, black 1 of 2, gray 1 of 1)."""
+    mod = load("toy_gate")
+    prompts = ["A red square moving left on a black background.", "a red circle on a gray background",
+               "A blue square on a black background, moving up."]
+    by = mod.rates_by(prompts, [False, True, True])
+    assert by["colour"] == {"blue": 1.0, "red": 0.5}
+    assert by["shape"] == {"circle": 1.0, "square": 0.5}
+    assert by["background"] == {"black": 0.5, "gray": 1.0}
+    assert by["triple"] == {"blue square black": 1.0, "red circle gray": 1.0, "red square black": 0.0}
