@@ -234,3 +234,25 @@ def test_wan_toy_word_exports_its_word_tokenizer(tmp_path):
     assert model.max_text_length == 32
     assert len(model.tokenizer("a red circle on a gray background").input_ids) == 8
     assert json.loads((tmp_path / "model" / "toy_model.json").read_text())["tokenizer"] == "word"
+
+
+def test_wan_toy_bow_text_states_do_not_depend_on_the_other_words(tmp_path):
+    """`wan-toy-bow` is `wan-toy-word` with a layer-less text encoder: through the exported
+    model's own prompt encoding, "blue" has the same state in a caption of a held-out triple as
+    in one of a training triple (with `wan-toy-word`'s 3 layers it does not)."""
+    from motionmatcher.backbones import load_model
+
+    a, b = geometries.get("wan-toy-word").build(), geometries.get("wan-toy-bow").build()
+    assert {k for k in a["text"] if a["text"][k] != b["text"][k]} == {"num_layers"}
+    assert (a["text"]["num_layers"], b["text"]["num_layers"]) == (3, 0)
+    assert a["denoiser"] == b["denoiser"] and a["vae"] == b["vae"]
+    prompts = ["a blue circle on a gray background", "a blue triangle on a black background"]
+    same = {}
+    for name in ("wan-toy-word", "wan-toy-bow"):
+        kw = dict(vae_steps=1, vae_batch=1, steps=1, batch=1, clips=1, ckpt_every=1000)
+        geometries.pretrain_geometry(name, tmp_path / name, tmp_path / f"work-{name}", 0, **kw)
+        model = load_model(tmp_path / name)
+        with torch.no_grad():
+            states = model.encode_prompt(prompts)
+        same[name] = torch.equal(states[0, 1], states[1, 1])  # position 1: "blue"
+    assert same == {"wan-toy-word": False, "wan-toy-bow": True}
