@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--base-dim", type=int, default=16, help="with --wan-vae-ckpt: the VAE's base width")
     ap.add_argument("--n", type=int, default=64, help="clips")
     ap.add_argument("--seed", type=int, default=55)
+    ap.add_argument("--split", default="heldout", choices=["heldout", "train"])
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -69,16 +70,21 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(a.seed)
     orig_ok = rt_ok = 0
     sq = []
+    by: dict[str, list[tuple[bool, bool]]] = {}
     for _ in range(a.n):
-        frames, gt = world.render_clip(world.sample_clip(rng, split="heldout", n_frames=n_frames, size=size))
+        frames, gt = world.render_clip(world.sample_clip(rng, split=a.split, n_frames=n_frames, size=size))
         colour = next(w for w in gt["caption"].split() if w in world.COLOURS)
         with torch.no_grad():
             rec = decode_latents(vae, encode_video(vae, frames), chunk_size=n_frames)[0]
-        orig_ok += detector.dominant_colour(frames) == colour
-        rt_ok += detector.dominant_colour(rec) == colour
+        ok = (detector.dominant_colour(frames) == colour, detector.dominant_colour(rec) == colour)
+        orig_ok += ok[0]
+        rt_ok += ok[1]
+        by.setdefault(colour, []).append(ok)
         sq.append(float(np.mean((rec.astype(np.float64) / 127.5 - frames.astype(np.float64) / 127.5) ** 2)))
     out = dict(vae=label, clips=a.n, frames=n_frames, size=size, colour_rate_rendered=orig_ok / a.n,
-               colour_rate_roundtrip=rt_ok / a.n, mse=float(np.mean(sq)))
+               colour_rate_roundtrip=rt_ok / a.n, mse=float(np.mean(sq)), split=a.split,
+               by_colour={c: dict(clips=len(v), rendered=float(np.mean([o for o, _ in v])),
+                                  roundtrip=float(np.mean([r for _, r in v]))) for c, v in sorted(by.items())})
     print(json.dumps(out, indent=1))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
