@@ -37,7 +37,7 @@ toy-model-res: setup
 # re-encoded on resume), so a run carries over to the next checkout: commit it after a slice.
 # The character-tokenizer recipes that failed the gate: --geometry wan-toy.
 toy-model-dit: setup
-	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy-word --out models/toy_wan --work checkpoints/wan-toy-word --seed 0 $(TOY_ARGS)
+	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy-vae3k --out models/toy_wan --work checkpoints/wan-toy-vae3k --seed 0 $(TOY_ARGS)
 
 # The efficacy benchmark on the toy model (config/toy_benchmark.yaml) and its table.
 toy-benchmark: setup

@@ -256,3 +256,16 @@ def test_wan_toy_bow_text_states_do_not_depend_on_the_other_words(tmp_path):
             states = model.encode_prompt(prompts)
         same[name] = torch.equal(states[0, 1], states[1, 1])  # position 1: "blue"
     assert same == {"wan-toy-word": False, "wan-toy-bow": True}
+
+
+def test_committed_run_keeps_its_recipe_stamp():
+    """`checkpoints/wan-toy-word` resumes only under the stamp it was written with: options added
+    to the recipes since (the VAE's latent channels, object weight, learning rate) leave it as
+    it was."""
+    from pathlib import Path
+
+    committed = json.loads((Path(__file__).parents[1] / "checkpoints/wan-toy-word/recipe.json").read_text())
+    g = geometries.get("wan-toy-word")
+    stamp = geometries.recipe_stamp("wan-toy-word", 0, vae_steps=g.vae_steps, vae_batch=g.vae_batch,
+                                    steps=g.steps, batch=g.batch, clips=g.clips, decay=g.decay, ema=g.ema)
+    assert stamp == committed
