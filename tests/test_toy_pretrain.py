@@ -269,3 +269,41 @@ def test_committed_run_keeps_its_recipe_stamp():
     stamp = geometries.recipe_stamp("wan-toy-word", 0, vae_steps=g.vae_steps, vae_batch=g.vae_batch,
                                     steps=g.steps, batch=g.batch, clips=g.clips, decay=g.decay, ema=g.ema)
     assert stamp == committed
+
+
+def test_committed_toy_dit_is_its_run_exported(tmp_path):
+    """`models/toy_wan` is what `make toy-model-dit` writes from the committed work directory
+    `checkpoints/wan-toy-vae3k` at the end of its recipe: exporting that checkpoint again gives
+    the same fp16 weights bit for bit, and the same stamp."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).parents[1]
+    g = geometries.get("wan-toy-vae3k")
+    geometries.pretrain_geometry("wan-toy-vae3k", tmp_path / "m", repo / "checkpoints/wan-toy-vae3k", 0,
+                                 export_checkpoint=True)
+    stamp = json.loads((tmp_path / "m" / "toy_model.json").read_text())
+    assert stamp.pop("exported_step") == g.steps  # the recipe's end, not a run under way
+    assert json.loads((repo / "models/toy_wan/toy_model.json").read_text()) == stamp
+    for f in ("transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+              "text_encoder/model.safetensors"):
+        a, b = load_file(str(tmp_path / "m" / f)), load_file(str(repo / "models/toy_wan" / f))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
+
+
+def test_committed_toy_dit_draws_the_prompted_colour(tmp_path):
+    """The committed toy DiT's colour gate on 8 held-out prompts (its full reading on 56:
+    docs/toy_models.md): the prompted colour dominates in at least 7 (`toy_gate.py` exits 1
+    below 80 %), and the objects move."""
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("toy_gate", repo / "benchmarks/toy_gate.py")
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    rc = gate.main(["--model", str(repo / "models/toy_wan"), "--n", "8", "--json", str(tmp_path / "g.json")])
+    res = json.loads((tmp_path / "g.json").read_text())
+    assert rc == 0, res
+    assert res["colour_rate"] >= 7 / 8 and res["mean_displacement_px"] >= 1.0
