@@ -26,16 +26,16 @@ toy-model: setup
 	$(PY) -m motionmatcher.toy.pretrain --out models/toy_t2v --work resources/toy_pretrain --seed 0 --unet-steps 4475
 
 # Toy models whose matched features have resolution (issue #19; docs/toy_models.md), from seed 0,
-# resumable: rerun to continue from the checkpoints in resources/toy_pretrain_res, checkpoints/wan-toy-word.
+# resumable: rerun to continue from the checkpoints in resources/toy_pretrain_res, checkpoints/wan-toy-vae3k.
 # TOY_ARGS: e.g. `--device cuda --amp`, or `--stop-at 500` to train in slices on a CPU.
 TOY_ARGS ?=
 toy-model-res: setup
 	$(PY) -m motionmatcher.toy.geometries --geometry unet-res --out models/toy_t2v_res --work resources/toy_pretrain_res --seed 0 $(TOY_ARGS)
 
-# The toy DiT: word-level tokenizer, 8,192 clips, 10,000 steps, weight average (docs/toy_models.md;
-# ~2.6 h on 2 threads: 0.9 s per step). Its work directory is in git (checkpoints/, the encoded clips excepted:
-# re-encoded on resume), so a run carries over to the next checkout: commit it after a slice.
-# The character-tokenizer recipes that failed the gate: --geometry wan-toy.
+# The toy DiT (geometry wan-toy-vae3k): word-level tokenizer, 8,192 clips, VAE 3,000 steps (~28 min on 2 threads),
+# DiT 5,000 steps with a weight average (~77 min: 0.92 s per step; docs/toy_models.md). Its work directory is in
+# git (checkpoints/, the encoded clips excepted: re-encoded on resume), so a run carries over to the next checkout.
+# Earlier recipes that failed the gate: --geometry wan-toy (character tokenizer), wan-toy-word (VAE 725 steps).
 toy-model-dit: setup
 	$(PY) -m motionmatcher.toy.geometries --geometry wan-toy-vae3k --out models/toy_wan --work checkpoints/wan-toy-vae3k --seed 0 $(TOY_ARGS)
 
