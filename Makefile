@@ -32,7 +32,7 @@ TOY_ARGS ?=
 toy-model-res: setup
 	$(PY) -m motionmatcher.toy.geometries --geometry unet-res --out models/toy_t2v_res --work resources/toy_pretrain_res --seed 0 $(TOY_ARGS)
 
-# The toy DiT (geometry wan-toy-vae3k): word-level tokenizer, 8,192 clips, VAE 3,000 steps (~28 min on 2 threads),
+# The toy DiT (geometry wan-toy-vae3k): word-level tokenizer, 8,192 clips, VAE 3,000 steps (~26 min on 2 threads),
 # DiT 5,000 steps with a weight average (~77 min: 0.92 s per step; docs/toy_models.md). Its work directory is in
 # git (checkpoints/, the encoded clips excepted: re-encoded on resume), so a run carries over to the next checkout.
 # Earlier recipes that failed the gate: --geometry wan-toy (character tokenizer), wan-toy-word (VAE 725 steps).
