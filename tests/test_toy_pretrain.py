@@ -259,9 +259,9 @@ def test_wan_toy_bow_text_states_do_not_depend_on_the_other_words(tmp_path):
 
 
 def test_committed_run_keeps_its_recipe_stamp():
-    """`checkpoints/wan-toy-word` resumes only under the stamp it was written with: options added
-    to the recipes since (the VAE's latent channels, object weight, learning rate) leave it as
-    it was."""
+    """`checkpoints/wan-toy-word` resumes only under the stamp it was written with: what came
+    since (the geometry `wan-toy-vae3k`, the stamp computed by `recipe_stamp`) leaves it as it
+    was."""
     from pathlib import Path
 
     committed = json.loads((Path(__file__).parents[1] / "checkpoints/wan-toy-word/recipe.json").read_text())
@@ -279,10 +279,13 @@ def test_committed_toy_dit_is_its_run_exported(tmp_path):
 
     from safetensors.torch import load_file
 
+    import shutil
+
     repo = Path(__file__).parents[1]
     g = geometries.get("wan-toy-vae3k")
-    geometries.pretrain_geometry("wan-toy-vae3k", tmp_path / "m", repo / "checkpoints/wan-toy-vae3k", 0,
-                                 export_checkpoint=True)
+    work = shutil.copytree(repo / "checkpoints/wan-toy-vae3k", tmp_path / "work",
+                           ignore=shutil.ignore_patterns("latents.safetensors"))  # the repo is not written
+    geometries.pretrain_geometry("wan-toy-vae3k", tmp_path / "m", work, 0, export_checkpoint=True)
     stamp = json.loads((tmp_path / "m" / "toy_model.json").read_text())
     assert stamp.pop("exported_step") == g.steps  # the recipe's end, not a run under way
     assert json.loads((repo / "models/toy_wan/toy_model.json").read_text()) == stamp
