@@ -25,14 +25,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from motionmatcher.backbones.latents import model_space_to_uint8  # noqa: E402
 from motionmatcher.toy import detector, world  # noqa: E402
 from motionmatcher.toy.pretrain import clip_batch  # noqa: E402
 from motionmatcher.toy.pretrain_dit import _fg_weight  # noqa: E402
 
 
 def _to_frames(x: torch.Tensor) -> np.ndarray:
-    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8, the pipeline's conversion."""
+    return model_space_to_uint8(x).permute(1, 2, 3, 0).numpy()
 
 
 def clips_of(colour: str, n: int, rng: np.random.Generator, split: str, n_frames: int, size: int):
