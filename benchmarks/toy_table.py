@@ -17,6 +17,8 @@ Then the paper's claim as issue #19 states it, read from the same per-video mean
   of the paired difference's CI below 0), and below DDPM-LoRA's at lower leakage (both paired
   CIs below 0).
 
+``--setting plain|leak`` reads all of it on the references of one appearance setting only.
+
     PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_table.py results/toy_benchmark/tables/samples.parquet
 """
 
@@ -62,6 +64,18 @@ def family(video_id: str) -> str:
     return "?"
 
 
+def setting(video_id: str) -> str:
+    """A toy clip's appearance setting: ``leak`` (leak-prone, id ends ``_leak``) or ``plain``."""
+    return "leak" if video_id.endswith("_leak") else "plain"
+
+
+def only_setting(samples: pd.DataFrame, which: str | None) -> pd.DataFrame:
+    """The rows of the references of one appearance setting (``None``: all rows)."""
+    if which is None:
+        return samples
+    return samples[samples["video_id"].map(setting) == which]
+
+
 def paired(samples: pd.DataFrame, col: str, a: str, b: str) -> tuple[float, float, float, int]:
     """Mean of the per-video differences a - b of ``col`` and its 95 % CI over the common videos."""
     per = samples.groupby(["method", "video_id"])[col].mean().dropna()
@@ -76,18 +90,18 @@ def paired(samples: pd.DataFrame, col: str, a: str, b: str) -> tuple[float, floa
 def family_table(samples: pd.DataFrame) -> str:
     """Trajectory error per family x setting: per method the mean of per-video means, and / base."""
     s = samples.assign(family=samples["video_id"].map(family),
-                       setting=np.where(samples["video_id"].str.endswith("_leak"), "leak", "plain"))
+                       setting=samples["video_id"].map(setting))
     per = s.groupby(["family", "setting", "method", "video_id"])["trajectory_error"].mean()
     methods = list(dict.fromkeys(samples["method"]))
     lines = ["| family | setting | n videos | " + " | ".join(methods) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in methods) + " |"]
-    for (fam, setting), g in per.groupby(level=["family", "setting"]):
+    for (fam, sett), g in per.groupby(level=["family", "setting"]):
         means = g.groupby(level="method").mean()
         base = means.get("base", float("nan"))
         cells = [f"{means[m]:.3f}" + (f" ({means[m] / base:.2f}x)" if m != "base" and base == base and base > 0 else "")
                  if m in means else "-" for m in methods]
         n = g.index.get_level_values("video_id").nunique()
-        lines.append(f"| {fam} | {setting} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {fam} | {sett} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -137,8 +151,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("samples", nargs="+",
                     help="results/<dir>/tables/samples.parquet, or per-video metrics tables")
+    ap.add_argument("--setting", choices=("plain", "leak"),
+                    help="only the references of this appearance setting (CIs over those videos)")
     a = ap.parse_args(argv)
-    samples = pd.concat([pd.read_parquet(p) for p in a.samples], ignore_index=True)
+    samples = only_setting(pd.concat([pd.read_parquet(p) for p in a.samples], ignore_index=True), a.setting)
+    if samples.empty:
+        sys.exit(f"{' '.join(a.samples)}: no rows for setting {a.setting!r}")
     if samples["trajectory_error"].isna().all():
         sys.exit(f"{' '.join(a.samples)}: no ground-truth metrics (are the references toy clips with .gt.json sidecars?)")
     print(table(samples))

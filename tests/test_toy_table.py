@@ -71,3 +71,19 @@ def test_reading_skips_an_absent_reference_method(missing):
     s = _samples()
     lines = toy_table.reading(s[s["method"] != missing])
     assert len(lines) == 1 and (missing not in lines[0].split(" in ")[0])
+
+
+def test_setting_restricts_the_reading_to_its_references(capsys, tmp_path):
+    """--setting plain: the paired CI is over the two plain videos only (by hand: base 0.4, 0.3;
+    motionmatcher 0.1, 0.1 -> differences -0.3, -0.2: mean -0.25, sd 0.0707, t(1) = 12.706)."""
+    path = tmp_path / "samples.parquet"
+    s = _samples()
+    s.assign(**{c: np.arange(len(s), dtype=float) for c in ("motion_discrepancy", "motion_fidelity", "clip_t")}
+             ).to_parquet(path)
+    assert toy_table.main([str(path), "--setting", "plain"]) == 0
+    out = capsys.readouterr().out
+    h = 12.706 * np.std([-0.3, -0.2], ddof=1) / np.sqrt(2)
+    assert (f"motionmatcher: trajectory error / base = {0.2 / 0.7:.2f} "
+            f"(paired difference {-0.25:+.3f} [{-0.25 - h:+.3f}, {-0.25 + h:+.3f}], 2 videos)") in out
+    assert "| leak |" not in out and "| plain | 1 |" in out
+    assert [toy_table.setting(v) for v in VIDEOS] == ["plain", "plain", "leak", "leak"]
