@@ -143,6 +143,23 @@ def parse_target(prompt: str) -> tuple[str, str | None]:
     return colour, shape
 
 
+def sample_centroid(frames: np.ndarray, colour: str, labels: np.ndarray, areas: dict,
+                    dominant: str | None) -> np.ndarray:
+    """The sample's object centroid per frame, ``(F, 2)``: the target colour's mask, or the
+    dominant object colour's when the target colour covers < 3 px; the frame centre where none."""
+    size = frames.shape[1]
+    obj = colour if areas[colour] >= 3.0 else dominant
+    if obj is None:
+        return np.full((len(frames), 2), size / 2.0)
+    cen = detector.detect_colour(frames, obj, labels).centroid
+    return np.where(np.isnan(cen), size / 2.0, cen)
+
+
+def path_error(centroid: np.ndarray, path: np.ndarray, size: int) -> float:
+    """mean_f || c_s(f) - c_r(f) ||_2 / S: the trajectory error of a centroid track to a path."""
+    return float(np.linalg.norm(np.asarray(centroid) - np.asarray(path), axis=1).mean() / size)
+
+
 def score_sample(frames: np.ndarray, prompt: str, gt: dict) -> dict:
     """The :data:`GT_COLUMNS` of one sample against the reference's ground truth."""
     frames = np.asarray(frames)
@@ -154,13 +171,8 @@ def score_sample(frames: np.ndarray, prompt: str, gt: dict) -> dict:
     labels = detector.segment(frames)
     areas = detector.colour_areas(frames, labels)
     dom = detector.dominant_colour(frames)
-    obj = colour if areas[colour] >= 3.0 else dom
-    if obj is None:
-        cen = np.full((len(frames), 2), size / 2.0)
-    else:
-        cen = detector.detect_colour(frames, obj, labels).centroid
-        cen = np.where(np.isnan(cen), size / 2.0, cen)
-    err = float(np.linalg.norm(cen - gt["centroid"], axis=1).mean() / size)
+    cen = sample_centroid(frames, colour, labels, areas, dom)
+    err = path_error(cen, gt["centroid"], size)
     ref_area, own = areas[gt["colour"]], areas[colour]
     leak = float(ref_area / (ref_area + own)) if ref_area + own > 0 else 0.0
     got_shape = detector.shape_of(detector.detect_colour(frames, colour, labels).mask)

@@ -1,0 +1,108 @@
+"""Do customized samples of leak-prone references follow the distractor's path?
+
+A leak-prone toy reference (``--set appearance``) has an unnamed distractor moving on its own
+path beside the prompted object. ``trajectory_error`` scores a sample's object against the
+object's path only. This script scores the same centroid track
+(:func:`motionmatcher.metrics.groundtruth.sample_centroid`) against both paths, per sample
+of the references whose sidecar has ``distractor_centroid``, and prints per method the mean of
+per-video means of both errors, their ratio to base and the paired difference to base over
+videos with its 95 % t interval (:func:`toy_table.video_ci`).
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_distractor_path.py results/toy_benchmark_wan/tables
+
+It reads the folder's ``samples.parquet`` and ``videos.parquet``, each reference's sidecar and
+each sample's frames (``frames_path``: the run's results folder must be present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toy_table import video_ci  # noqa: E402
+
+from motionmatcher.metrics.evaluate import load_frames_file  # noqa: E402
+from motionmatcher.metrics.groundtruth import (parse_target, path_error, sample_centroid,  # noqa: E402
+                                               sidecar_path)
+from motionmatcher.toy import detector  # noqa: E402
+
+
+def paths(video_path: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The reference's object and distractor centroid paths and its frame size, or None
+    without a distractor."""
+    gt = json.loads(sidecar_path(video_path).read_text())
+    if not gt.get("distractor_centroid"):
+        return None
+    return (np.asarray(gt["centroid"], float), np.asarray(gt["distractor_centroid"], float),
+            int(gt["frame_size"]))
+
+
+def score(samples: pd.DataFrame, reference_of) -> pd.DataFrame:
+    """Per sample: error to the object's path and to the distractor's path."""
+    rows = []
+    for r in samples.itertuples():
+        p = reference_of(r.video_id)
+        if p is None:
+            continue
+        frames = load_frames_file(r.frames_path)
+        colour, _ = parse_target(r.prompt)
+        labels = detector.segment(frames)
+        cen = sample_centroid(frames, colour, labels, detector.colour_areas(frames, labels),
+                              detector.dominant_colour(frames))
+        size = frames.shape[1]
+        if size != p[2]:
+            raise ValueError(f"{r.frames_path}: frames of {size} px, the reference's ground truth is at {p[2]} px")
+        rows.append(dict(method=r.method, video_id=r.video_id, to_object=path_error(cen, p[0], size),
+                         to_distractor=path_error(cen, p[1], size)))
+    return pd.DataFrame(rows)
+
+
+def report(scored: pd.DataFrame, between: dict) -> str:
+    per = scored.groupby(["method", "video_id"])[["to_object", "to_distractor"]].mean()
+    lines = ["| method | n videos | to object's path | x base | to distractor's path | x base | "
+             "paired difference to base, distractor's path |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    base = per.loc["base"] if "base" in per.index.get_level_values(0) else None
+    for m in dict.fromkeys(scored["method"]):
+        x = per.loc[m]
+        cells = []
+        for c in ("to_object", "to_distractor"):
+            cells.append(f"{x[c].mean():.3f}")
+            cells.append(f"{x[c].mean() / base[c].mean():.2f}" if base is not None else "-")
+        diff = ""
+        if base is not None and m != "base":
+            common = x.index.intersection(base.index)
+            mean, lo, hi = video_ci(x.loc[common, "to_distractor"] - base.loc[common, "to_distractor"])
+            diff = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        lines.append(f"| {m} | {len(x)} | " + " | ".join(cells) + f" | {diff} |")
+    d = np.mean(list(between.values()))
+    lines.append("")
+    lines.append(f"Reference: the object's and the distractor's paths lie {d:.3f} apart "
+                 f"(mean over frames / frame size, mean of {len(between)} videos).")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("tables", help="results/<dir>/tables: its samples.parquet and videos.parquet")
+    a = ap.parse_args(argv)
+    samples = pd.read_parquet(Path(a.tables) / "samples.parquet")
+    videos = pd.read_parquet(Path(a.tables) / "videos.parquet").set_index("video_id")["video_path"]
+    refs = {v: paths(videos[v]) for v in samples["video_id"].unique()}
+    refs = {v: p for v, p in refs.items() if p is not None}
+    if not refs:
+        sys.exit(f"{a.tables}: no reference has a distractor (a leak-prone toy clip's sidecar)")
+    scored = score(samples[samples["video_id"].isin(refs)], refs.get)
+    between = {v: path_error(p[0], p[1], p[2]) for v, p in refs.items()}
+    print(report(scored, between))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
