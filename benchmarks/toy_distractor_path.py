@@ -51,13 +51,13 @@ def score(samples: pd.DataFrame, reference_of) -> pd.DataFrame:
         if p is None:
             continue
         frames = load_frames_file(r.frames_path)
+        size = frames.shape[1]
+        if size != p[2]:
+            raise ValueError(f"{r.frames_path}: frames of {size} px, the reference's ground truth is at {p[2]} px")
         colour, _ = parse_target(r.prompt)
         labels = detector.segment(frames)
         cen = sample_centroid(frames, colour, labels, detector.colour_areas(frames, labels),
                               detector.dominant_colour(frames))
-        size = frames.shape[1]
-        if size != p[2]:
-            raise ValueError(f"{r.frames_path}: frames of {size} px, the reference's ground truth is at {p[2]} px")
         rows.append(dict(method=r.method, video_id=r.video_id, to_object=path_error(cen, p[0], size),
                          to_distractor=path_error(cen, p[1], size)))
     return pd.DataFrame(rows)
