@@ -6,7 +6,7 @@ object's path only. This script scores the same centroid track
 (:func:`motionmatcher.metrics.groundtruth.sample_centroid`) against both paths, per sample
 of the references whose sidecar has ``distractor_centroid``, and prints per method the mean of
 per-video means of both errors, their ratio to base and the paired difference to base over
-videos with its 95 % t interval (:func:`toy_table.video_ci`).
+videos with its 95 % t interval (:func:`toy_table.paired`).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_distractor_path.py results/toy_benchmark_wan/tables
 
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toy_table import video_ci  # noqa: E402
+from toy_table import paired  # noqa: E402
 
 from motionmatcher.metrics.evaluate import load_frames_file  # noqa: E402
 from motionmatcher.metrics.groundtruth import (parse_target, path_error, sample_centroid,  # noqa: E402
@@ -77,8 +77,7 @@ def report(scored: pd.DataFrame, between: dict) -> str:
             cells.append(f"{x[c].mean() / base[c].mean():.2f}" if base is not None else "-")
         diff = ""
         if base is not None and m != "base":
-            common = x.index.intersection(base.index)
-            mean, lo, hi = video_ci(x.loc[common, "to_distractor"] - base.loc[common, "to_distractor"])
+            mean, lo, hi, _ = paired(scored, "to_distractor", m, "base")
             diff = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         lines.append(f"| {m} | {len(x)} | " + " | ".join(cells) + f" | {diff} |")
     d = np.mean(list(between.values()))
