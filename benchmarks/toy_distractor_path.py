@@ -6,9 +6,12 @@ object's path only. This script scores the same centroid track
 (:func:`motionmatcher.metrics.groundtruth.sample_centroid`) against both paths, per sample
 of the references whose sidecar has ``distractor_centroid``, and prints per method the mean of
 per-video means of both errors, their ratio to base and the paired difference to base over
-videos with its 95 % t interval (:func:`toy_table.paired`).
+videos with its 95 % t interval (:func:`toy_table.paired`). ``--per-video`` adds, per
+reference, the two trajectory families, how far each object travels (sum of the centroid's
+frame-to-frame steps / frame size), how far apart the paths lie, and each method's mean errors
+to both paths.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_distractor_path.py results/toy_benchmark_wan/tables
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_distractor_path.py results/toy_benchmark_wan/tables [--per-video]
 
 It reads the folder's ``samples.parquet`` and ``videos.parquet``, each reference's sidecar and
 each sample's frames (``frames_path``: the run's results folder must be present).
@@ -33,14 +36,21 @@ from motionmatcher.metrics.groundtruth import (parse_target, path_error, sample_
 from motionmatcher.toy import detector  # noqa: E402
 
 
-def paths(video_path: str) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """The reference's object and distractor centroid paths and its frame size, or None
-    without a distractor."""
+def sidecar(video_path: str) -> dict | None:
+    """The reference's ground truth, or None without a distractor."""
     gt = json.loads(sidecar_path(video_path).read_text())
-    if not gt.get("distractor_centroid"):
-        return None
+    return gt if gt.get("distractor_centroid") else None
+
+
+def paths(gt: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    """The reference's object and distractor centroid paths and its frame size."""
     return (np.asarray(gt["centroid"], float), np.asarray(gt["distractor_centroid"], float),
             int(gt["frame_size"]))
+
+
+def travel(path: np.ndarray, size: int) -> float:
+    """Length of a centroid path (sum of its frame-to-frame steps) over the frame size."""
+    return float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum() / size)
 
 
 def score(samples: pd.DataFrame, reference_of) -> pd.DataFrame:
@@ -87,19 +97,44 @@ def report(scored: pd.DataFrame, between: dict) -> str:
     return "\n".join(lines)
 
 
+def per_video(scored: pd.DataFrame, gts: dict) -> str:
+    """Per reference: the families and travel of object and distractor, the paths' distance,
+    and each method's mean error to the object's / the distractor's path."""
+    per = scored.groupby(["video_id", "method"])[["to_object", "to_distractor"]].mean()
+    methods = list(dict.fromkeys(scored["method"]))
+    lines = ["| reference | object: family, travel | distractor: family, travel | paths apart | "
+             + " | ".join(f"{m}: to object / to distractor" for m in methods) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+    for v in sorted(gts):
+        gt = gts[v]
+        obj, dis, size = paths(gt)
+        fam_o = gt["spec"]["objects"][0]["trajectory"]
+        fam_d = gt["appearance"]["distractor"]["trajectory"]
+        cells = [f"{per.loc[(v, m), 'to_object']:.3f} / {per.loc[(v, m), 'to_distractor']:.3f}"
+                 if (v, m) in per.index else "-" for m in methods]
+        lines.append(f"| {v} | {fam_o}, {travel(obj, size):.2f} | {fam_d}, {travel(dis, size):.2f} | "
+                     f"{path_error(obj, dis, size):.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tables", help="results/<dir>/tables: its samples.parquet and videos.parquet")
+    ap.add_argument("--per-video", action="store_true", help="also the table per reference")
     a = ap.parse_args(argv)
     samples = pd.read_parquet(Path(a.tables) / "samples.parquet")
     videos = pd.read_parquet(Path(a.tables) / "videos.parquet").set_index("video_id")["video_path"]
-    refs = {v: paths(videos[v]) for v in samples["video_id"].unique()}
-    refs = {v: p for v, p in refs.items() if p is not None}
-    if not refs:
+    gts = {v: sidecar(videos[v]) for v in samples["video_id"].unique()}
+    gts = {v: gt for v, gt in gts.items() if gt is not None}
+    if not gts:
         sys.exit(f"{a.tables}: no reference has a distractor (a leak-prone toy clip's sidecar)")
+    refs = {v: paths(gt) for v, gt in gts.items()}
     scored = score(samples[samples["video_id"].isin(refs)], refs.get)
     between = {v: path_error(p[0], p[1], p[2]) for v, p in refs.items()}
     print(report(scored, between))
+    if a.per_video:
+        print()
+        print(per_video(scored, gts))
     return 0
 
 

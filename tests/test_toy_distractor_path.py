@@ -28,3 +28,21 @@ def test_report_means_ratios_and_paired_difference():
     assert out[3] == (f"| motionmatcher | 2 | 0.300 | 1.50 | 0.150 | 0.50 | "
                       f"{-0.15:+.3f} [{-0.15 - h:+.3f}, {-0.15 + h:+.3f}] |")
     assert out[-1].startswith("Reference: the object's and the distractor's paths lie 0.400 apart")
+
+
+def test_travel_is_the_summed_step_length_over_the_frame_size():
+    p = np.array([[0.0, 0.0], [3.0, 4.0], [3.0, 10.0]])
+    assert toy_distractor_path.travel(p, 10) == (5.0 + 6.0) / 10
+
+
+def test_per_video_row_has_families_travel_distance_and_means():
+    gt = {"centroid": [[0.0, 0.0], [0.0, 0.0]], "distractor_centroid": [[6.0, 8.0], [6.0, 4.0]],
+          "frame_size": 10, "spec": {"objects": [{"trajectory": "recede"}]},
+          "appearance": {"distractor": {"trajectory": "circle_ccw"}}}
+    rows = [("base", "v", 0.1, 0.5), ("base", "v", 0.3, 0.7), ("motionmatcher", "v", 0.4, 0.2)]
+    scored = pd.DataFrame(rows, columns=["method", "video_id", "to_object", "to_distractor"])
+    out = toy_distractor_path.per_video(scored, {"v": gt}).splitlines()
+    # travel: object 0, distractor |(0,-4)| / 10 = 0.4; apart: (10 + sqrt(52)) / 2 / 10
+    apart = (10 + np.sqrt(52)) / 2 / 10
+    assert out[2] == (f"| v | recede, 0.00 | circle_ccw, 0.40 | {apart:.3f} | "
+                      "0.200 / 0.600 | 0.400 / 0.200 |")
