@@ -310,3 +310,24 @@ def test_committed_toy_dit_draws_the_prompted_colour(tmp_path):
     res = json.loads((tmp_path / "g.json").read_text())
     assert rc == 0, res
     assert res["colour_rate"] >= 7 / 8 and res["mean_displacement_px"] >= 1.0
+
+
+def test_toy_benchmark_config_matches_the_committed_unet_at_8x8():
+    """config/toy_benchmark.yaml's scale factors (1, 1) on models/toy_t2v (8x8 latent): the
+    matched layers are down_blocks.0's, at 8x8 (docs/toy_models.md); the config's default (4, 4)
+    gives down_blocks.2 at 2x2."""
+    from pathlib import Path
+
+    import yaml
+    from diffusers import UNet3DConditionModel
+
+    from motionmatcher.customization.motion_features import motion_layers
+
+    root = Path(__file__).resolve().parents[1]
+    kw = yaml.safe_load((root / "config/toy_benchmark.yaml").read_text())["methods"]["motionmatcher"]["train"]["loss_kwargs"]
+    unet = UNet3DConditionModel.from_pretrained(root / "models/toy_t2v/unet")
+    got = motion_layers(unet, 8, 8, kw["spatial_scale_factor"], kw["temporal_scale_factor"])
+    assert got.ca_hw == got.tsa_hw == (8, 8)
+    assert got.ca == ["down_blocks.0.attentions.0.transformer_blocks.0.attn2"]
+    assert {n.split(".temp_attentions")[0] for n in got.tsa} == {"down_blocks.0"}
+    assert motion_layers(unet, 8, 8, 4, 4).ca_hw == (2, 2)
