@@ -18,8 +18,10 @@ Then the paper's claim as issue #19 states it, read from the same per-video mean
   CIs below 0).
 
 ``--setting plain|leak`` reads all of it on the references of one appearance setting only.
+Several tables (runs) are read as one (:func:`combine`): a sample present in more than one is
+kept once if its metrics agree, and refused if they differ.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_table.py results/toy_benchmark/tables/samples.parquet
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/toy_table.py results/toy_benchmark/tables/samples.parquet [MORE.parquet ...]
 """
 
 from __future__ import annotations
@@ -147,6 +149,33 @@ def table(samples: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+KEY = ["method", "video_id", "prompt", "seed"]
+
+
+def combine(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Several runs' sample tables as one. A sample (method, video, prompt, seed) in more than
+    one must have the same value in every numeric column in each (a rerun reproduces it); it
+    is kept once. A sample that differs is an error naming the files, the sample and the column."""
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    for f, t in tables.items():
+        if missing := [c for c in KEY if c not in t.columns]:
+            raise ValueError(f"{f}: no column {missing[0]!r}: cannot tell its samples from the other tables'")
+    rows = pd.concat([t.assign(_file=f) for f, t in tables.items()], ignore_index=True)
+    dup = rows[rows.duplicated(KEY, keep=False)]
+    if len(dup):
+        num = [c for c in dup.select_dtypes("number").columns if c not in KEY]
+        n = dup.groupby(KEY)[num].nunique(dropna=False)
+        bad = n[(n > 1).any(axis=1)]
+        if len(bad):
+            k = bad.index[0]
+            col = bad.columns[(bad.iloc[0] > 1).to_numpy()][0]
+            files = sorted(dup.set_index(KEY).loc[[k], "_file"].unique())
+            raise ValueError(f"{' and '.join(files)}: sample {dict(zip(KEY, k))} differs in {col!r} "
+                             f"({len(bad)} samples differ): not the same run's samples")
+    return rows.drop_duplicates(KEY).drop(columns="_file").reset_index(drop=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("samples", nargs="+",
@@ -154,7 +183,11 @@ def main(argv=None) -> int:
     ap.add_argument("--setting", choices=("plain", "leak"),
                     help="only the references of this appearance setting (CIs over those videos)")
     a = ap.parse_args(argv)
-    samples = only_setting(pd.concat([pd.read_parquet(p) for p in a.samples], ignore_index=True), a.setting)
+    try:
+        samples = combine({p: pd.read_parquet(p) for p in a.samples})
+    except ValueError as e:
+        sys.exit(str(e))
+    samples = only_setting(samples, a.setting)
     if samples.empty:
         sys.exit(f"{' '.join(a.samples)}: no rows for setting {a.setting!r}")
     if samples["trajectory_error"].isna().all():

@@ -87,3 +87,28 @@ def test_setting_restricts_the_reading_to_its_references(capsys, tmp_path):
             f"(paired difference {-0.25:+.3f} [{-0.25 - h:+.3f}, {-0.25 + h:+.3f}], 2 videos)") in out
     assert "| leak |" not in out and "| plain | 1 |" in out
     assert [toy_table.setting(v) for v in VIDEOS] == ["plain", "plain", "leak", "leak"]
+
+
+def _runs():
+    a = pd.DataFrame({"method": ["base", "base", "motionmatcher"], "video_id": ["v", "w", "v"],
+                      "prompt": ["p"] * 3, "seed": [0] * 3, "trajectory_error": [0.2, 0.4, 0.1],
+                      "background_leakage": [np.nan] * 3, "frames_path": ["a/1", "a/2", "a/3"]})
+    b = pd.DataFrame({"method": ["base", "w2e8"], "video_id": ["v", "v"], "prompt": ["p"] * 2,
+                      "seed": [0] * 2, "trajectory_error": [0.2, 0.05],
+                      "background_leakage": [np.nan] * 2, "frames_path": ["b/1", "b/2"]})
+    return a, b
+
+
+def test_combine_keeps_a_reproduced_sample_once():
+    a, b = _runs()
+    got = toy_table.combine({"a.parquet": a, "b.parquet": b})
+    assert sorted(zip(got["method"], got["video_id"])) == [("base", "v"), ("base", "w"),
+                                                          ("motionmatcher", "v"), ("w2e8", "v")]
+    assert got.loc[got["method"] == "base", "trajectory_error"].tolist() == [0.2, 0.4]
+
+
+def test_combine_refuses_a_sample_that_differs():
+    a, b = _runs()
+    b.loc[0, "trajectory_error"] = 0.3
+    with pytest.raises(ValueError, match=r"a.parquet and b.parquet: sample .*'base'.* differs in 'trajectory_error'"):
+        toy_table.combine({"a.parquet": a, "b.parquet": b})
