@@ -112,3 +112,13 @@ def test_combine_refuses_a_sample_that_differs():
     b.loc[0, "trajectory_error"] = 0.3
     with pytest.raises(ValueError, match=r"a.parquet and b.parquet: sample .*'base'.* differs in 'trajectory_error'"):
         toy_table.combine({"a.parquet": a, "b.parquet": b})
+
+
+def test_combine_tolerates_float_level_differences_and_timings_but_not_a_missing_value():
+    a, b = _runs()
+    a["metrics_seconds"], b["metrics_seconds"] = 1.0, 2.0
+    b.loc[0, "trajectory_error"] = 0.2 * (1 + 0.5 * toy_table.RTOL)  # within tolerance
+    assert len(toy_table.combine({"a.parquet": a, "b.parquet": b})) == 4
+    b.loc[0, "background_leakage"] = 0.0  # NaN in a, a value in b
+    with pytest.raises(ValueError, match="differs in 'background_leakage'"):
+        toy_table.combine({"a.parquet": a, "b.parquet": b})
