@@ -234,3 +234,29 @@ def test_clips_at_nine_frames_are_the_same_references(tmp_path):
     # the stamp names the frame count, so an 8-frame folder is not taken for a 9-frame one
     assert json.loads((tmp_path / "f9" / "toy_clips.json").read_text())["n_frames"] == 9
     assert "n_frames" not in json.loads((tmp_path / "f8" / "toy_clips.json").read_text())
+
+
+def test_leak_ablation_removes_one_kind_and_keeps_every_other_draw(tmp_path):
+    """Each clip of `--set leak_ablation` is its appearance-set source with exactly one kind of
+    unprompted appearance gone: the same object path, caption, prompts and the other kind; its
+    frames differ from the source's only where the removed kind was drawn."""
+    import pandas as pd
+
+    from motionmatcher.toy import clips
+
+    for i, (source, removed) in enumerate(clips.ABLATIONS["leak_ablation"]):
+        vid, spec, prompts = clips.ablated_reference("leak_ablation", i, n_frames=9)
+        svid, sspec, sprompts = clips.reference("appearance", source, n_frames=9)
+        other = ({"background_pattern", "distractor"} - {removed}).pop()
+        assert vid == svid + {"background_pattern": "_nopattern", "distractor": "_nodistractor"}[removed]
+        assert prompts == sprompts and spec.objects == sspec.objects and spec.caption() == sspec.caption()
+        assert spec.appearance[removed] is None and spec.appearance[other] == sspec.appearance[other]
+        frames, gt = world.render_clip(spec)
+        sframes, sgt = world.render_clip(sspec)
+        np.testing.assert_array_equal(gt["centroid"], sgt["centroid"])
+        assert (gt.get("distractor_centroid") is not None) == (removed != "distractor")
+        if removed == "distractor":  # the distractor's pixels: the only ones that change
+            d = detector.detect_colour(sframes, sspec.distractor.colour).area
+            assert (np.abs(frames.astype(int) - sframes.astype(int)).sum(-1) > 0).sum((1, 2)).max() <= d.max() * 2
+    manifest = pd.read_csv(clips.write_clips(tmp_path, "leak_ablation", n_frames=9))
+    assert manifest.video_id.nunique() == len(clips.ABLATIONS["leak_ablation"]) and len(manifest) == 8

@@ -13,7 +13,10 @@ distractor's colour), so a customization that memorises the reference's appearan
 
 CLI::
 
-    python -m motionmatcher.toy.clips OUT_DIR [--set benchmark|demo|appearance] [--seed 0] [--frames 8]
+    python -m motionmatcher.toy.clips OUT_DIR [--set benchmark|demo|appearance|leak_ablation] [--seed 0] [--frames 8]
+
+``--set leak_ablation`` draws leak-prone references of ``appearance`` with the grating or the
+distractor taken out (:data:`ABLATIONS`), everything else as drawn there.
 
 ``--frames 9`` draws the same references (same random draws: motion, appearance, prompts) at
 9 frames, for the toy Wan model (``wan-toy`` of :mod:`.geometries`: its causal VAE takes
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -62,6 +66,15 @@ SETS: dict[str, list[tuple]] = {
 }
 VERSION = 1
 
+#: Leak-prone references of the ``appearance`` set with one kind of unprompted appearance taken
+#: out and every draw kept (object, path, prompts, the other kind): which kind makes a
+#: customization worse than base there. (index in ``appearance``, kind removed) per clip.
+ABLATIONS: dict[str, list[tuple[int, str]]] = {
+    "leak_ablation": [(13, "background_pattern"), (13, "distractor"),
+                      (14, "background_pattern"), (14, "distractor")],
+}
+_REMOVED_SUFFIX = {"background_pattern": "_nopattern", "distractor": "_nodistractor"}
+
 
 def target_prompts(appearance: tuple[str, str, str], rng: np.random.Generator, n: int = 2,
                    exclude: tuple[str, ...] = ()) -> list[str]:
@@ -90,6 +103,19 @@ def reference(which: str, index: int, seed: int = 0, n_frames: int = 8) -> tuple
     return vid, spec, target_prompts(app, rng, exclude=(dis.colour,) if dis is not None else ())
 
 
+def ablated_reference(which: str, index: int, seed: int = 0, n_frames: int = 8
+                      ) -> tuple[str, "world.ClipSpec", list[str]]:
+    """Reference ``index`` of ablation set ``which`` (:data:`ABLATIONS`): the ``appearance``
+    set's leak-prone reference with one kind of unprompted appearance removed, its video id
+    suffixed ``_nopattern`` / ``_nodistractor``."""
+    source, removed = ABLATIONS[which][index]
+    vid, spec, prompts = reference("appearance", source, seed, n_frames)
+    if not (spec.appearance or {}).get(removed):
+        raise ValueError(f"{which}[{index}]: appearance reference {source} ({vid}) has no {removed} to remove")
+    spec = dataclasses.replace(spec, appearance={**spec.appearance, removed: None})
+    return vid + _REMOVED_SUFFIX[removed], spec, prompts
+
+
 def write_clips(out: str | Path, which: str = "benchmark", seed: int = 0, fps: int = 8,
                 n_frames: int = 8) -> Path:
     """Write the clips (``n_frames`` each), sidecars and manifest of set ``which``; returns the
@@ -106,8 +132,9 @@ def write_clips(out: str | Path, which: str = "benchmark", seed: int = 0, fps: i
         return out / "manifest.csv"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(len(SETS[which])):
-        vid, spec, prompts = reference(which, i, seed, n_frames)
+    draw = reference if which in SETS else ablated_reference
+    for i in range(len(SETS[which] if which in SETS else ABLATIONS[which])):
+        vid, spec, prompts = draw(which, i, seed, n_frames)
         frames, gt = world.render_clip(spec)
         write_mp4(frames, out / "videos" / f"{vid}.mp4", fps=fps)
         side = json.dumps(world.gt_json(gt), indent=1)
@@ -127,7 +154,7 @@ def write_clips(out: str | Path, which: str = "benchmark", seed: int = 0, fps: i
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Write toy-world reference clips with ground truth.")
     ap.add_argument("out", type=Path)
-    ap.add_argument("--set", dest="which", choices=sorted(SETS), default="benchmark")
+    ap.add_argument("--set", dest="which", choices=sorted(SETS) + sorted(ABLATIONS), default="benchmark")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--frames", type=int, default=8, help="frames per clip (9 for the toy Wan model)")
     a = ap.parse_args(argv)
