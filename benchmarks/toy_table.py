@@ -17,7 +17,8 @@ Then the paper's claim as issue #19 states it, read from the same per-video mean
   of the paired difference's CI below 0), and below DDPM-LoRA's at lower leakage (both paired
   CIs below 0).
 
-``--setting plain|leak`` reads all of it on the references of one appearance setting only.
+``--setting plain|leak`` reads all of it on the references of one appearance setting only;
+``--per-video`` adds the trajectory error per reference.
 Several tables (runs) are read as one (:func:`combine`): a sample present in more than one is
 kept once if its metrics agree (to float-level differences), and refused if they differ.
 
@@ -107,6 +108,21 @@ def family_table(samples: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def video_table(samples: pd.DataFrame) -> str:
+    """Trajectory error per reference: per method the mean over its samples, and / base."""
+    per = samples.groupby(["video_id", "method"])["trajectory_error"].mean()
+    methods = list(dict.fromkeys(samples["method"]))
+    lines = ["| reference | " + " | ".join(methods) + " |",
+             "| --- | " + " | ".join("---" for _ in methods) + " |"]
+    for v, g in per.groupby(level="video_id"):
+        means = g.droplevel("video_id")
+        base = means.get("base", float("nan"))
+        cells = [f"{means[m]:.3f}" + (f" ({means[m] / base:.2f}x)" if m != "base" and base == base and base > 0 else "")
+                 if m in means else "-" for m in methods]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def reading(samples: pd.DataFrame, method: str = "motionmatcher") -> list[str]:
     """The claim's two statements for ``method``, each with its evidence."""
     out = []
@@ -189,6 +205,7 @@ def main(argv=None) -> int:
                     help="results/<dir>/tables/samples.parquet, or per-video metrics tables")
     ap.add_argument("--setting", choices=("plain", "leak"),
                     help="only the references of this appearance setting (CIs over those videos)")
+    ap.add_argument("--per-video", action="store_true", help="also the trajectory error per reference")
     a = ap.parse_args(argv)
     try:
         samples = combine({p: pd.read_parquet(p) for p in a.samples})
@@ -243,6 +260,10 @@ def main(argv=None) -> int:
     print("Trajectory error per family and setting (mean of per-video means; x base):")
     print(family_table(samples))
     print()
+    if a.per_video:
+        print("Trajectory error per reference (mean of its samples; x base):")
+        print(video_table(samples))
+        print()
     for m in ("motionmatcher", "motionmatcher_ca", "motionmatcher_tsa"):
         for line in reading(samples, m):
             print(line)

@@ -122,3 +122,12 @@ def test_combine_tolerates_float_level_differences_and_timings_but_not_a_missing
     b.loc[0, "background_leakage"] = 0.0  # NaN in a, a value in b
     with pytest.raises(ValueError, match="differs in 'background_leakage'"):
         toy_table.combine({"a.parquet": a, "b.parquet": b})
+
+
+def test_video_table_means_and_ratios():
+    out = toy_table.video_table(_samples()).splitlines()
+    # video 3 (08_line_blue_square_leak): base 0.5, motionmatcher 0.2, ddpm_lora 0.3
+    assert out[0] == "| reference | base | motionmatcher | ddpm_lora |"
+    row = [l for l in out if l.startswith("| 08_line_blue_square_leak |")][0]
+    assert row == f"| 08_line_blue_square_leak | 0.500 | 0.200 ({0.2 / 0.5:.2f}x) | 0.300 ({0.3 / 0.5:.2f}x) |"
+    assert len(out) == 2 + len(VIDEOS)
