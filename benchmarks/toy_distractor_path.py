@@ -114,6 +114,19 @@ def per_video(scored: pd.DataFrame, gts: dict) -> str:
                  if (v, m) in per.index else "-" for m in methods]
         lines.append(f"| {v} | {fam_o}, {travel(obj, size):.2f} | {fam_d}, {travel(dis, size):.2f} | "
                      f"{path_error(obj, dis, size):.3f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("By who carries the motion (object travel < half the distractor's, or not): mean over the "
+                 "references of each method's errors, to object / to distractor (x base, to object)")
+    lines += ["| references | n | " + " | ".join(methods) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+    still = {v for v, gt in gts.items() if travel(paths(gt)[0], paths(gt)[2]) < 0.5 * travel(paths(gt)[1], paths(gt)[2])}
+    for name, vids in (("distractor carries the motion", sorted(still)), ("object moves", sorted(set(gts) - still))):
+        sub = per[per.index.get_level_values("video_id").isin(vids)].groupby("method").mean()
+        base = sub["to_object"].get("base", float("nan"))
+        cells = [f"{sub.loc[m, 'to_object']:.3f} / {sub.loc[m, 'to_distractor']:.3f}"
+                 + (f" ({sub.loc[m, 'to_object'] / base:.2f}x)" if m != "base" and base > 0 else "")
+                 if m in sub.index else "-" for m in methods]
+        lines.append(f"| {name} | {len(vids)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -90,6 +90,13 @@ def paired(samples: pd.DataFrame, col: str, a: str, b: str) -> tuple[float, floa
     return mean, lo, hi, len(common)
 
 
+def ratio_cells(means: pd.Series, methods: list[str]) -> list[str]:
+    """Per method its mean and, but for base, the ratio to base's ("-" where absent)."""
+    base = means.get("base", float("nan"))
+    return [f"{means[m]:.3f}" + (f" ({means[m] / base:.2f}x)" if m != "base" and base == base and base > 0 else "")
+            if m in means else "-" for m in methods]
+
+
 def family_table(samples: pd.DataFrame) -> str:
     """Trajectory error per family x setting: per method the mean of per-video means, and / base."""
     s = samples.assign(family=samples["video_id"].map(family),
@@ -99,10 +106,7 @@ def family_table(samples: pd.DataFrame) -> str:
     lines = ["| family | setting | n videos | " + " | ".join(methods) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in methods) + " |"]
     for (fam, sett), g in per.groupby(level=["family", "setting"]):
-        means = g.groupby(level="method").mean()
-        base = means.get("base", float("nan"))
-        cells = [f"{means[m]:.3f}" + (f" ({means[m] / base:.2f}x)" if m != "base" and base == base and base > 0 else "")
-                 if m in means else "-" for m in methods]
+        cells = ratio_cells(g.groupby(level="method").mean(), methods)
         n = g.index.get_level_values("video_id").nunique()
         lines.append(f"| {fam} | {sett} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -115,10 +119,7 @@ def video_table(samples: pd.DataFrame) -> str:
     lines = ["| reference | " + " | ".join(methods) + " |",
              "| --- | " + " | ".join("---" for _ in methods) + " |"]
     for v, g in per.groupby(level="video_id"):
-        means = g.droplevel("video_id")
-        base = means.get("base", float("nan"))
-        cells = [f"{means[m]:.3f}" + (f" ({means[m] / base:.2f}x)" if m != "base" and base == base and base > 0 else "")
-                 if m in means else "-" for m in methods]
+        cells = ratio_cells(g.droplevel("video_id"), methods)
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

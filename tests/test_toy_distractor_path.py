@@ -46,3 +46,6 @@ def test_per_video_row_has_families_travel_distance_and_means():
     apart = (10 + np.sqrt(52)) / 2 / 10
     assert out[2] == (f"| v | recede, 0.00 | circle_ccw, 0.40 | {apart:.3f} | "
                       "0.200 / 0.600 | 0.400 / 0.200 |")
+    # the object does not travel (0 < 0.5 * 0.4): v is in the first group, the second is empty
+    assert out[-2] == "| distractor carries the motion | 1 | 0.200 / 0.600 | 0.400 / 0.200 (2.00x) |"
+    assert out[-1] == "| object moves | 0 | - | - |"
