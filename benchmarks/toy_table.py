@@ -265,9 +265,16 @@ def main(argv=None) -> int:
         print("Trajectory error per reference (mean of its samples; x base):")
         print(video_table(samples))
         print()
-    for m in ("motionmatcher", "motionmatcher_ca", "motionmatcher_tsa"):
+    present = list(dict.fromkeys(samples["method"]))
+    variants = [m for m in present if m.startswith("motionmatcher_") and m not in ("motionmatcher_ca", "motionmatcher_tsa")]
+    for m in ["motionmatcher", "motionmatcher_ca", "motionmatcher_tsa"] + variants:
         for line in reading(samples, m):
             print(line)
+    if "motionmatcher" in present:  # another setting of MotionMatcher against the official one
+        for m in variants:
+            d = paired(samples, "trajectory_error", m, "motionmatcher")
+            print(f"{m} - motionmatcher: trajectory error paired difference {d[0]:+.3f} "
+                  f"[{d[1]:+.3f}, {d[2]:+.3f}], {d[3]} videos")
     return 0
 
 

@@ -131,3 +131,18 @@ def test_video_table_means_and_ratios():
     row = [l for l in out if l.startswith("| 08_line_blue_square_leak |")][0]
     assert row == f"| 08_line_blue_square_leak | 0.500 | 0.200 ({0.2 / 0.5:.2f}x) | 0.300 ({0.3 / 0.5:.2f}x) |"
     assert len(out) == 2 + len(VIDEOS)
+
+
+def test_a_motionmatcher_variant_is_read_and_paired_with_motionmatcher(capsys, tmp_path):
+    """A variant (motionmatcher_w2e8 = motionmatcher - 0.05 on every sample) gets the claim's
+    reading and its paired difference to motionmatcher: -0.05, CI of zero width."""
+    s = _samples()
+    v = s[s["method"] == "motionmatcher"].assign(method="motionmatcher_w2e8")
+    v["trajectory_error"] -= 0.05
+    s = pd.concat([s, v], ignore_index=True)
+    path = tmp_path / "samples.parquet"
+    s.assign(**{c: 0.0 for c in ("motion_discrepancy", "motion_fidelity", "clip_t")}).to_parquet(path)
+    assert toy_table.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "motionmatcher_w2e8 beats ddpm_lora in trajectory error at lower leakage" in out
+    assert "motionmatcher_w2e8 - motionmatcher: trajectory error paired difference -0.050 [-0.050, -0.050], 4 videos" in out
